@@ -1,0 +1,59 @@
+//! # peerlite-proto — the Sans-IO core of Peerlite
+//!
+//! Peerlite syncs JSON documents between peers, in the manner of Couchbase Lite's
+//! peer-to-peer replication. This crate holds everything that is pure logic: the document
+//! model, revision trees and conflict resolution (and, next, the replication state
+//! machines). It performs no I/O, reads no clock, spawns no thread and holds no lock, so
+//! it runs the same inside a tokio or smol runtime, a deterministic simulator or a fuzzer.
+//!
+//! ## Document model
+//! - A database holds **collections** named `scope.name` ([`CollectionName`]); the default
+//!   is `_default._default`.
+//! - A **document** has an ID ([`DocId`]), a body ([`Body`]: a canonical CBOR map in the
+//!   JSON data model) and a **revision tree** ([`RevTree`]).
+//! - A **revision ID** ([`RevId`]) is `generation-digest`, where the digest hashes the
+//!   parent revision, the deleted flag and the body bytes: the same edit on the same parent
+//!   yields the same ID on every peer.
+//! - The **current revision** is a deterministic function of the tree (live leaves beat
+//!   tombstones, then higher generation, then higher digest), and merging trees is a set
+//!   union, so peers that hold the same revisions agree.
+//! - **Conflicts** are resolved by a [`ConflictResolver`] (by default
+//!   [`DefaultConflictResolver`]: deletion wins, then the longer history, then the higher
+//!   revision ID) into ordinary revisions ([`resolution_revisions`]).
+//!
+//! ```
+//! use peerlite_proto::{Body, RevTree, Revision};
+//!
+//! let v1 = Revision::first(false, Body::from_json_str(r#"{"title": "draft"}"#)?)?;
+//! let v2 = v1.child(false, Body::from_json_str(r#"{"title": "final"}"#)?, 20)?;
+//! v2.validate()?; // what a receiver checks: the ID matches the content and history
+//!
+//! let mut tree = RevTree::new();
+//! tree.insert(&v2)?;
+//! assert_eq!(tree.current_rev(), Some(v2.rev));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod cbor;
+mod collection;
+mod conflict;
+mod doc_id;
+mod rev_id;
+mod revision;
+mod revtree;
+mod seq;
+
+pub use body::{Body, BodyError, BodyLimits};
+pub use collection::{CollectionName, CollectionNameError, DEFAULT_NAME, MAX_COLLECTION_NAME_LEN};
+pub use conflict::{
+    Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Resolution,
+    resolution_revisions,
+};
+pub use doc_id::{DocId, DocIdError, MAX_DOC_ID_LEN};
+pub use rev_id::{DIGEST_LEN, RevId, RevIdError};
+pub use revision::{MAX_HISTORY, Revision, RevisionError};
+pub use revtree::{DEFAULT_MAX_DEPTH, RevNode, RevTree, RevTreeError};
+pub use seq::Seq;

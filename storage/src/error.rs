@@ -1,0 +1,93 @@
+//! Errors of the storage layer.
+
+use peerlite_proto::{BodyError, CollectionName, DocId, RevId, RevIdError};
+
+/// A failure of the key-value backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// Another handle or process has the database open.
+    #[error(
+        "the database is already open elsewhere (its directory is locked); close the other handle first"
+    )]
+    Locked,
+    /// An earlier write failed at the device level; no further writes are accepted.
+    #[error(
+        "the storage engine failed an earlier write and refuses further writes; restart and reopen the database"
+    )]
+    Poisoned,
+    /// Any other engine error.
+    #[error("storage engine error: {0}")]
+    Fjall(String),
+}
+
+/// Errors of [`Database`](crate::Database) operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The backend failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// The collection was never created.
+    #[error("collection {0} does not exist; create it with Database::create_collection")]
+    NoSuchCollection(CollectionName),
+    /// The document does not exist (or is deleted).
+    #[error("document {doc_id} not found in {collection}")]
+    NotFound {
+        /// The collection.
+        collection: CollectionName,
+        /// The document.
+        doc_id: DocId,
+    },
+    /// An optimistic-concurrency check failed: the document changed since it was read.
+    #[error("document {doc_id} has changed: its current revision is {}, not the expected one; read it again and retry",
+        .current.map(|r| r.to_string()).unwrap_or_else(|| "none (it does not exist)".into()))]
+    Conflict {
+        /// The document.
+        doc_id: DocId,
+        /// Its current revision (`None` if it does not exist or is deleted).
+        current: Option<RevId>,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt {what} record at key {key}: {reason}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// The key, printed.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database was written by a newer, incompatible version.
+    #[error(
+        "database format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedFormat {
+        /// The version found on disk.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A body was invalid.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// A revision ID could not be computed.
+    #[error(transparent)]
+    RevId(#[from] RevIdError),
+    /// A local document ID is empty or too long.
+    #[error("local document ID must be 1 to 250 bytes long")]
+    InvalidLocalId,
+    /// The database already holds the maximum number of collections.
+    #[error("too many collections")]
+    TooManyCollections,
+}
+
+impl StorageError {
+    pub(crate) fn corrupt(what: &'static str, key: &[u8], reason: impl ToString) -> StorageError {
+        StorageError::Corrupt {
+            what,
+            key: String::from_utf8_lossy(key).escape_debug().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

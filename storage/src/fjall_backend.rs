@@ -1,0 +1,94 @@
+//! The on-disk backend on fjall.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use fjall::{Database as FjallDb, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::KvError;
+use crate::kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
+
+/// A [`KvBackend`] on a fjall LSM database: one fjall keyspace per [`Space`], and one
+/// fjall write batch per commit, which fjall applies atomically across keyspaces.
+pub struct FjallKv {
+    db: FjallDb,
+    spaces: [Keyspace; 4],
+}
+
+impl FjallKv {
+    /// Opens (or creates) a database in directory `path`.
+    ///
+    /// Fails with [`KvError::Locked`] when another handle has it open.
+    pub fn open(path: impl AsRef<Path>) -> Result<FjallKv, KvError> {
+        let db = FjallDb::builder(path.as_ref()).open().map_err(map_err)?;
+        let open = |space: Space| db.keyspace(space.name(), KeyspaceCreateOptions::default);
+        let spaces = [
+            open(Space::Docs).map_err(map_err)?,
+            open(Space::Seq).map_err(map_err)?,
+            open(Space::Local).map_err(map_err)?,
+            open(Space::Meta).map_err(map_err)?,
+        ];
+        Ok(FjallKv { db, spaces })
+    }
+
+    fn space(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Docs => &self.spaces[0],
+            Space::Seq => &self.spaces[1],
+            Space::Local => &self.spaces[2],
+            Space::Meta => &self.spaces[3],
+        }
+    }
+}
+
+fn map_err(e: fjall::Error) -> KvError {
+    match e {
+        fjall::Error::Locked => KvError::Locked,
+        fjall::Error::Poisoned => KvError::Poisoned,
+        other => KvError::Fjall(other.to_string()),
+    }
+}
+
+impl KvBackend for FjallKv {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self
+            .space(space)
+            .get(key)
+            .map_err(map_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: usize,
+    ) -> Result<Vec<KvPair>, KvError> {
+        let mut out = Vec::new();
+        for guard in self.space(space).range(range).take(limit) {
+            let (k, v) = guard.into_inner().map_err(map_err)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, batch: WriteBatch, durability: Durability) -> Result<(), KvError> {
+        let mode = match durability {
+            Durability::Sync => Some(PersistMode::SyncData),
+            Durability::Flush => Some(PersistMode::Buffer),
+            Durability::Buffered => None,
+        };
+        let mut b = self.db.batch().durability(mode);
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put(space, k, v) => b.insert(self.space(space), k, v),
+                WriteOp::Delete(space, k) => b.remove(self.space(space), k),
+            }
+        }
+        b.commit().map_err(map_err)
+    }
+
+    fn persist(&self) -> Result<(), KvError> {
+        self.db.persist(PersistMode::SyncData).map_err(map_err)
+    }
+}

@@ -1,0 +1,120 @@
+//! Key layouts of the keyspaces.
+//!
+//! - `docs`: collection id (u32 BE) ‖ document ID bytes
+//! - `seq`:  collection id (u32 BE) ‖ sequence (u64 BE), so a range scan is the changes feed
+//! - `local`: local document ID bytes
+//! - `meta`: `format`, `uuid`, `coll/<scope.name>` → id, `lastseq/<id BE>` → u64 BE
+
+use std::ops::Bound;
+
+use peerlite_proto::{DocId, Seq};
+
+use crate::StorageError;
+
+/// Compact identifier of a collection inside one database.
+pub(crate) type CollectionId = u32;
+
+/// Collection ids run from 1 up to (excluding) this, so `id + 1` bounds every range.
+pub(crate) const MAX_COLLECTION_ID: CollectionId = u32::MAX - 1;
+
+pub(crate) const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_UUID: &[u8] = b"uuid";
+pub(crate) const META_COLLECTION_PREFIX: &[u8] = b"coll/";
+const META_LAST_SEQ_PREFIX: &[u8] = b"lastseq/";
+
+pub(crate) fn doc_key(cid: CollectionId, id: &DocId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + id.as_str().len());
+    k.extend_from_slice(&cid.to_be_bytes());
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+pub(crate) fn doc_id_from_key(key: &[u8]) -> Result<DocId, StorageError> {
+    let id = key
+        .get(4..)
+        .ok_or_else(|| StorageError::corrupt("document", key, "key too short"))?;
+    DocId::from_bytes(id).map_err(|e| StorageError::corrupt("document", key, e))
+}
+
+pub(crate) fn seq_key(cid: CollectionId, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(&cid.to_be_bytes());
+    k.extend_from_slice(&seq.0.to_be_bytes());
+    k
+}
+
+pub(crate) fn seq_from_key(key: &[u8]) -> Result<Seq, StorageError> {
+    let bytes: [u8; 8] = key
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StorageError::corrupt("sequence", key, "key is not 12 bytes"))?;
+    Ok(Seq(u64::from_be_bytes(bytes)))
+}
+
+/// All keys of one collection in `docs` or `seq`.
+pub(crate) fn collection_range(cid: CollectionId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (
+        Bound::Included(cid.to_be_bytes().to_vec()),
+        Bound::Excluded(cid.saturating_add(1).to_be_bytes().to_vec()),
+    )
+}
+
+/// Keys of one collection's documents after `after` (exclusive), or all of them.
+pub(crate) fn docs_after(
+    cid: CollectionId,
+    after: Option<&DocId>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let (start, end) = collection_range(cid);
+    match after {
+        Some(id) => (Bound::Excluded(doc_key(cid, id)), end),
+        None => (start, end),
+    }
+}
+
+/// The changes feed of one collection after `since` (exclusive).
+pub(crate) fn seq_after(cid: CollectionId, since: Seq) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let (_, end) = collection_range(cid);
+    (Bound::Excluded(seq_key(cid, since)), end)
+}
+
+pub(crate) fn collection_meta_key(name: &str) -> Vec<u8> {
+    [META_COLLECTION_PREFIX, name.as_bytes()].concat()
+}
+
+pub(crate) fn last_seq_meta_key(cid: CollectionId) -> Vec<u8> {
+    [META_LAST_SEQ_PREFIX, &cid.to_be_bytes()].concat()
+}
+
+pub(crate) fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let mut end = prefix.to_vec();
+    // Prefixes used here are ASCII and end in '/', so incrementing the last byte is safe.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Excluded(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_by_collection_then_sequence() {
+        let a = seq_key(1, Seq(2));
+        let b = seq_key(1, Seq(256));
+        let c = seq_key(2, Seq(1));
+        assert!(a < b && b < c);
+        assert_eq!(seq_from_key(&b).unwrap(), Seq(256));
+        let (lo, hi) = collection_range(1);
+        assert_eq!(lo, Bound::Included(vec![0, 0, 0, 1]));
+        assert_eq!(hi, Bound::Excluded(vec![0, 0, 0, 2]));
+    }
+
+    #[test]
+    fn doc_keys_round_trip() {
+        let id = DocId::new("user:1").unwrap();
+        assert_eq!(doc_id_from_key(&doc_key(7, &id)).unwrap(), id);
+        assert!(doc_id_from_key(&[0, 0]).is_err());
+        assert!(seq_from_key(&[0, 0, 0, 1, 0]).is_err());
+    }
+}

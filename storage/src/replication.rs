@@ -1,0 +1,298 @@
+//! The storage operations that replication performs: which revisions are missing, read a
+//! revision with its history, and insert revisions with their history.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use peerlite_proto::{
+    CollectionName, DocId, RevId, RevTree, RevTreeError, Revision, RevisionError, Seq,
+};
+
+use crate::database::Database;
+use crate::kv::{Space, WriteBatch};
+use crate::notify::{ChangeNotice, ChangeOrigin};
+use crate::{StorageError, keys};
+
+/// The answer to "do you have this revision?" for one document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevsDiff {
+    /// The revision (or a descendant of it) is already here.
+    Present,
+    /// The revision is missing. `leaves` are the local leaf revisions of the document
+    /// (empty if it does not exist), which lets the sender trim the history it sends.
+    Missing {
+        /// Local leaves, in revision order.
+        leaves: Vec<RevId>,
+    },
+}
+
+/// How [`Database::insert_revisions`] treats revisions that conflict with local ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertMode {
+    /// Refuse anything that would create a conflict (what a passive peer does with pushed
+    /// revisions, and the first attempt of an active peer with pulled ones). The insert is
+    /// refused unless every live leaf of the document is an ancestor of (or equal to) one
+    /// of the inserted revisions, and unless it would revive a deleted document with a
+    /// branch that does not descend from one of its tombstones.
+    NoConflicts,
+    /// Insert only if the document's current revision is still `expected` (`None`: the
+    /// document does not exist); conflicts are allowed. Used to write a conflict
+    /// resolution atomically with the remote revision it resolves.
+    Guarded {
+        /// The current revision the caller based its decision on.
+        expected: Option<RevId>,
+    },
+}
+
+/// One document's revisions to insert, applied atomically and in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionInsert {
+    /// The document.
+    pub doc_id: DocId,
+    /// Revisions with their histories, oldest first.
+    pub revisions: Vec<Revision>,
+    /// The conflict policy.
+    pub mode: InsertMode,
+}
+
+/// What happened to one [`RevisionInsert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored; `rev` is the document's current revision afterwards.
+    Inserted {
+        /// The current revision after the insert.
+        rev: RevId,
+        /// True when that revision is a tombstone.
+        deleted: bool,
+        /// The sequence assigned to the change.
+        seq: Seq,
+    },
+    /// Every revision was already known; nothing changed.
+    AlreadyHad {
+        /// The current revision (`None` only when nothing was given for a missing document).
+        current: Option<RevId>,
+    },
+    /// Refused: it would conflict with the local revision `current` (see [`InsertMode`]).
+    Conflict {
+        /// The current revision (`None` if the document does not exist).
+        current: Option<RevId>,
+    },
+    /// Refused: a revision is malformed or does not match its content.
+    Invalid(RevisionError),
+}
+
+impl Database {
+    /// For each `(document, revision)`, whether the revision is already here.
+    pub fn revs_diff(
+        &self,
+        collection: &CollectionName,
+        wanted: &[(DocId, RevId)],
+    ) -> Result<Vec<RevsDiff>, StorageError> {
+        let state = self.collection(collection)?;
+        wanted
+            .iter()
+            .map(|(id, rev)| {
+                Ok(match self.load_doc(state.id, id)? {
+                    Some(rec) if rec.tree.contains(rev) => RevsDiff::Present,
+                    Some(rec) => RevsDiff::Missing {
+                        leaves: rec.tree.leaf_ids(),
+                    },
+                    None => RevsDiff::Missing { leaves: Vec::new() },
+                })
+            })
+            .collect()
+    }
+
+    /// Reads one revision with up to `max_history` ancestors. `None` when the document or
+    /// the revision is unknown, or the revision's body is no longer kept (it has been
+    /// superseded: only leaves keep bodies).
+    pub fn get_revision(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+        rev: &RevId,
+        max_history: usize,
+    ) -> Result<Option<Revision>, StorageError> {
+        let state = self.collection(collection)?;
+        Ok(self
+            .load_doc(state.id, id)?
+            .and_then(|rec| rec.tree.revision(rev, max_history)))
+    }
+
+    /// Inserts revisions received from a peer. Each revision is validated (its history
+    /// chains and its ID matches its content); each document's revisions are applied
+    /// atomically under its [`InsertMode`]; all documents of the call commit in one batch
+    /// with the database's durability, so when this returns `Ok` every `Inserted` outcome
+    /// is persisted.
+    pub fn insert_revisions(
+        &self,
+        collection: &CollectionName,
+        inserts: Vec<RevisionInsert>,
+    ) -> Result<Vec<InsertOutcome>, StorageError> {
+        let depth = self.inner.config.max_rev_depth;
+        let w = self.lock_writer()?;
+        let state = self.collection(collection)?;
+
+        // Documents touched by this call, evolving as their inserts apply in order.
+        let mut work: BTreeMap<DocId, Work> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(inserts.len());
+        for insert in inserts {
+            let entry = match work.entry(insert.doc_id.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let (tree, disk_seq) = match self.load_doc(state.id, &insert.doc_id)? {
+                        Some(rec) => (rec.tree, Some(rec.seq)),
+                        None => (RevTree::new(), None),
+                    };
+                    e.insert(Work {
+                        tree,
+                        disk_seq,
+                        last_change: None,
+                    })
+                }
+            };
+            let (outcome, new_tree) = apply_insert(&entry.tree, &insert, depth);
+            if let Some(tree) = new_tree {
+                entry.tree = tree;
+                entry.last_change = Some(outcomes.len());
+            }
+            outcomes.push((insert.doc_id, outcome));
+        }
+
+        // One new sequence per changed document, in the order of their last change.
+        let mut changed: Vec<(usize, &DocId, &Work)> = work
+            .iter()
+            .filter_map(|(id, w)| w.last_change.map(|i| (i, id, w)))
+            .collect();
+        changed.sort_by_key(|(i, _, _)| *i);
+        let mut seq = state.last_seq;
+        let mut batch = WriteBatch::new();
+        let mut notices = Vec::with_capacity(changed.len());
+        let mut assigned: BTreeMap<&DocId, Seq> = BTreeMap::new();
+        for (_, id, w) in &changed {
+            seq = seq.next();
+            self.stage_doc(&mut batch, state.id, id, w.disk_seq, seq, &w.tree)?;
+            if let Some((rev, node)) = w.tree.current() {
+                notices.push(ChangeNotice {
+                    collection: collection.clone(),
+                    doc_id: (*id).clone(),
+                    rev: *rev,
+                    deleted: node.is_deleted(),
+                    seq,
+                    origin: ChangeOrigin::Replicated,
+                });
+            }
+            assigned.insert(id, seq);
+        }
+        if !batch.is_empty() {
+            batch.put(
+                Space::Meta,
+                keys::last_seq_meta_key(state.id),
+                seq.0.to_be_bytes().to_vec(),
+            );
+            self.inner.kv.commit(batch, self.inner.config.durability)?;
+            self.set_last_seq(collection, seq)?;
+        }
+        let results = outcomes
+            .iter()
+            .map(|(id, outcome)| match outcome {
+                InsertOutcome::Inserted { rev, deleted, .. } => InsertOutcome::Inserted {
+                    rev: *rev,
+                    deleted: *deleted,
+                    seq: assigned.get(id).copied().unwrap_or(Seq::ZERO),
+                },
+                other => other.clone(),
+            })
+            .collect();
+        drop(w);
+        self.inner.listeners.notify(&notices);
+        Ok(results)
+    }
+}
+
+struct Work {
+    tree: RevTree,
+    /// The document's sequence on disk before this call.
+    disk_seq: Option<Seq>,
+    /// Index of the last insert of this call that changed the document.
+    last_change: Option<usize>,
+}
+
+/// Applies one document's insert to its tree. Returns the outcome, and the new tree when
+/// the document changed (the outcome's sequence is filled in by the caller).
+fn apply_insert(
+    tree: &RevTree,
+    insert: &RevisionInsert,
+    depth: usize,
+) -> (InsertOutcome, Option<RevTree>) {
+    for r in &insert.revisions {
+        if let Err(e) = r.validate() {
+            return (InsertOutcome::Invalid(e), None);
+        }
+    }
+    let current = tree.current().map(|(r, n)| (*r, n.is_deleted()));
+    let conflict = || InsertOutcome::Conflict {
+        current: current.map(|(r, _)| r),
+    };
+    if let InsertMode::Guarded { expected } = insert.mode
+        && current.map(|(r, _)| r) != expected
+    {
+        return (conflict(), None);
+    }
+    let mut next = tree.clone();
+    let mut added = false;
+    for r in &insert.revisions {
+        match next.insert(r) {
+            Ok(a) => added |= a,
+            Err(RevTreeError::Revision(e)) => return (InsertOutcome::Invalid(e), None),
+            Err(_) => return (conflict(), None),
+        }
+    }
+    if !added {
+        return (
+            InsertOutcome::AlreadyHad {
+                current: current.map(|(r, _)| r),
+            },
+            None,
+        );
+    }
+    if insert.mode == InsertMode::NoConflicts && would_conflict(tree, &next, &insert.revisions) {
+        return (conflict(), None);
+    }
+    next.prune(depth);
+    match next.current() {
+        Some((rev, node)) => (
+            InsertOutcome::Inserted {
+                rev: *rev,
+                deleted: node.is_deleted(),
+                seq: Seq::ZERO,
+            },
+            Some(next.clone()),
+        ),
+        None => (conflict(), None),
+    }
+}
+
+/// The [`InsertMode::NoConflicts`] rule.
+fn would_conflict(before: &RevTree, after: &RevTree, inserted: &[Revision]) -> bool {
+    // Every live branch must be extended (or closed) by the inserted revisions.
+    let abandons_live_branch = before
+        .live_leaves()
+        .any(|(leaf, _)| !inserted.iter().any(|r| after.descends_from(&r.rev, leaf)));
+    if abandons_live_branch {
+        return true;
+    }
+    // A deleted document may only come back through a branch that descends from one of
+    // its tombstones (a re-creation after the delete, not a concurrent edit).
+    let was_deleted = before.is_deleted();
+    if was_deleted
+        && let Some((winner, node)) = after.current()
+        && !node.is_deleted()
+    {
+        return !before
+            .leaf_ids()
+            .iter()
+            .any(|t| after.descends_from(winner, t));
+    }
+    false
+}

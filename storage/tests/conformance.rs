@@ -1,0 +1,877 @@
+//! One behaviour suite, run against the fjall backend and the in-memory backend.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use peerlite_proto::{Body, CollectionName, DocId, RevId, Revision, RevisionError, Seq};
+use peerlite_storage::{
+    ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected, FjallKv,
+    InsertMode, InsertOutcome, KvBackend, MemKv, RevisionInsert, RevsDiff, Space, StorageError,
+    WriteBatch,
+};
+use proptest::prelude::*;
+
+/// A backend under test: can open, reopen and reach the raw key-value store.
+trait Harness {
+    fn open(&mut self) -> Database;
+    fn kv(&self) -> Arc<dyn KvBackend>;
+}
+
+struct FjallHarness {
+    dir: tempfile::TempDir,
+    kv: Option<Arc<FjallKv>>,
+    config: DatabaseConfig,
+}
+
+impl FjallHarness {
+    fn new(config: DatabaseConfig) -> Self {
+        FjallHarness {
+            dir: tempfile::tempdir().unwrap(),
+            kv: None,
+            config,
+        }
+    }
+}
+
+impl Harness for FjallHarness {
+    fn open(&mut self) -> Database {
+        // Drop the previous handle first: fjall locks its directory.
+        self.kv = None;
+        let kv = Arc::new(FjallKv::open(self.dir.path()).unwrap());
+        self.kv = Some(kv.clone());
+        Database::with_backend(kv, self.config.clone()).unwrap()
+    }
+    fn kv(&self) -> Arc<dyn KvBackend> {
+        self.kv.clone().unwrap()
+    }
+}
+
+struct MemHarness {
+    kv: Arc<MemKv>,
+    config: DatabaseConfig,
+}
+
+impl MemHarness {
+    fn new(config: DatabaseConfig) -> Self {
+        MemHarness {
+            kv: Arc::new(MemKv::new()),
+            config,
+        }
+    }
+}
+
+impl Harness for MemHarness {
+    fn open(&mut self) -> Database {
+        Database::with_backend(self.kv.clone(), self.config.clone()).unwrap()
+    }
+    fn kv(&self) -> Arc<dyn KvBackend> {
+        self.kv.clone()
+    }
+}
+
+fn body(json: &str) -> Body {
+    Body::from_json_str(json).unwrap()
+}
+
+fn id(s: &str) -> DocId {
+    DocId::new(s).unwrap()
+}
+
+fn dc() -> CollectionName {
+    CollectionName::default()
+}
+
+/// Instantiates each listed test for both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod fjall_backend {
+            $( #[test] fn $name() { super::$name(&mut super::FjallHarness::new(Default::default())); } )*
+        }
+        mod memory_backend {
+            $( #[test] fn $name() { super::$name(&mut super::MemHarness::new(Default::default())); } )*
+        }
+    };
+}
+
+conformance!(
+    save_get_and_optimistic_concurrency,
+    delete_makes_tombstones_and_recreate_extends_them,
+    changes_feed_orders_by_sequence_and_keeps_one_entry_per_doc,
+    reopen_keeps_documents_sequences_uuid_and_collections,
+    collections_are_separate,
+    purge_removes_everything_and_never_reuses_sequences,
+    local_documents,
+    listeners_see_local_and_replicated_changes,
+    revs_diff_and_get_revision,
+    insert_accepts_extensions_and_refuses_conflicts,
+    insert_deletion_rules,
+    insert_bundle_that_closes_a_branch,
+    guarded_insert_writes_a_resolution_atomically,
+    insert_rejects_invalid_revisions_without_writing,
+    insert_many_documents_in_one_call,
+    documents_pages_skip_tombstones,
+    corrupt_records_are_typed_errors,
+    revision_trees_are_pruned,
+    save_batch_is_atomic,
+);
+
+fn save_get_and_optimistic_concurrency(h: &mut dyn Harness) {
+    let db = h.open();
+    let a = id("a");
+    assert_eq!(db.get(&dc(), &a).unwrap(), None);
+    let w1 = db.save(&dc(), &a, body(r#"{"v": 1}"#)).unwrap();
+    assert_eq!(w1.rev.generation(), 1);
+    assert_eq!(w1.seq, Seq(1));
+    let doc = db.get(&dc(), &a).unwrap().unwrap();
+    assert_eq!(
+        (doc.rev, doc.deleted, doc.sequence),
+        (w1.rev, false, Seq(1))
+    );
+    assert_eq!(doc.body, body(r#"{"v": 1}"#));
+
+    let w2 = db
+        .save_with(&dc(), &a, body(r#"{"v": 2}"#), Expected::Rev(w1.rev))
+        .unwrap();
+    assert_eq!(w2.rev.generation(), 2);
+    // A save based on the stale revision is refused and changes nothing.
+    let err = db
+        .save_with(&dc(), &a, body(r#"{"v": 3}"#), Expected::Rev(w1.rev))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StorageError::Conflict {
+            doc_id: a.clone(),
+            current: Some(w2.rev)
+        }
+    );
+    assert_eq!(db.get(&dc(), &a).unwrap().unwrap().rev, w2.rev);
+    assert!(matches!(
+        db.save_with(&dc(), &a, body("{}"), Expected::Missing),
+        Err(StorageError::Conflict { .. })
+    ));
+    assert!(matches!(
+        db.save_with(&dc(), &id("new"), body("{}"), Expected::Rev(w1.rev)),
+        Err(StorageError::Conflict { current: None, .. })
+    ));
+    db.save_with(&dc(), &id("new"), body("{}"), Expected::Missing)
+        .unwrap();
+    // Identical content on the same parent gives the same revision ID on any database.
+    let other = Database::in_memory().unwrap();
+    assert_eq!(
+        other.save(&dc(), &a, body(r#"{"v": 1}"#)).unwrap().rev,
+        w1.rev
+    );
+}
+
+fn delete_makes_tombstones_and_recreate_extends_them(h: &mut dyn Harness) {
+    let db = h.open();
+    let a = id("a");
+    assert!(matches!(
+        db.delete(&dc(), &a, Expected::Any),
+        Err(StorageError::NotFound { .. })
+    ));
+    let w1 = db.save(&dc(), &a, body(r#"{"v": 1}"#)).unwrap();
+    let del = db.delete(&dc(), &a, Expected::Rev(w1.rev)).unwrap();
+    assert_eq!(del.rev.generation(), 2);
+    assert_eq!(db.get(&dc(), &a).unwrap(), None);
+    let tomb = db.get_including_deleted(&dc(), &a).unwrap().unwrap();
+    assert!(tomb.deleted);
+    assert_eq!(tomb.rev, del.rev);
+    assert!(matches!(
+        db.delete(&dc(), &a, Expected::Any),
+        Err(StorageError::NotFound { .. })
+    ));
+    let again = db
+        .save_with(&dc(), &a, body(r#"{"v": "back"}"#), Expected::Missing)
+        .unwrap();
+    assert_eq!(again.rev.generation(), 3);
+    let tree = db.rev_tree(&dc(), &a).unwrap().unwrap();
+    assert!(tree.descends_from(&again.rev, &del.rev));
+}
+
+fn changes_feed_orders_by_sequence_and_keeps_one_entry_per_doc(h: &mut dyn Harness) {
+    let db = h.open();
+    for i in 0..10 {
+        db.save(
+            &dc(),
+            &id(&format!("d{i}")),
+            body(&format!(r#"{{"i": {i}}}"#)),
+        )
+        .unwrap();
+    }
+    // Update d3 and delete d5: they move to the end of the feed.
+    let w = db.save(&dc(), &id("d3"), body(r#"{"i": 33}"#)).unwrap();
+    let d = db.delete(&dc(), &id("d5"), Expected::Any).unwrap();
+    assert_eq!((w.seq, d.seq), (Seq(11), Seq(12)));
+    let all = db.changes(&dc(), Seq::ZERO, 100).unwrap();
+    assert_eq!(all.len(), 10);
+    let seqs: Vec<u64> = all.iter().map(|c| c.seq.0).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 5, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(all[8].doc_id, id("d3"));
+    assert_eq!(all[8].rev, w.rev);
+    assert!(all[9].deleted);
+    let page = db.changes(&dc(), Seq(5), 3).unwrap();
+    assert_eq!(
+        page.iter().map(|c| c.seq.0).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    assert!(db.changes(&dc(), Seq(12), 10).unwrap().is_empty());
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(12));
+}
+
+fn reopen_keeps_documents_sequences_uuid_and_collections(h: &mut dyn Harness) {
+    let c: CollectionName = "s.c".parse().unwrap();
+    let (uuid, rev) = {
+        let db = h.open();
+        db.create_collection(&c).unwrap();
+        db.save(&c, &id("x"), body(r#"{"k": "v"}"#)).unwrap();
+        let w = db.save(&c, &id("x"), body(r#"{"k": "w"}"#)).unwrap();
+        db.put_local("checkpoint", b"\x01\x02").unwrap();
+        (db.uuid(), w.rev)
+    };
+    let db = h.open();
+    assert_eq!(db.uuid(), uuid);
+    assert!(db.has_collection(&c).unwrap());
+    let doc = db.get(&c, &id("x")).unwrap().unwrap();
+    assert_eq!((doc.rev, doc.sequence), (rev, Seq(2)));
+    assert_eq!(db.last_sequence(&c).unwrap(), Seq(2));
+    assert_eq!(db.get_local("checkpoint").unwrap(), Some(vec![1, 2]));
+    // Sequences continue where they stopped.
+    assert_eq!(db.save(&c, &id("y"), body("{}")).unwrap().seq, Seq(3));
+}
+
+fn collections_are_separate(h: &mut dyn Harness) {
+    let db = h.open();
+    let a: CollectionName = "app.a".parse().unwrap();
+    let b: CollectionName = "app.b".parse().unwrap();
+    assert_eq!(
+        db.save(&a, &id("x"), body("{}")),
+        Err(StorageError::NoSuchCollection(a.clone()))
+    );
+    db.create_collection(&a).unwrap();
+    db.create_collection(&a).unwrap();
+    db.create_collection(&b).unwrap();
+    assert_eq!(db.collections().unwrap(), vec![dc(), a.clone(), b.clone()]);
+    db.save(&a, &id("x"), body(r#"{"in": "a"}"#)).unwrap();
+    db.save(&a, &id("y"), body(r#"{"in": "a"}"#)).unwrap();
+    db.save(&b, &id("x"), body(r#"{"in": "b"}"#)).unwrap();
+    assert_eq!(
+        db.get(&b, &id("x")).unwrap().unwrap().body.to_json()["in"],
+        "b"
+    );
+    assert_eq!(db.get(&dc(), &id("x")).unwrap(), None);
+    assert_eq!(db.changes(&a, Seq::ZERO, 10).unwrap().len(), 2);
+    assert_eq!(db.changes(&b, Seq::ZERO, 10).unwrap().len(), 1);
+    assert_eq!(db.last_sequence(&b).unwrap(), Seq(1));
+}
+
+fn purge_removes_everything_and_never_reuses_sequences(h: &mut dyn Harness) {
+    {
+        let db = h.open();
+        db.save(&dc(), &id("a"), body("{}")).unwrap();
+        db.save(&dc(), &id("b"), body("{}")).unwrap();
+        assert!(db.purge(&dc(), &id("b")).unwrap());
+        assert!(!db.purge(&dc(), &id("b")).unwrap());
+        assert_eq!(db.rev_tree(&dc(), &id("b")).unwrap(), None);
+        assert_eq!(db.changes(&dc(), Seq::ZERO, 10).unwrap().len(), 1);
+    }
+    let db = h.open();
+    // b had sequence 2, the highest; it must not be handed out again.
+    assert_eq!(db.save(&dc(), &id("c"), body("{}")).unwrap().seq, Seq(3));
+}
+
+fn local_documents(h: &mut dyn Harness) {
+    let db = h.open();
+    assert_eq!(db.get_local("cp-1").unwrap(), None);
+    db.put_local("cp-1", b"one").unwrap();
+    db.put_local("cp-1", b"two").unwrap();
+    assert_eq!(db.get_local("cp-1").unwrap(), Some(b"two".to_vec()));
+    db.delete_local("cp-1").unwrap();
+    assert_eq!(db.get_local("cp-1").unwrap(), None);
+    assert_eq!(db.put_local("", b"x"), Err(StorageError::InvalidLocalId));
+    assert_eq!(
+        db.get_local(&"x".repeat(251)),
+        Err(StorageError::InvalidLocalId)
+    );
+    // Local documents are not in the changes feed.
+    assert!(db.changes(&dc(), Seq::ZERO, 10).unwrap().is_empty());
+}
+
+fn listeners_see_local_and_replicated_changes(h: &mut dyn Harness) {
+    let db = h.open();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let token = db.add_change_listener(move |notices| {
+        sink.lock().unwrap().extend(notices.iter().cloned());
+    });
+    let w = db.save(&dc(), &id("a"), body("{}")).unwrap();
+    let remote = Revision::first(false, body(r#"{"from": "peer"}"#)).unwrap();
+    db.insert_revisions(
+        &dc(),
+        vec![RevisionInsert {
+            doc_id: id("b"),
+            revisions: vec![remote.clone()],
+            mode: InsertMode::NoConflicts,
+        }],
+    )
+    .unwrap();
+    db.delete(&dc(), &id("a"), Expected::Any).unwrap();
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(
+            (seen[0].rev, seen[0].seq, seen[0].origin),
+            (w.rev, Seq(1), ChangeOrigin::Local)
+        );
+        assert_eq!(
+            (seen[1].rev, seen[1].origin),
+            (remote.rev, ChangeOrigin::Replicated)
+        );
+        assert!(seen[2].deleted);
+    }
+    assert!(db.remove_change_listener(token));
+    assert!(!db.remove_change_listener(token));
+    db.save(&dc(), &id("c"), body("{}")).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+fn revs_diff_and_get_revision(h: &mut dyn Harness) {
+    let db = h.open();
+    let w1 = db.save(&dc(), &id("a"), body(r#"{"v": 1}"#)).unwrap();
+    let w2 = db.save(&dc(), &id("a"), body(r#"{"v": 2}"#)).unwrap();
+    let unknown = Revision::first(false, body(r#"{"v": "x"}"#)).unwrap().rev;
+    let diff = db
+        .revs_diff(
+            &dc(),
+            &[
+                (id("a"), w1.rev),
+                (id("a"), w2.rev),
+                (id("a"), unknown),
+                (id("zz"), unknown),
+            ],
+        )
+        .unwrap();
+    assert_eq!(diff[0], RevsDiff::Present);
+    assert_eq!(diff[1], RevsDiff::Present);
+    assert_eq!(
+        diff[2],
+        RevsDiff::Missing {
+            leaves: vec![w2.rev]
+        }
+    );
+    assert_eq!(diff[3], RevsDiff::Missing { leaves: vec![] });
+
+    let r = db
+        .get_revision(&dc(), &id("a"), &w2.rev, 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.rev, r.deleted, r.history.clone()),
+        (w2.rev, false, vec![w1.rev])
+    );
+    assert_eq!(r.body, body(r#"{"v": 2}"#));
+    r.validate().unwrap();
+    // Superseded revisions no longer have bodies.
+    assert_eq!(db.get_revision(&dc(), &id("a"), &w1.rev, 10).unwrap(), None);
+    assert_eq!(
+        db.get_revision(&dc(), &id("zz"), &w1.rev, 10).unwrap(),
+        None
+    );
+}
+
+fn ins(doc: &str, revisions: Vec<Revision>) -> RevisionInsert {
+    RevisionInsert {
+        doc_id: id(doc),
+        revisions,
+        mode: InsertMode::NoConflicts,
+    }
+}
+
+fn insert_one(db: &Database, doc: &str, r: &Revision) -> InsertOutcome {
+    db.insert_revisions(&dc(), vec![ins(doc, vec![r.clone()])])
+        .unwrap()
+        .remove(0)
+}
+
+fn insert_accepts_extensions_and_refuses_conflicts(h: &mut dyn Harness) {
+    let db = h.open();
+    let r1 = Revision::first(false, body(r#"{"v": 1}"#)).unwrap();
+    let r2 = r1.child(false, body(r#"{"v": 2}"#), 20).unwrap();
+    let r3 = r2.child(false, body(r#"{"v": 3}"#), 20).unwrap();
+    assert!(
+        matches!(insert_one(&db, "a", &r2), InsertOutcome::Inserted { rev, .. } if rev == r2.rev)
+    );
+    assert_eq!(
+        insert_one(&db, "a", &r2),
+        InsertOutcome::AlreadyHad {
+            current: Some(r2.rev)
+        }
+    );
+    assert_eq!(
+        insert_one(&db, "a", &r1),
+        InsertOutcome::AlreadyHad {
+            current: Some(r2.rev)
+        }
+    );
+    assert!(
+        matches!(insert_one(&db, "a", &r3), InsertOutcome::Inserted { rev, .. } if rev == r3.rev)
+    );
+    // A concurrent edit of r2 does not extend the current r3: refused, nothing stored.
+    let rival = r2.child(false, body(r#"{"v": "rival"}"#), 20).unwrap();
+    assert_eq!(
+        insert_one(&db, "a", &rival),
+        InsertOutcome::Conflict {
+            current: Some(r3.rev)
+        }
+    );
+    let tree = db.rev_tree(&dc(), &id("a")).unwrap().unwrap();
+    assert!(!tree.contains(&rival.rev));
+    // A local edit then a pushed edit of the same parent: conflict too.
+    let local = db.save(&dc(), &id("a"), body(r#"{"v": "local"}"#)).unwrap();
+    let pushed = r3.child(false, body(r#"{"v": "pushed"}"#), 20).unwrap();
+    assert_eq!(
+        insert_one(&db, "a", &pushed),
+        InsertOutcome::Conflict {
+            current: Some(local.rev)
+        }
+    );
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(3));
+}
+
+fn insert_deletion_rules(h: &mut dyn Harness) {
+    let db = h.open();
+    let base = Revision::first(false, body(r#"{"v": 0}"#)).unwrap();
+    insert_one(&db, "a", &base);
+    let local = db.save(&dc(), &id("a"), body(r#"{"v": "edit"}"#)).unwrap();
+    // A concurrent deletion of base is a conflict (the deletion must win via resolution,
+    // not be silently out-ranked by the live edit).
+    let remote_del = base.child(true, Body::empty(), 20).unwrap();
+    assert_eq!(
+        insert_one(&db, "a", &remote_del),
+        InsertOutcome::Conflict {
+            current: Some(local.rev)
+        }
+    );
+
+    // Deleted locally; a concurrent live edit may not bring the document back...
+    insert_one(&db, "b", &base);
+    let tomb = db.delete(&dc(), &id("b"), Expected::Any).unwrap();
+    let edit = base.child(false, body(r#"{"v": "edit"}"#), 20).unwrap();
+    assert_eq!(
+        insert_one(&db, "b", &edit),
+        InsertOutcome::Conflict {
+            current: Some(tomb.rev)
+        }
+    );
+    // ...but a concurrent deletion is fine (both sides agree it is gone)...
+    let other_del = base.child(true, body(r#"{"why": "x"}"#), 20).unwrap();
+    assert!(matches!(
+        insert_one(&db, "b", &other_del),
+        InsertOutcome::Inserted { deleted: true, .. }
+    ));
+    // ...and so is a re-creation that descends from a tombstone.
+    let tomb_rev = db
+        .get_revision(&dc(), &id("b"), &tomb.rev, 20)
+        .unwrap()
+        .unwrap();
+    let recreated = tomb_rev
+        .child(false, body(r#"{"v": "again"}"#), 20)
+        .unwrap();
+    assert!(
+        matches!(insert_one(&db, "b", &recreated), InsertOutcome::Inserted { deleted: false, rev, .. } if rev == recreated.rev)
+    );
+}
+
+fn insert_bundle_that_closes_a_branch(h: &mut dyn Harness) {
+    let db = h.open();
+    let base = Revision::first(false, body(r#"{"v": 0}"#)).unwrap();
+    let mine = base.child(false, body(r#"{"v": "mine"}"#), 20).unwrap();
+    let theirs = base.child(false, body(r#"{"v": "theirs"}"#), 20).unwrap();
+    insert_one(&db, "a", &mine);
+    // A peer resolved mine-vs-theirs in favour of a child of theirs and closed mine.
+    let close_mine = mine.child(true, Body::empty(), 20).unwrap();
+    let resolved = theirs
+        .child(false, body(r#"{"v": "resolved"}"#), 20)
+        .unwrap();
+    // The resolution alone leaves "mine" live: refused.
+    assert!(matches!(
+        insert_one(&db, "a", &resolved),
+        InsertOutcome::Conflict { .. }
+    ));
+    // With the closing tombstone in the same bundle it is accepted.
+    let out = db
+        .insert_revisions(&dc(), vec![ins("a", vec![close_mine, resolved.clone()])])
+        .unwrap();
+    assert!(
+        matches!(out[0], InsertOutcome::Inserted { rev, deleted: false, .. } if rev == resolved.rev)
+    );
+    let tree = db.rev_tree(&dc(), &id("a")).unwrap().unwrap();
+    assert!(!tree.is_conflicted());
+}
+
+fn guarded_insert_writes_a_resolution_atomically(h: &mut dyn Harness) {
+    use peerlite_proto::{
+        Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, resolution_revisions,
+    };
+    let db = h.open();
+    let base = Revision::first(false, body(r#"{"v": 0}"#)).unwrap();
+    insert_one(&db, "a", &base);
+    let local = db.save(&dc(), &id("a"), body(r#"{"v": "local"}"#)).unwrap();
+    let remote = base
+        .child(false, body(r#"{"v": "r1"}"#), 20)
+        .unwrap()
+        .child(false, body(r#"{"v": "r2"}"#), 20)
+        .unwrap();
+    assert!(matches!(
+        insert_one(&db, "a", &remote),
+        InsertOutcome::Conflict { .. }
+    ));
+    let local_rev = db
+        .get_revision(&dc(), &id("a"), &local.rev, 20)
+        .unwrap()
+        .unwrap();
+    let doc = id("a");
+    let conflict = Conflict {
+        doc_id: &doc,
+        local: ConflictSide {
+            revision: &local_rev,
+        },
+        remote: ConflictSide { revision: &remote },
+    };
+    let resolution = DefaultConflictResolver.resolve(&conflict);
+    let mut revisions = vec![remote.clone()];
+    revisions.extend(resolution_revisions(&conflict, &resolution, 20).unwrap());
+    // A stale guard is refused...
+    let stale = RevisionInsert {
+        doc_id: doc.clone(),
+        revisions: revisions.clone(),
+        mode: InsertMode::Guarded {
+            expected: Some(base.rev),
+        },
+    };
+    assert!(matches!(
+        db.insert_revisions(&dc(), vec![stale]).unwrap()[0],
+        InsertOutcome::Conflict { .. }
+    ));
+    // ...the right one applies the remote revision and the resolution together.
+    let good = RevisionInsert {
+        doc_id: doc.clone(),
+        revisions,
+        mode: InsertMode::Guarded {
+            expected: Some(local.rev),
+        },
+    };
+    assert!(matches!(
+        db.insert_revisions(&dc(), vec![good]).unwrap()[0],
+        InsertOutcome::Inserted { .. }
+    ));
+    let d = db.get(&dc(), &doc).unwrap().unwrap();
+    assert!(!d.conflicted);
+    assert_eq!(d.body, body(r#"{"v": "r2"}"#)); // longer history wins
+}
+
+fn insert_rejects_invalid_revisions_without_writing(h: &mut dyn Harness) {
+    let db = h.open();
+    let r1 = Revision::first(false, body(r#"{"v": 1}"#)).unwrap();
+    let mut forged = r1.child(false, body(r#"{"v": 2}"#), 20).unwrap();
+    forged.body = body(r#"{"v": "evil"}"#);
+    let mut broken = r1.child(false, body(r#"{"v": 2}"#), 20).unwrap();
+    broken.history = vec![RevId::from_parts(5, [7; 16]).unwrap()];
+    let out = db
+        .insert_revisions(
+            &dc(),
+            vec![
+                ins("a", vec![forged]),
+                ins("b", vec![broken]),
+                ins("c", vec![r1.clone()]),
+            ],
+        )
+        .unwrap();
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Invalid(RevisionError::DigestMismatch { .. })
+    ));
+    assert!(matches!(
+        out[1],
+        InsertOutcome::Invalid(RevisionError::BrokenHistory { .. })
+    ));
+    assert!(matches!(
+        out[2],
+        InsertOutcome::Inserted { seq: Seq(1), .. }
+    ));
+    assert_eq!(db.rev_tree(&dc(), &id("a")).unwrap(), None);
+    assert_eq!(db.rev_tree(&dc(), &id("b")).unwrap(), None);
+    assert_eq!(db.changes(&dc(), Seq::ZERO, 10).unwrap().len(), 1);
+}
+
+fn insert_many_documents_in_one_call(h: &mut dyn Harness) {
+    let db = h.open();
+    let mut batch = Vec::new();
+    let mut revs = Vec::new();
+    for i in 0..50 {
+        let r = Revision::first(false, body(&format!(r#"{{"i": {i}}}"#))).unwrap();
+        revs.push(r.clone());
+        batch.push(ins(&format!("d{i:02}"), vec![r]));
+    }
+    // The same document twice in one call: the second builds on the first.
+    let r2 = revs[0].child(false, body(r#"{"i": "again"}"#), 20).unwrap();
+    batch.push(ins("d00", vec![r2.clone()]));
+    let out = db.insert_revisions(&dc(), batch).unwrap();
+    assert_eq!(out.len(), 51);
+    // d00 changed last, so its single changes-feed entry comes last.
+    assert!(matches!(
+        out[0],
+        InsertOutcome::Inserted { seq: Seq(50), .. }
+    ));
+    assert!(matches!(
+        out[1],
+        InsertOutcome::Inserted { seq: Seq(1), .. }
+    ));
+    assert!(matches!(out[50], InsertOutcome::Inserted { seq: Seq(50), rev, .. } if rev == r2.rev));
+    let feed = db.changes(&dc(), Seq::ZERO, 100).unwrap();
+    assert_eq!(feed.len(), 50);
+    assert_eq!(feed.last().unwrap().doc_id, id("d00"));
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(50));
+}
+
+fn documents_pages_skip_tombstones(h: &mut dyn Harness) {
+    let db = h.open();
+    for i in 0..7 {
+        db.save(&dc(), &id(&format!("d{i}")), body("{}")).unwrap();
+    }
+    db.delete(&dc(), &id("d2"), Expected::Any).unwrap();
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db.documents(&dc(), after.as_ref(), 3).unwrap();
+        ids.extend(page.documents.iter().map(|d| d.id.as_str().to_owned()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(ids, vec!["d0", "d1", "d3", "d4", "d5", "d6"]);
+}
+
+fn corrupt_records_are_typed_errors(h: &mut dyn Harness) {
+    let db = h.open();
+    db.save(&dc(), &id("a"), body("{}")).unwrap();
+    let kv = h.kv();
+    // Overwrite the record of "a" (collection 1) with garbage.
+    let mut key = 1u32.to_be_bytes().to_vec();
+    key.extend_from_slice(b"a");
+    let mut batch = WriteBatch::new();
+    batch.put(Space::Docs, key, vec![0x83, 0x01, 0xff]);
+    kv.commit(batch, Durability::Sync).unwrap();
+    assert!(matches!(
+        db.get(&dc(), &id("a")),
+        Err(StorageError::Corrupt {
+            what: "document",
+            ..
+        })
+    ));
+    // Writes to the corrupt document fail cleanly; other documents still work.
+    assert!(matches!(
+        db.save(&dc(), &id("a"), body("{}")),
+        Err(StorageError::Corrupt { .. })
+    ));
+    db.save(&dc(), &id("b"), body("{}")).unwrap();
+    // A corrupt changes-feed entry too.
+    let mut batch = WriteBatch::new();
+    let mut seq_key = 1u32.to_be_bytes().to_vec();
+    seq_key.extend_from_slice(&99u64.to_be_bytes());
+    batch.put(Space::Seq, seq_key, b"junk".to_vec());
+    kv.commit(batch, Durability::Sync).unwrap();
+    assert!(matches!(
+        db.changes(&dc(), Seq::ZERO, 100),
+        Err(StorageError::Corrupt {
+            what: "sequence",
+            ..
+        })
+    ));
+}
+
+fn revision_trees_are_pruned(h: &mut dyn Harness) {
+    let db = h.open();
+    for i in 0..30 {
+        db.save(&dc(), &id("a"), body(&format!(r#"{{"i": {i}}}"#)))
+            .unwrap();
+    }
+    let tree = db.rev_tree(&dc(), &id("a")).unwrap().unwrap();
+    assert_eq!(tree.len(), 20);
+    assert_eq!(tree.current_rev().unwrap().generation(), 30);
+}
+
+fn save_batch_is_atomic(h: &mut dyn Harness) {
+    let db = h.open();
+    let docs: Vec<_> = (0..100)
+        .map(|i| (id(&format!("d{i:03}")), body(&format!(r#"{{"i": {i}}}"#))))
+        .chain([(id("d000"), body(r#"{"i": "twice"}"#))])
+        .collect();
+    let out = db.save_batch(&dc(), docs).unwrap();
+    assert_eq!(out.len(), 101);
+    assert_eq!(out[100].rev.generation(), 2);
+    assert_eq!(
+        db.get(&dc(), &id("d000")).unwrap().unwrap().body,
+        body(r#"{"i": "twice"}"#)
+    );
+    let feed = db.changes(&dc(), Seq::ZERO, 1000).unwrap();
+    assert_eq!(feed.len(), 100);
+    assert_eq!(feed.last().unwrap().doc_id, id("d000"));
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(101));
+    // One bad record in the middle: the whole batch fails and nothing is written.
+    let mut key = 1u32.to_be_bytes().to_vec();
+    key.extend_from_slice(b"d050");
+    let mut corrupt = WriteBatch::new();
+    corrupt.put(Space::Docs, key, vec![0xff]);
+    h.kv().commit(corrupt, Durability::Sync).unwrap();
+    let again: Vec<_> = ["new1", "d050", "new2"]
+        .into_iter()
+        .map(|s| (id(s), body("{}")))
+        .collect();
+    assert!(matches!(
+        db.save_batch(&dc(), again),
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert_eq!(db.get(&dc(), &id("new1")).unwrap(), None);
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(101));
+    assert!(db.save_batch(&dc(), Vec::new()).unwrap().is_empty());
+}
+
+#[test]
+fn memory_backend_crash_loses_only_buffered_writes() {
+    let kv = Arc::new(MemKv::new());
+    let sync = DatabaseConfig::default();
+    let buffered = DatabaseConfig {
+        durability: Durability::Buffered,
+        ..DatabaseConfig::default()
+    };
+    let db = Database::with_backend(kv.clone(), sync.clone()).unwrap();
+    db.save(&dc(), &id("durable"), body("{}")).unwrap();
+    drop(db);
+    let db = Database::with_backend(kv.clone(), buffered.clone()).unwrap();
+    db.save(&dc(), &id("lost"), body("{}")).unwrap();
+    assert_eq!(kv.pending_batches(), 1);
+    drop(db);
+    kv.crash();
+    let db = Database::with_backend(kv.clone(), buffered).unwrap();
+    assert!(db.get(&dc(), &id("durable")).unwrap().is_some());
+    assert!(db.get(&dc(), &id("lost")).unwrap().is_none());
+    // The sequence counter came back with the data: no gap, no reuse.
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(1));
+    db.save(&dc(), &id("after"), body("{}")).unwrap();
+    db.persist().unwrap();
+    kv.crash();
+    let db = Database::with_backend(kv, sync).unwrap();
+    assert!(db.get(&dc(), &id("after")).unwrap().is_some());
+}
+
+#[test]
+fn fjall_directory_is_locked_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Database::open(dir.path()).unwrap();
+    assert!(matches!(
+        Database::open(dir.path()),
+        Err(StorageError::Kv(peerlite_storage::KvError::Locked))
+    ));
+}
+
+/// Random operations for the differential test.
+#[derive(Clone, Debug)]
+enum Op {
+    Save(u8, u8),
+    SaveExpecting(u8, u8, bool),
+    Delete(u8),
+    Purge(u8),
+    Insert(u8, u8, bool),
+    Changes(u8, u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, any::<u8>()).prop_map(|(d, v)| Op::Save(d, v)),
+        1 => (0u8..6, any::<u8>(), any::<bool>()).prop_map(|(d, v, m)| Op::SaveExpecting(d, v, m)),
+        2 => (0u8..6).prop_map(Op::Delete),
+        1 => (0u8..6).prop_map(Op::Purge),
+        2 => (0u8..6, any::<u8>(), any::<bool>()).prop_map(|(d, v, del)| Op::Insert(d, v, del)),
+        2 => (0u8..20, 1u8..8).prop_map(|(s, l)| Op::Changes(s, l)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// Runs one operation and renders everything observable about its result.
+fn run(db: &Database, op: &Op) -> String {
+    let doc = |d: &u8| id(&format!("doc{d}"));
+    let b = |v: &u8| body(&format!(r#"{{"v": {v}}}"#));
+    match op {
+        Op::Save(d, v) => format!("{:?}", db.save(&dc(), &doc(d), b(v))),
+        Op::SaveExpecting(d, v, missing) => {
+            let expected = if *missing {
+                Expected::Missing
+            } else {
+                match db.get(&dc(), &doc(d)) {
+                    Ok(Some(x)) => Expected::Rev(x.rev),
+                    _ => Expected::Missing,
+                }
+            };
+            format!("{:?}", db.save_with(&dc(), &doc(d), b(v), expected))
+        }
+        Op::Delete(d) => format!("{:?}", db.delete(&dc(), &doc(d), Expected::Any)),
+        Op::Purge(d) => format!("{:?}", db.purge(&dc(), &doc(d))),
+        Op::Insert(d, v, deleted) => {
+            // A peer's edit on top of whatever revision this database has (or a new doc).
+            let base = db.get_including_deleted(&dc(), &doc(d)).ok().flatten();
+            let r = match base {
+                Some(x) => {
+                    let parent = db
+                        .get_revision(&dc(), &doc(d), &x.rev, 20)
+                        .unwrap()
+                        .unwrap();
+                    parent.child(*deleted, b(v), 20).unwrap()
+                }
+                None => Revision::first(*deleted, b(v)).unwrap(),
+            };
+            format!(
+                "{:?}",
+                db.insert_revisions(&dc(), vec![ins(&format!("doc{d}"), vec![r])])
+            )
+        }
+        Op::Changes(s, l) => format!(
+            "{:?}",
+            db.changes(&dc(), Seq(u64::from(*s)), usize::from(*l))
+        ),
+        Op::Reopen => String::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Both backends give identical answers to identical operation sequences.
+    #[test]
+    fn backends_agree(ops in prop::collection::vec(op(), 1..40)) {
+        let config = DatabaseConfig {
+            durability: Durability::Buffered,
+            uuid: Some(DatabaseUuid([9; 16])),
+            ..DatabaseConfig::default()
+        };
+        let mut fj = FjallHarness::new(config.clone());
+        let mut mem = MemHarness::new(config);
+        let (mut a, mut b) = (fj.open(), mem.open());
+        for op in &ops {
+            if let Op::Reopen = op {
+                drop(a);
+                drop(b);
+                a = fj.open();
+                b = mem.open();
+                continue;
+            }
+            prop_assert_eq!(run(&a, op), run(&b, op), "after {:?}", op);
+        }
+        let all_a = a.changes(&dc(), Seq::ZERO, 1000).unwrap();
+        let all_b = b.changes(&dc(), Seq::ZERO, 1000).unwrap();
+        prop_assert_eq!(all_a, all_b);
+    }
+}
