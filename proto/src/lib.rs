@@ -45,6 +45,7 @@ mod rev_id;
 mod revision;
 mod revtree;
 mod seq;
+mod store;
 
 pub use body::{Body, BodyError, BodyLimits};
 pub use collection::{CollectionName, CollectionNameError, DEFAULT_NAME, MAX_COLLECTION_NAME_LEN};
@@ -57,3 +58,7 @@ pub use rev_id::{DIGEST_LEN, RevId, RevIdError};
 pub use revision::{MAX_HISTORY, Revision, RevisionError};
 pub use revtree::{DEFAULT_MAX_DEPTH, RevNode, RevTree, RevTreeError};
 pub use seq::Seq;
+pub use store::{
+    Change, InsertMode, InsertOutcome, OpId, RevisionInsert, RevsDiff, StorageFailure, StorageOp,
+    StorageReply,
+};

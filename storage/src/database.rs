@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use peerlite_proto::{
-    Body, CollectionName, DEFAULT_MAX_DEPTH, DocId, RevId, RevTree, Revision, Seq,
+    Body, Change, CollectionName, DEFAULT_MAX_DEPTH, DocId, RevId, RevTree, Revision, Seq,
 };
 
 use crate::keys::{self, CollectionId};
@@ -105,19 +105,6 @@ pub struct WriteResult {
     pub rev: RevId,
     /// The sequence assigned to the change.
     pub seq: Seq,
-}
-
-/// One entry of a changes feed: a document whose latest change has sequence `seq`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The sequence of the change.
-    pub seq: Seq,
-    /// The document.
-    pub doc_id: DocId,
-    /// Its current revision at that sequence.
-    pub rev: RevId,
-    /// True when that revision is a tombstone.
-    pub deleted: bool,
 }
 
 /// One local edit inside [`Database::write_local`].

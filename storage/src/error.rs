@@ -77,6 +77,9 @@ pub enum StorageError {
     /// A local document ID is empty or too long.
     #[error("local document ID must be 1 to 250 bytes long")]
     InvalidLocalId,
+    /// A storage operation this build does not know.
+    #[error("unsupported storage operation: {0}")]
+    Unsupported(String),
     /// The database already holds the maximum number of collections.
     #[error("too many collections")]
     TooManyCollections,

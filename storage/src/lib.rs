@@ -46,12 +46,12 @@ mod record;
 mod replication;
 
 pub use database::{
-    Change, Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage, Expected,
-    FORMAT_VERSION, MAX_LOCAL_ID_LEN, WriteResult,
+    Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage, Expected, FORMAT_VERSION,
+    MAX_LOCAL_ID_LEN, WriteResult,
 };
 pub use error::{KvError, StorageError};
 pub use fjall_backend::FjallKv;
 pub use kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 pub use mem::MemKv;
 pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken};
-pub use replication::{InsertMode, InsertOutcome, RevisionInsert, RevsDiff};
+pub use peerlite_proto::{Change, InsertMode, InsertOutcome, RevisionInsert, RevsDiff};

@@ -5,81 +5,14 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use peerlite_proto::{
-    CollectionName, DocId, RevId, RevTree, RevTreeError, Revision, RevisionError, Seq,
+    CollectionName, DocId, InsertMode, InsertOutcome, RevId, RevTree, RevTreeError, Revision,
+    RevisionInsert, RevsDiff, Seq, StorageFailure, StorageOp, StorageReply,
 };
 
 use crate::database::Database;
 use crate::kv::{Space, WriteBatch};
 use crate::notify::{ChangeNotice, ChangeOrigin};
 use crate::{StorageError, keys};
-
-/// The answer to "do you have this revision?" for one document.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RevsDiff {
-    /// The revision (or a descendant of it) is already here.
-    Present,
-    /// The revision is missing. `leaves` are the local leaf revisions of the document
-    /// (empty if it does not exist), which lets the sender trim the history it sends.
-    Missing {
-        /// Local leaves, in revision order.
-        leaves: Vec<RevId>,
-    },
-}
-
-/// How [`Database::insert_revisions`] treats revisions that conflict with local ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InsertMode {
-    /// Refuse anything that would create a conflict (what a passive peer does with pushed
-    /// revisions, and the first attempt of an active peer with pulled ones). The insert is
-    /// refused unless every live leaf of the document is an ancestor of (or equal to) one
-    /// of the inserted revisions, and unless it would revive a deleted document with a
-    /// branch that does not descend from one of its tombstones.
-    NoConflicts,
-    /// Insert only if the document's current revision is still `expected` (`None`: the
-    /// document does not exist); conflicts are allowed. Used to write a conflict
-    /// resolution atomically with the remote revision it resolves.
-    Guarded {
-        /// The current revision the caller based its decision on.
-        expected: Option<RevId>,
-    },
-}
-
-/// One document's revisions to insert, applied atomically and in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RevisionInsert {
-    /// The document.
-    pub doc_id: DocId,
-    /// Revisions with their histories, oldest first.
-    pub revisions: Vec<Revision>,
-    /// The conflict policy.
-    pub mode: InsertMode,
-}
-
-/// What happened to one [`RevisionInsert`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InsertOutcome {
-    /// Stored; `rev` is the document's current revision afterwards.
-    Inserted {
-        /// The current revision after the insert.
-        rev: RevId,
-        /// True when that revision is a tombstone.
-        deleted: bool,
-        /// The sequence assigned to the change.
-        seq: Seq,
-    },
-    /// Every revision was already known; nothing changed.
-    AlreadyHad {
-        /// The current revision (`None` only when nothing was given for a missing document).
-        current: Option<RevId>,
-    },
-    /// Refused: it would conflict with the local revision `current` (see [`InsertMode`]).
-    Conflict {
-        /// The current revision (`None` if the document does not exist).
-        current: Option<RevId>,
-    },
-    /// Refused: a revision is malformed or does not match its content.
-    Invalid(RevisionError),
-}
 
 impl Database {
     /// For each `(document, revision)`, whether the revision is already here.
@@ -101,6 +34,81 @@ impl Database {
                 })
             })
             .collect()
+    }
+
+    /// Every leaf revision of a document (with bodies and up to `max_history` ancestors);
+    /// empty when the document is unknown.
+    pub fn leaves(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+        max_history: usize,
+    ) -> Result<Vec<Revision>, StorageError> {
+        let state = self.collection(collection)?;
+        Ok(match self.load_doc(state.id, id)? {
+            None => Vec::new(),
+            Some(rec) => rec
+                .tree
+                .leaf_ids()
+                .iter()
+                .filter_map(|leaf| rec.tree.revision(leaf, max_history))
+                .collect(),
+        })
+    }
+
+    /// Runs one [`StorageOp`] emitted by a replication state machine and returns the reply
+    /// to feed back to it. Failures become [`StorageReply::Failed`].
+    pub fn execute(&self, op: StorageOp) -> StorageReply {
+        match self.try_execute(op) {
+            Ok(reply) => reply,
+            Err(e) => StorageReply::Failed(StorageFailure {
+                transient: matches!(e, StorageError::Kv(_)),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn try_execute(&self, op: StorageOp) -> Result<StorageReply, StorageError> {
+        Ok(match op {
+            StorageOp::GetLocal { id } => StorageReply::Local(self.get_local(&id)?.map(Into::into)),
+            StorageOp::PutLocal { id, value } => {
+                self.put_local(&id, &value)?;
+                StorageReply::Done
+            }
+            StorageOp::Changes {
+                collection,
+                since,
+                limit,
+            } => StorageReply::Changes(self.changes(&collection, since, limit)?),
+            StorageOp::RevsDiff { collection, revs } => {
+                StorageReply::RevsDiff(self.revs_diff(&collection, &revs)?)
+            }
+            StorageOp::GetRevisions {
+                collection,
+                revs,
+                max_history,
+            } => StorageReply::Revisions(
+                revs.iter()
+                    .map(|(id, rev)| self.get_revision(&collection, id, rev, max_history))
+                    .collect::<Result<_, _>>()?,
+            ),
+            StorageOp::GetLeaves {
+                collection,
+                ids,
+                max_history,
+            } => StorageReply::Leaves(
+                ids.iter()
+                    .map(|id| self.leaves(&collection, id, max_history))
+                    .collect::<Result<_, _>>()?,
+            ),
+            StorageOp::InsertRevisions {
+                collection,
+                inserts,
+            } => StorageReply::Inserted(self.insert_revisions(&collection, inserts)?),
+            other => {
+                return Err(StorageError::Unsupported(format!("{other:?}")));
+            }
+        })
     }
 
     /// Reads one revision with up to `max_history` ancestors. `None` when the document or

@@ -114,6 +114,7 @@ conformance!(
     corrupt_records_are_typed_errors,
     revision_trees_are_pruned,
     save_batch_is_atomic,
+    execute_runs_every_operation,
 );
 
 fn save_get_and_optimistic_concurrency(h: &mut dyn Harness) {
@@ -737,6 +738,89 @@ fn save_batch_is_atomic(h: &mut dyn Harness) {
     assert_eq!(db.get(&dc(), &id("new1")).unwrap(), None);
     assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(101));
     assert!(db.save_batch(&dc(), Vec::new()).unwrap().is_empty());
+}
+
+fn execute_runs_every_operation(h: &mut dyn Harness) {
+    use peerlite_proto::{StorageOp as Op, StorageReply as Reply};
+    let db = h.open();
+    assert_eq!(
+        db.execute(Op::GetLocal { id: "cp".into() }),
+        Reply::Local(None)
+    );
+    assert_eq!(
+        db.execute(Op::PutLocal {
+            id: "cp".into(),
+            value: b"x"[..].into()
+        }),
+        Reply::Done
+    );
+    assert_eq!(
+        db.execute(Op::GetLocal { id: "cp".into() }),
+        Reply::Local(Some(b"x"[..].into()))
+    );
+    let base = Revision::first(false, body(r#"{"v": 0}"#)).unwrap();
+    let left = base.child(false, body(r#"{"v": "l"}"#), 20).unwrap();
+    let right = base.child(true, Body::empty(), 20).unwrap();
+    let reply = db.execute(Op::InsertRevisions {
+        collection: dc(),
+        inserts: vec![
+            RevisionInsert {
+                doc_id: id("a"),
+                revisions: vec![left.clone()],
+                mode: InsertMode::NoConflicts,
+            },
+            RevisionInsert {
+                doc_id: id("a"),
+                revisions: vec![right.clone()],
+                mode: InsertMode::Guarded {
+                    expected: Some(left.rev),
+                },
+            },
+        ],
+    });
+    assert!(matches!(&reply, Reply::Inserted(v) if v.len() == 2));
+    let Reply::Changes(feed) = db.execute(Op::Changes {
+        collection: dc(),
+        since: Seq::ZERO,
+        limit: 10,
+    }) else {
+        panic!("changes");
+    };
+    assert_eq!(feed.len(), 1);
+    assert_eq!(
+        db.execute(Op::RevsDiff {
+            collection: dc(),
+            revs: vec![(id("a"), right.rev)]
+        }),
+        Reply::RevsDiff(vec![RevsDiff::Present])
+    );
+    assert_eq!(
+        db.execute(Op::GetRevisions {
+            collection: dc(),
+            revs: vec![(id("a"), left.rev), (id("a"), base.rev)],
+            max_history: 5
+        }),
+        Reply::Revisions(vec![Some(left.clone()), None])
+    );
+    // Both branches are leaves: the live edit and the concurrent deletion.
+    let Reply::Leaves(leaves) = db.execute(Op::GetLeaves {
+        collection: dc(),
+        ids: vec![id("a"), id("none")],
+        max_history: 5,
+    }) else {
+        panic!("leaves");
+    };
+    let mut got: Vec<RevId> = leaves[0].iter().map(|r| r.rev).collect();
+    got.sort();
+    let mut want = vec![left.rev, right.rev];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(leaves[1].is_empty());
+    let missing: CollectionName = "no.such".parse().unwrap();
+    assert!(matches!(
+        db.execute(Op::Changes { collection: missing, since: Seq::ZERO, limit: 1 }),
+        Reply::Failed(f) if !f.transient && f.message.contains("no.such")
+    ));
 }
 
 #[test]

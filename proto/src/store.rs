@@ -1,0 +1,189 @@
+//! The storage contract: the operations the replication state machines ask a store to
+//! run, and the replies they expect.
+//!
+//! A state machine emits `Output::Storage(id, op)`; the runtime runs `op` against its
+//! store (`peerlite_storage::Database::execute` does exactly this) and feeds the reply back
+//! as `Input::Storage(id, reply)`. Nothing that depends on a write is sent before the reply
+//! to that write arrives, so an acknowledgement always follows the durable write.
+
+use bytes::Bytes;
+
+use crate::{CollectionName, DocId, RevId, Revision, RevisionError, Seq};
+
+/// Identifies one storage operation of one state machine, to match its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// One entry of a changes feed: a document whose latest change has sequence `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// The sequence of the change.
+    pub seq: Seq,
+    /// The document.
+    pub doc_id: DocId,
+    /// Its current revision at that sequence.
+    pub rev: RevId,
+    /// True when that revision is a tombstone.
+    pub deleted: bool,
+}
+
+/// The answer to "do you have this revision?" for one document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevsDiff {
+    /// The revision is already here.
+    Present,
+    /// The revision is missing. `leaves` are the local leaf revisions of the document
+    /// (empty if it does not exist).
+    Missing {
+        /// Local leaves, in revision order.
+        leaves: Vec<RevId>,
+    },
+}
+
+/// How an insert treats revisions that conflict with local ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertMode {
+    /// Refuse anything that would create a conflict: the insert is refused unless every
+    /// live leaf of the document is an ancestor of (or equal to) one of the inserted
+    /// revisions, and unless it would revive a deleted document through a branch that does
+    /// not descend from one of its tombstones.
+    NoConflicts,
+    /// Insert only if the document's current revision is still `expected` (`None`: the
+    /// document does not exist); conflicts are allowed. Used to write a conflict
+    /// resolution atomically with the remote revision it resolves.
+    Guarded {
+        /// The current revision the caller based its decision on.
+        expected: Option<RevId>,
+    },
+}
+
+/// One document's revisions to insert, applied atomically and in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionInsert {
+    /// The document.
+    pub doc_id: DocId,
+    /// Revisions with their histories, oldest first.
+    pub revisions: Vec<Revision>,
+    /// The conflict policy.
+    pub mode: InsertMode,
+}
+
+/// What happened to one [`RevisionInsert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored; `rev` is the document's current revision afterwards.
+    Inserted {
+        /// The current revision after the insert.
+        rev: RevId,
+        /// True when that revision is a tombstone.
+        deleted: bool,
+        /// The sequence assigned to the change.
+        seq: Seq,
+    },
+    /// Every revision was already known; nothing changed.
+    AlreadyHad {
+        /// The current revision (`None` only when nothing was given for a missing document).
+        current: Option<RevId>,
+    },
+    /// Refused: it would conflict with the local revision `current` (see [`InsertMode`]).
+    Conflict {
+        /// The current revision (`None` if the document does not exist).
+        current: Option<RevId>,
+    },
+    /// Refused: a revision is malformed or does not match its content.
+    Invalid(RevisionError),
+}
+
+/// An operation for the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageOp {
+    /// Read a local (non-replicated) document. Reply: [`StorageReply::Local`].
+    GetLocal {
+        /// Its ID.
+        id: String,
+    },
+    /// Write a local document durably. Reply: [`StorageReply::Done`].
+    PutLocal {
+        /// Its ID.
+        id: String,
+        /// Its content.
+        value: Bytes,
+    },
+    /// Up to `limit` changes after `since`. Reply: [`StorageReply::Changes`].
+    Changes {
+        /// The collection.
+        collection: CollectionName,
+        /// Exclusive start.
+        since: Seq,
+        /// Maximum entries.
+        limit: usize,
+    },
+    /// Which of these revisions are missing. Reply: [`StorageReply::RevsDiff`].
+    RevsDiff {
+        /// The collection.
+        collection: CollectionName,
+        /// Document and revision pairs.
+        revs: Vec<(DocId, RevId)>,
+    },
+    /// Read these revisions with up to `max_history` ancestors each. Reply:
+    /// [`StorageReply::Revisions`] (`None` where unknown or no longer kept).
+    GetRevisions {
+        /// The collection.
+        collection: CollectionName,
+        /// Document and revision pairs.
+        revs: Vec<(DocId, RevId)>,
+        /// Ancestors to include.
+        max_history: usize,
+    },
+    /// Read every leaf revision (with bodies and up to `max_history` ancestors) of these
+    /// documents. Reply: [`StorageReply::Leaves`] (empty where the document is unknown).
+    GetLeaves {
+        /// The collection.
+        collection: CollectionName,
+        /// The documents.
+        ids: Vec<DocId>,
+        /// Ancestors to include.
+        max_history: usize,
+    },
+    /// Insert revisions durably. Reply: [`StorageReply::Inserted`].
+    InsertRevisions {
+        /// The collection.
+        collection: CollectionName,
+        /// One entry per document.
+        inserts: Vec<RevisionInsert>,
+    },
+}
+
+/// A store's reply to a [`StorageOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageReply {
+    /// For [`StorageOp::GetLocal`].
+    Local(Option<Bytes>),
+    /// For [`StorageOp::PutLocal`]: the write is durable.
+    Done,
+    /// For [`StorageOp::Changes`].
+    Changes(Vec<Change>),
+    /// For [`StorageOp::RevsDiff`], one per pair.
+    RevsDiff(Vec<RevsDiff>),
+    /// For [`StorageOp::GetRevisions`], one per pair.
+    Revisions(Vec<Option<Revision>>),
+    /// For [`StorageOp::GetLeaves`], one list per document.
+    Leaves(Vec<Vec<Revision>>),
+    /// For [`StorageOp::InsertRevisions`], one per insert; every `Inserted` is durable.
+    Inserted(Vec<InsertOutcome>),
+    /// The operation failed.
+    Failed(StorageFailure),
+}
+
+/// A failed storage operation, as reported to a state machine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed: {message}")]
+pub struct StorageFailure {
+    /// What went wrong.
+    pub message: String,
+    /// True when retrying later may succeed (e.g. an I/O error), false for permanent
+    /// failures (e.g. an unknown collection).
+    pub transient: bool,
+}
