@@ -164,6 +164,7 @@ impl Body {
             ScanLimits {
                 max_depth: limits.max_depth,
                 max_items: limits.max_items,
+                allow_bytes: false,
             },
         )?;
         if report.root_major != 5 {

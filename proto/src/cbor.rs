@@ -17,6 +17,8 @@ pub(crate) struct ScanLimits {
     pub(crate) max_depth: usize,
     /// Maximum number of data items, counting every key, value and element.
     pub(crate) max_items: usize,
+    /// Accept byte strings (frames carry digests and bodies as bytes; bodies may not).
+    pub(crate) allow_bytes: bool,
 }
 
 /// Why a scan failed. Converted into the public error of the caller.
@@ -172,6 +174,7 @@ impl<'a> Scanner<'a> {
                     Ok(())
                 }
             }
+            2 if self.limits.allow_bytes => self.take(head.arg).map(|_| ()),
             2 => Err(ScanError::Unsupported("byte strings")),
             3 => {
                 let bytes = self.take(head.arg)?;
@@ -268,7 +271,21 @@ mod tests {
     const LIMITS: ScanLimits = ScanLimits {
         max_depth: 4,
         max_items: 100,
+        allow_bytes: false,
     };
+
+    #[test]
+    fn frame_profile_allows_byte_strings() {
+        let frame = ScanLimits {
+            allow_bytes: true,
+            ..LIMITS
+        };
+        assert!(scan(&[0x82, 0x01, 0x42, 0xaa, 0xbb], frame).is_ok());
+        assert_eq!(
+            scan(&[0x82, 0x01, 0x42, 0xaa], frame),
+            Err(ScanError::Truncated)
+        );
+    }
 
     fn enc(v: &ciborium::Value) -> Vec<u8> {
         let mut out = Vec::new();

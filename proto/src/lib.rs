@@ -46,6 +46,7 @@ mod revision;
 mod revtree;
 mod seq;
 mod store;
+mod wire;
 
 pub use body::{Body, BodyError, BodyLimits};
 pub use collection::{CollectionName, CollectionNameError, DEFAULT_NAME, MAX_COLLECTION_NAME_LEN};
@@ -61,4 +62,8 @@ pub use seq::Seq;
 pub use store::{
     Change, InsertMode, InsertOutcome, OpId, RevisionInsert, RevsDiff, StorageFailure, StorageOp,
     StorageReply,
+};
+pub use wire::{
+    Checkpoint, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello,
+    PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevStatus, SUBPROTOCOL,
 };

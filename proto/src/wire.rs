@@ -1,0 +1,658 @@
+//! The wire protocol: one CBOR [`Frame`] per WebSocket binary message.
+//!
+//! A frame is a request (with a number chosen by its sender), a response to a request
+//! (echoing its number) or an error response. Requests are multiplexed: either side may
+//! have many outstanding, and responses may come in any order.
+//!
+//! Conversation, active side first:
+//! 1. `Hello { versions, collections, push, pull }` → `Hello { version }`.
+//! 2. `GetCheckpoint { id }` → `Checkpoint(..)`; later `SetCheckpoint` → `Ok`.
+//! 3. Pull: `SubChanges { collection, since, continuous, doc_ids }` → `Ok`; the passive
+//!    side then sends `Changes` batches (an empty batch: caught up), answered with
+//!    `Wanted`, and `Revs` with the wanted revisions, answered with `RevStatuses` once
+//!    they are stored.
+//! 4. Push: `ProposeChanges` → `Wanted`; `Revs` → `RevStatuses` once stored.
+//! 5. `Ping` → `Pong` keeps an idle connection checked.
+//!
+//! Decoding is bounded before anything is allocated: the frame size, nesting depth and
+//! item count are checked by a scan of the raw bytes, and list lengths by
+//! [`Frame::check_limits`].
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::cbor::{self, ScanLimits};
+use crate::{Change, CollectionName, DocId, MAX_HISTORY, RevId, Revision, Seq};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket subprotocol name.
+pub const SUBPROTOCOL: &str = "peerlite.v1";
+
+/// Limits on what a peer may send in one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Maximum encoded size of a frame in bytes.
+    pub max_frame_bytes: usize,
+    /// Maximum number of CBOR items in a frame.
+    pub max_items: usize,
+    /// Maximum entries in one `Changes` or `ProposeChanges` batch, or documents in `Revs`.
+    pub max_batch: usize,
+    /// Maximum collections in a `Hello`.
+    pub max_collections: usize,
+}
+
+impl FrameLimits {
+    /// Defaults: 16 MiB frames, 500,000 items, batches of 1,000, 64 collections.
+    pub const DEFAULT: FrameLimits = FrameLimits {
+        max_frame_bytes: 16 << 20,
+        max_items: 500_000,
+        max_batch: 1000,
+        max_collections: 64,
+    };
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why a frame was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Larger than [`FrameLimits::max_frame_bytes`].
+    #[error("frame of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not well-formed, or not a frame of this protocol.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A list longer than allowed.
+    #[error("{what} holds {len} entries; at most {max} are allowed")]
+    TooManyEntries {
+        /// Which list.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Numbers identifying requests; each side numbers its own requests.
+pub type RequestNumber = u64;
+
+/// One message on the wire.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Frame {
+    /// A request.
+    Request(RequestNumber, Request),
+    /// The successful answer to the sender's request with that number.
+    Response(RequestNumber, Response),
+    /// The failed answer to the sender's request with that number.
+    Error(RequestNumber, ErrorBody),
+}
+
+/// The opening request of a connection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    /// Protocol versions the active side speaks.
+    pub versions: Vec<u32>,
+    /// Collections to replicate.
+    pub collections: Vec<CollectionName>,
+    /// The active side will push.
+    pub push: bool,
+    /// The active side will pull.
+    pub pull: bool,
+}
+
+/// Revisions of one document, as sent in [`Request::Revs`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RevBundle {
+    /// The document.
+    pub doc_id: DocId,
+    /// Revisions to insert in order (usually one; a conflict resolution may add the
+    /// tombstones that close other branches first).
+    pub revisions: Vec<Revision>,
+    /// The sender's sequence for this change.
+    pub seq: Seq,
+}
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Opens the conversation; answered with [`Response::Hello`].
+    Hello(Hello),
+    /// Reads the checkpoint stored on the passive side; answered with
+    /// [`Response::Checkpoint`].
+    GetCheckpoint {
+        /// Checkpoint ID.
+        id: String,
+    },
+    /// Stores a checkpoint on the passive side; answered with [`Response::Ok`] once durable.
+    SetCheckpoint {
+        /// Checkpoint ID.
+        id: String,
+        /// The checkpoint.
+        checkpoint: Checkpoint,
+    },
+    /// Subscribes to a collection's changes feed; answered with [`Response::Ok`].
+    SubChanges {
+        /// The collection.
+        collection: CollectionName,
+        /// Send changes after this sequence.
+        since: Seq,
+        /// Keep sending new changes after catching up.
+        continuous: bool,
+        /// Only these documents, if given.
+        doc_ids: Option<Vec<DocId>>,
+    },
+    /// A batch of the changes feed (passive to active); empty once caught up. Answered
+    /// with [`Response::Wanted`].
+    Changes {
+        /// The collection.
+        collection: CollectionName,
+        /// The changes, in sequence order.
+        changes: Vec<Change>,
+    },
+    /// Revisions the active side wants to push; answered with [`Response::Wanted`].
+    ProposeChanges {
+        /// The collection.
+        collection: CollectionName,
+        /// Document and revision pairs.
+        changes: Vec<(DocId, RevId)>,
+    },
+    /// Revisions with bodies; answered with [`Response::RevStatuses`] once stored.
+    Revs {
+        /// The collection.
+        collection: CollectionName,
+        /// One bundle per document.
+        docs: Vec<RevBundle>,
+        /// Wanted documents that cannot be sent (their revision was superseded; the newer
+        /// one will come in a later `Changes` batch).
+        unavailable: Vec<DocId>,
+    },
+    /// Liveness check; answered with [`Response::Pong`].
+    Ping,
+}
+
+/// A successful response.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// The version chosen.
+    Hello {
+        /// The protocol version both sides will speak.
+        version: u32,
+    },
+    /// The stored checkpoint, if any.
+    Checkpoint(Option<Checkpoint>),
+    /// Done.
+    Ok,
+    /// One flag per proposed or announced change: send it (true) or not (false).
+    Wanted(Vec<bool>),
+    /// One status per document of a `Revs` request.
+    RevStatuses(Vec<RevStatus>),
+    /// Answer to `Ping`.
+    Pong,
+}
+
+/// What became of one pushed document.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RevStatus {
+    /// Stored (or already present).
+    Ok,
+    /// Refused: it conflicts with the receiver's current revision.
+    Conflict {
+        /// The receiver's current revision.
+        current: Option<RevId>,
+    },
+    /// Refused by the receiver's validation or authorization.
+    Rejected {
+        /// HTTP-like status: 403 forbidden.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The body of an error response.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("peer answered {code}: {message}")]
+pub struct ErrorBody {
+    /// HTTP-like status: 400 bad request, 403 forbidden, 404 not found, 409 conflict,
+    /// 500 internal error, 503 unavailable, 505 unsupported version.
+    pub code: u16,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Builds an error body.
+    pub fn new(code: u16, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A replication checkpoint: how far each collection has been pushed (local sequence)
+/// and pulled (remote sequence).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Per collection, keyed by `scope.name`.
+    pub collections: BTreeMap<CollectionName, CollectionCheckpoint>,
+}
+
+/// One collection's progress in a [`Checkpoint`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CollectionCheckpoint {
+    /// Every local change up to this sequence has been pushed.
+    pub push: Seq,
+    /// Every remote change up to this sequence has been pulled.
+    pub pull: Seq,
+}
+
+impl Checkpoint {
+    /// Reconciles the local and remote copies: where they disagree, the earlier position
+    /// wins, so no change is ever skipped; a collection missing from either starts over.
+    pub fn reconcile(local: Option<&Checkpoint>, remote: Option<&Checkpoint>) -> Checkpoint {
+        let (Some(local), Some(remote)) = (local, remote) else {
+            return Checkpoint::default();
+        };
+        let collections = local
+            .collections
+            .iter()
+            .filter_map(|(name, l)| {
+                remote.collections.get(name).map(|r| {
+                    (
+                        name.clone(),
+                        CollectionCheckpoint {
+                            push: l.push.min(r.push),
+                            pull: l.pull.min(r.pull),
+                        },
+                    )
+                })
+            })
+            .collect();
+        Checkpoint { collections }
+    }
+
+    /// The progress of one collection (zero when absent).
+    pub fn get(&self, collection: &CollectionName) -> CollectionCheckpoint {
+        self.collections
+            .get(collection)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Encodes the checkpoint as CBOR.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        Bytes::from(out)
+    }
+
+    /// Decodes a checkpoint; `None` for unreadable bytes (which means "start over").
+    pub fn from_bytes(bytes: &[u8]) -> Option<Checkpoint> {
+        ciborium::de::from_reader_with_recursion_limit(bytes, 16).ok()
+    }
+}
+
+impl Frame {
+    /// Encodes the frame for one WebSocket binary message.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(256);
+        // Writing into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        Bytes::from(out)
+    }
+
+    /// Decodes one frame, bounding size, nesting, items and list lengths.
+    pub fn decode(bytes: &[u8], limits: &FrameLimits) -> Result<Frame, FrameError> {
+        if bytes.len() > limits.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                size: bytes.len(),
+                max: limits.max_frame_bytes,
+            });
+        }
+        cbor::scan(
+            bytes,
+            ScanLimits {
+                max_depth: 16,
+                max_items: limits.max_items,
+                allow_bytes: true,
+            },
+        )
+        .map_err(|e| FrameError::Malformed(format!("{e:?}")))?;
+        let frame: Frame = ciborium::de::from_reader_with_recursion_limit(bytes, 32)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        frame.check_limits(limits)?;
+        Ok(frame)
+    }
+
+    /// Checks list lengths against the limits.
+    pub fn check_limits(&self, limits: &FrameLimits) -> Result<(), FrameError> {
+        let check = |what: &'static str, len: usize, max: usize| {
+            if len > max {
+                Err(FrameError::TooManyEntries { what, len, max })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Frame::Request(_, req) => match req {
+                Request::Hello(h) => {
+                    check(
+                        "Hello.collections",
+                        h.collections.len(),
+                        limits.max_collections,
+                    )?;
+                    check("Hello.versions", h.versions.len(), 16)
+                }
+                Request::SubChanges { doc_ids, .. } => check(
+                    "SubChanges.doc_ids",
+                    doc_ids.as_ref().map_or(0, Vec::len),
+                    limits.max_batch * 100,
+                ),
+                Request::Changes { changes, .. } => {
+                    check("Changes", changes.len(), limits.max_batch)
+                }
+                Request::ProposeChanges { changes, .. } => {
+                    check("ProposeChanges", changes.len(), limits.max_batch)
+                }
+                Request::Revs {
+                    docs, unavailable, ..
+                } => {
+                    check("Revs.docs", docs.len(), limits.max_batch)?;
+                    check("Revs.unavailable", unavailable.len(), limits.max_batch)?;
+                    for d in docs {
+                        check("RevBundle.revisions", d.revisions.len(), 8)?;
+                        for r in &d.revisions {
+                            check("Revision.history", r.history.len(), MAX_HISTORY)?;
+                        }
+                    }
+                    Ok(())
+                }
+                Request::SetCheckpoint { checkpoint, .. } => check(
+                    "Checkpoint.collections",
+                    checkpoint.collections.len(),
+                    limits.max_collections,
+                ),
+                Request::GetCheckpoint { .. } | Request::Ping => Ok(()),
+            },
+            Frame::Response(_, resp) => match resp {
+                Response::Wanted(w) => check("Wanted", w.len(), limits.max_batch),
+                Response::RevStatuses(s) => check("RevStatuses", s.len(), limits.max_batch),
+                Response::Checkpoint(Some(cp)) => check(
+                    "Checkpoint.collections",
+                    cp.collections.len(),
+                    limits.max_collections,
+                ),
+                _ => Ok(()),
+            },
+            Frame::Error(..) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Body;
+    use proptest::prelude::*;
+
+    fn sample_frames() -> Vec<Frame> {
+        let r1 = Revision::first(
+            false,
+            Body::from_json_str(r#"{"a": [1, 2.5, "x"]}"#).unwrap(),
+        )
+        .unwrap();
+        let r2 = r1.child(true, Body::empty(), 20).unwrap();
+        let c: CollectionName = "s.c".parse().unwrap();
+        let id = DocId::new("doc").unwrap();
+        let mut cp = Checkpoint::default();
+        cp.collections.insert(
+            c.clone(),
+            CollectionCheckpoint {
+                push: Seq(3),
+                pull: Seq(9),
+            },
+        );
+        vec![
+            Frame::Request(
+                1,
+                Request::Hello(Hello {
+                    versions: vec![1],
+                    collections: vec![c.clone()],
+                    push: true,
+                    pull: false,
+                }),
+            ),
+            Frame::Request(2, Request::GetCheckpoint { id: "cp-1".into() }),
+            Frame::Request(
+                3,
+                Request::SetCheckpoint {
+                    id: "cp-1".into(),
+                    checkpoint: cp.clone(),
+                },
+            ),
+            Frame::Request(
+                4,
+                Request::SubChanges {
+                    collection: c.clone(),
+                    since: Seq(7),
+                    continuous: true,
+                    doc_ids: Some(vec![id.clone()]),
+                },
+            ),
+            Frame::Request(
+                5,
+                Request::Changes {
+                    collection: c.clone(),
+                    changes: vec![Change {
+                        seq: Seq(8),
+                        doc_id: id.clone(),
+                        rev: r2.rev,
+                        deleted: true,
+                    }],
+                },
+            ),
+            Frame::Request(
+                6,
+                Request::ProposeChanges {
+                    collection: c.clone(),
+                    changes: vec![(id.clone(), r1.rev)],
+                },
+            ),
+            Frame::Request(
+                7,
+                Request::Revs {
+                    collection: c,
+                    docs: vec![RevBundle {
+                        doc_id: id.clone(),
+                        revisions: vec![r1, r2],
+                        seq: Seq(8),
+                    }],
+                    unavailable: vec![id],
+                },
+            ),
+            Frame::Request(8, Request::Ping),
+            Frame::Response(1, Response::Hello { version: 1 }),
+            Frame::Response(2, Response::Checkpoint(Some(cp))),
+            Frame::Response(2, Response::Checkpoint(None)),
+            Frame::Response(3, Response::Ok),
+            Frame::Response(5, Response::Wanted(vec![true, false])),
+            Frame::Response(
+                7,
+                Response::RevStatuses(vec![
+                    RevStatus::Ok,
+                    RevStatus::Conflict { current: None },
+                    RevStatus::Rejected {
+                        code: 403,
+                        reason: "no".into(),
+                    },
+                ]),
+            ),
+            Frame::Response(8, Response::Pong),
+            Frame::Error(9, ErrorBody::new(400, "bad")),
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for f in sample_frames() {
+            let bytes = f.encode();
+            assert_eq!(Frame::decode(&bytes, &FrameLimits::DEFAULT).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn truncations_and_garbage_are_errors() {
+        for f in sample_frames() {
+            let bytes = f.encode();
+            for cut in 0..bytes.len() {
+                assert!(Frame::decode(&bytes[..cut], &FrameLimits::DEFAULT).is_err());
+            }
+        }
+        assert!(matches!(
+            Frame::decode(b"\xa0", &FrameLimits::DEFAULT),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            Frame::decode(b"", &FrameLimits::DEFAULT),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = FrameLimits {
+            max_frame_bytes: 64,
+            max_items: 50,
+            max_batch: 2,
+            max_collections: 1,
+        };
+        let big = Frame::Error(1, ErrorBody::new(400, "x".repeat(100)));
+        assert!(matches!(
+            Frame::decode(&big.encode(), &limits),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let wanted = Frame::Response(1, Response::Wanted(vec![true; 3]));
+        assert!(matches!(
+            Frame::decode(&wanted.encode(), &limits),
+            Err(FrameError::TooManyEntries {
+                what: "Wanted",
+                len: 3,
+                max: 2
+            })
+        ));
+        let many = Frame::Response(1, Response::Wanted(vec![true; 60]));
+        let roomy = FrameLimits {
+            max_frame_bytes: 1 << 20,
+            ..limits
+        };
+        assert!(matches!(
+            Frame::decode(&many.encode(), &roomy),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn bodies_inside_frames_are_validated() {
+        // A Revs frame whose body bytes are not a map must not decode.
+        let r = Revision::first(false, Body::empty()).unwrap();
+        let f = Frame::Request(
+            1,
+            Request::Revs {
+                collection: CollectionName::default(),
+                docs: vec![RevBundle {
+                    doc_id: DocId::new("d").unwrap(),
+                    revisions: vec![r],
+                    seq: Seq(1),
+                }],
+                unavailable: vec![],
+            },
+        );
+        let mut bytes = f.encode().to_vec();
+        // The empty body is the byte string 0x41 0xa0; make it 0x41 0x80 (an empty array).
+        let pos = bytes.windows(2).position(|w| w == [0x41, 0xa0]).unwrap();
+        bytes[pos + 1] = 0x80;
+        assert!(matches!(
+            Frame::decode(&bytes, &FrameLimits::DEFAULT),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn checkpoint_reconciliation_takes_the_earlier_position() {
+        let a: CollectionName = "s.a".parse().unwrap();
+        let b: CollectionName = "s.b".parse().unwrap();
+        let mut local = Checkpoint::default();
+        local.collections.insert(
+            a.clone(),
+            CollectionCheckpoint {
+                push: Seq(10),
+                pull: Seq(3),
+            },
+        );
+        local.collections.insert(
+            b.clone(),
+            CollectionCheckpoint {
+                push: Seq(1),
+                pull: Seq(1),
+            },
+        );
+        let mut remote = Checkpoint::default();
+        remote.collections.insert(
+            a.clone(),
+            CollectionCheckpoint {
+                push: Seq(7),
+                pull: Seq(5),
+            },
+        );
+        let r = Checkpoint::reconcile(Some(&local), Some(&remote));
+        assert_eq!(
+            r.get(&a),
+            CollectionCheckpoint {
+                push: Seq(7),
+                pull: Seq(3)
+            }
+        );
+        assert_eq!(r.get(&b), CollectionCheckpoint::default());
+        assert_eq!(
+            Checkpoint::reconcile(Some(&local), None),
+            Checkpoint::default()
+        );
+        assert_eq!(Checkpoint::from_bytes(&local.to_bytes()), Some(local));
+        assert_eq!(Checkpoint::from_bytes(b"junk"), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Frame::decode(&bytes, &FrameLimits::DEFAULT);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(idx in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let frames = sample_frames();
+            let mut bytes = frames[idx.index(frames.len())].encode().to_vec();
+            let p = pos.index(bytes.len());
+            bytes[p] = byte;
+            let _ = Frame::decode(&bytes, &FrameLimits::DEFAULT);
+        }
+    }
+}
