@@ -123,20 +123,28 @@ pub fn resolution_revisions(
 ) -> Result<Vec<Revision>, RevIdError> {
     let local = conflict.local.revision;
     let remote = conflict.remote.revision;
-    // What the document should hold afterwards: (deleted, body).
-    let target = match resolution {
-        Resolution::Local => (local.deleted, local.body.clone()),
-        Resolution::Remote => (remote.deleted, remote.body.clone()),
-        Resolution::Merged(body) => (false, body.clone()),
-        Resolution::Delete => (true, Body::empty()),
-    };
     let mut out = Vec::with_capacity(2);
     if !local.deleted {
         out.push(local.child(true, Body::empty(), max_history)?);
     }
-    let remote_matches = remote.deleted == target.0 && (target.0 || remote.body == target.1);
-    if !remote_matches {
-        out.push(remote.child(target.0, target.1, max_history)?);
+    // What the document should hold afterwards, unless the remote revision wins as it is.
+    // A local or merged win is always a new child of the remote revision (even with the
+    // remote's content), so its generation is above both sides: peers that met the same
+    // conflict in opposite roles then converge instead of each keeping the other's
+    // winner as a closed branch. Tombstones written by a resolution have an empty body,
+    // so both roles derive the very same tombstone.
+    let target = match resolution {
+        Resolution::Remote => None,
+        Resolution::Local if local.deleted => Some((true, Body::empty())),
+        Resolution::Local => Some((false, local.body.clone())),
+        Resolution::Merged(body) => Some((false, body.clone())),
+        Resolution::Delete => Some((true, Body::empty())),
+    };
+    match target {
+        // Deleting an already deleted remote needs nothing more.
+        Some((true, _)) if remote.deleted => {}
+        Some((deleted, body)) => out.push(remote.child(deleted, body, max_history)?),
+        None => {}
     }
     Ok(out)
 }

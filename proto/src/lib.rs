@@ -36,25 +36,47 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod active;
+mod backoff;
 mod body;
+mod bundle;
 mod cbor;
 mod collection;
 mod conflict;
+mod conn;
 mod doc_id;
+mod io;
+mod passive;
+mod replicator_config;
 mod rev_id;
 mod revision;
 mod revtree;
 mod seq;
 mod store;
+mod timer;
 mod wire;
 
+pub use active::ActiveReplicator;
+pub use backoff::Backoff;
 pub use body::{Body, BodyError, BodyLimits};
+pub use bundle::{MAX_BUNDLE, bundle_from_leaves, other_leaf_ids};
 pub use collection::{CollectionName, CollectionNameError, DEFAULT_NAME, MAX_COLLECTION_NAME_LEN};
 pub use conflict::{
     Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Resolution,
     resolution_revisions,
 };
 pub use doc_id::{DocId, DocIdError, MAX_DOC_ID_LEN};
+pub use io::{
+    Activity, ApiError, CloseCode, CloseReason, Direction, Disconnect, DocumentError,
+    DocumentEvent, Event, Input, Output, Progress, ReplicationError, Status,
+};
+pub use passive::{
+    PassiveConfig, PassivePeer, Principal, ValidationContext, Validator, peer_checkpoint_key,
+};
+pub use replicator_config::{
+    CollectionConfig, FilterContext, ReplicationFilter, ReplicatorConfig, ReplicatorType,
+    local_checkpoint_key,
+};
 pub use rev_id::{DIGEST_LEN, RevId, RevIdError};
 pub use revision::{MAX_HISTORY, Revision, RevisionError};
 pub use revtree::{DEFAULT_MAX_DEPTH, RevNode, RevTree, RevTreeError};

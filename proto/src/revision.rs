@@ -23,6 +23,14 @@ pub enum RevisionError {
         /// The generation it should have had.
         expected: u64,
     },
+    /// A deleted ancestor that is not in the history.
+    #[error("revision {rev} lists {ancestor} as a deleted ancestor, but it is not in its history")]
+    UnknownDeletedAncestor {
+        /// The revision.
+        rev: RevId,
+        /// The ancestor named.
+        ancestor: RevId,
+    },
     /// A revision after the first generation without its parent.
     #[error("revision {0} has generation > 1 but no parent in its history")]
     MissingParent(RevId),
@@ -70,6 +78,11 @@ pub struct Revision {
     pub body: Body,
     /// Ancestor IDs, parent first.
     pub history: Vec<RevId>,
+    /// The ancestors (from `history`) that are tombstones: a document deleted and then
+    /// re-created carries its deletion in its past, so every peer can tell a re-creation
+    /// from a concurrent edit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_ancestors: Vec<RevId>,
 }
 
 impl Revision {
@@ -80,43 +93,38 @@ impl Revision {
             deleted,
             body,
             history: Vec::new(),
+            deleted_ancestors: Vec::new(),
         })
     }
 
-    /// A new revision on top of `parent` (whose own history is `parent_history`), keeping
-    /// at most `max_history` ancestors.
-    pub fn new_child(
-        parent: &RevId,
-        parent_history: &[RevId],
-        deleted: bool,
-        body: Body,
-        max_history: usize,
-    ) -> Result<Revision, RevIdError> {
-        let rev = RevId::compute(Some(parent), deleted, &body)?;
-        let mut history = Vec::with_capacity((parent_history.len() + 1).min(max_history.max(1)));
-        history.push(*parent);
-        history.extend(
-            parent_history
-                .iter()
-                .take(max_history.saturating_sub(1))
-                .copied(),
-        );
-        Ok(Revision {
-            rev,
-            deleted,
-            body,
-            history,
-        })
-    }
-
-    /// A new revision on top of this one.
+    /// A new revision on top of this one, keeping at most `max_history` ancestors.
     pub fn child(
         &self,
         deleted: bool,
         body: Body,
         max_history: usize,
     ) -> Result<Revision, RevIdError> {
-        Revision::new_child(&self.rev, &self.history, deleted, body, max_history)
+        let rev = RevId::compute(Some(&self.rev), deleted, &body)?;
+        let keep = max_history.max(1);
+        let mut history = Vec::with_capacity((self.history.len() + 1).min(keep));
+        history.push(self.rev);
+        history.extend(self.history.iter().take(keep - 1).copied());
+        let mut deleted_ancestors: Vec<RevId> = self
+            .deleted_ancestors
+            .iter()
+            .filter(|r| history.contains(r))
+            .copied()
+            .collect();
+        if self.deleted {
+            deleted_ancestors.insert(0, self.rev);
+        }
+        Ok(Revision {
+            rev,
+            deleted,
+            body,
+            history,
+            deleted_ancestors,
+        })
     }
 
     /// The parent revision, if any.
@@ -134,6 +142,16 @@ impl Revision {
         }
         if self.rev.generation() > 1 && self.history.is_empty() {
             return Err(RevisionError::MissingParent(self.rev));
+        }
+        if let Some(a) = self
+            .deleted_ancestors
+            .iter()
+            .find(|a| !self.history.contains(a))
+        {
+            return Err(RevisionError::UnknownDeletedAncestor {
+                rev: self.rev,
+                ancestor: *a,
+            });
         }
         let mut expected = self.rev.generation();
         for (index, found) in self.history.iter().enumerate() {

@@ -168,6 +168,7 @@ impl RevTree {
                 body: None,
             });
             node.parent = node.parent.max(parent);
+            node.deleted |= revision.deleted_ancestors.contains(ancestor);
             // It has a child now, so it is no longer a leaf.
             node.body = None;
         }
@@ -313,11 +314,18 @@ impl RevTree {
     /// the tree does not hold `rev` or no longer keeps its body.
     pub fn revision(&self, rev: &RevId, max_history: usize) -> Option<Revision> {
         let node = self.nodes.get(rev)?;
+        let history = self.history(rev, max_history);
+        let deleted_ancestors = history
+            .iter()
+            .filter(|r| self.nodes.get(r).is_some_and(|n| n.deleted))
+            .copied()
+            .collect();
         Some(Revision {
             rev: *rev,
             deleted: node.deleted,
             body: node.body.clone()?,
-            history: self.history(rev, max_history),
+            history,
+            deleted_ancestors,
         })
     }
 

@@ -25,6 +25,11 @@ pub struct Change {
     pub rev: RevId,
     /// True when that revision is a tombstone.
     pub deleted: bool,
+    /// The document's other leaf revisions: branches closed by conflict resolution (or,
+    /// rarely, unresolved conflicts). They travel with the document so every peer learns
+    /// how each conflict was resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_leaves: Vec<RevId>,
 }
 
 /// The answer to "do you have this revision?" for one document.
@@ -45,8 +50,9 @@ pub enum RevsDiff {
 pub enum InsertMode {
     /// Refuse anything that would create a conflict: the insert is refused unless every
     /// live leaf of the document is an ancestor of (or equal to) one of the inserted
-    /// revisions, and unless it would revive a deleted document through a branch that does
-    /// not descend from one of its tombstones.
+    /// revisions, and a deleted document may only come back through a branch that passes
+    /// through a deletion that is not old shared history (a re-creation, not a concurrent
+    /// edit).
     NoConflicts,
     /// Insert only if the document's current revision is still `expected` (`None`: the
     /// document does not exist); conflicts are allowed. Used to write a conflict

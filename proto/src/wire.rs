@@ -164,12 +164,13 @@ pub enum Request {
         /// The changes, in sequence order.
         changes: Vec<Change>,
     },
-    /// Revisions the active side wants to push; answered with [`Response::Wanted`].
+    /// Documents the active side wants to push (current revision and closed branches);
+    /// answered with [`Response::Wanted`].
     ProposeChanges {
         /// The collection.
         collection: CollectionName,
-        /// Document and revision pairs.
-        changes: Vec<(DocId, RevId)>,
+        /// One entry per document, with the pusher's sequence.
+        changes: Vec<Change>,
     },
     /// Revisions with bodies; answered with [`Response::RevStatuses`] once stored.
     Revs {
@@ -366,11 +367,12 @@ impl Frame {
                     doc_ids.as_ref().map_or(0, Vec::len),
                     limits.max_batch * 100,
                 ),
-                Request::Changes { changes, .. } => {
-                    check("Changes", changes.len(), limits.max_batch)
-                }
-                Request::ProposeChanges { changes, .. } => {
-                    check("ProposeChanges", changes.len(), limits.max_batch)
+                Request::Changes { changes, .. } | Request::ProposeChanges { changes, .. } => {
+                    check("Changes", changes.len(), limits.max_batch)?;
+                    for c in changes {
+                        check("Change.other_leaves", c.other_leaves.len(), 64)?;
+                    }
+                    Ok(())
                 }
                 Request::Revs {
                     docs, unavailable, ..
@@ -378,7 +380,7 @@ impl Frame {
                     check("Revs.docs", docs.len(), limits.max_batch)?;
                     check("Revs.unavailable", unavailable.len(), limits.max_batch)?;
                     for d in docs {
-                        check("RevBundle.revisions", d.revisions.len(), 8)?;
+                        check("RevBundle.revisions", d.revisions.len(), crate::MAX_BUNDLE)?;
                         for r in &d.revisions {
                             check("Revision.history", r.history.len(), MAX_HISTORY)?;
                         }
@@ -466,6 +468,7 @@ mod tests {
                         doc_id: id.clone(),
                         rev: r2.rev,
                         deleted: true,
+                        other_leaves: vec![],
                     }],
                 },
             ),
@@ -473,7 +476,13 @@ mod tests {
                 6,
                 Request::ProposeChanges {
                     collection: c.clone(),
-                    changes: vec![(id.clone(), r1.rev)],
+                    changes: vec![Change {
+                        seq: Seq(2),
+                        doc_id: id.clone(),
+                        rev: r1.rev,
+                        deleted: false,
+                        other_leaves: vec![r2.rev],
+                    }],
                 },
             ),
             Frame::Request(

@@ -433,10 +433,16 @@ impl Database {
             }
             let revision = match current {
                 None => Revision::first(deleted, body)?,
-                Some((parent, _)) => {
-                    let history = tree.history(&parent, depth);
-                    Revision::new_child(&parent, &history, deleted, body, depth)?
-                }
+                Some((parent, _)) => tree
+                    .revision(&parent, depth)
+                    .ok_or_else(|| {
+                        StorageError::corrupt(
+                            "document",
+                            id.as_str().as_bytes(),
+                            "current revision has no body",
+                        )
+                    })?
+                    .child(deleted, body, depth)?,
             };
             tree.insert(&revision)
                 .map_err(|e| StorageError::corrupt("document", id.as_str().as_bytes(), e))?;
@@ -540,12 +546,13 @@ impl Database {
         rows.into_iter()
             .map(|(k, v)| {
                 let seq = keys::seq_from_key(&k)?;
-                let SeqEntry(doc_id, rev, deleted) = SeqEntry::decode(&k, &v)?;
+                let SeqEntry(doc_id, rev, deleted, other_leaves) = SeqEntry::decode(&k, &v)?;
                 Ok(Change {
                     seq,
                     doc_id,
                     rev,
                     deleted,
+                    other_leaves,
                 })
             })
             .collect()
@@ -708,10 +715,11 @@ impl Database {
             }
             .encode(),
         );
+        let others = tree.leaf_ids().into_iter().filter(|l| *l != rev).collect();
         batch.put(
             Space::Seq,
             keys::seq_key(cid, seq),
-            SeqEntry(id.clone(), rev, deleted).encode(),
+            SeqEntry(id.clone(), rev, deleted, others).encode(),
         );
         Ok(())
     }

@@ -60,7 +60,13 @@ impl DocRecord {
 /// One entry of the changes feed as stored: enough to list a change without reading the
 /// document record.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SeqEntry(pub(crate) DocId, pub(crate) RevId, pub(crate) bool);
+pub(crate) struct SeqEntry(
+    pub(crate) DocId,
+    pub(crate) RevId,
+    pub(crate) bool,
+    /// The document's other leaves (closed branches).
+    pub(crate) Vec<RevId>,
+);
 
 impl SeqEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {

@@ -290,17 +290,20 @@ fn would_conflict(before: &RevTree, after: &RevTree, inserted: &[Revision]) -> b
     if abandons_live_branch {
         return true;
     }
-    // A deleted document may only come back through a branch that descends from one of
-    // its tombstones (a re-creation after the delete, not a concurrent edit).
-    let was_deleted = before.is_deleted();
-    if was_deleted
+    // A deleted document may only come back through a branch that passes through a
+    // deletion (a re-creation), and not one that is old shared history: a tombstone of
+    // which no leaf of the document is a strict descendant. A concurrent edit that never
+    // saw the deletion is a conflict, for the puller to resolve.
+    if before.is_deleted()
         && let Some((winner, node)) = after.current()
         && !node.is_deleted()
     {
-        return !before
-            .leaf_ids()
-            .iter()
-            .any(|t| after.descends_from(winner, t));
+        let leaves = before.leaf_ids();
+        let recreated = after.nodes().filter(|(_, n)| n.is_deleted()).any(|(t, _)| {
+            after.descends_from(winner, t)
+                && !leaves.iter().any(|l| l != t && after.descends_from(l, t))
+        });
+        return !recreated;
     }
     false
 }

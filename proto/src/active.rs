@@ -1,0 +1,1612 @@
+//! The active replicator: the side that connects, pushes and pulls.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::conn::Conn;
+use crate::passive::request_name;
+use crate::replicator_config::local_checkpoint_key;
+use crate::timer::{Timer, TimerTable};
+use crate::{
+    Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, CollectionConfig,
+    CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
+    Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, Hello, Input,
+    InsertMode, InsertOutcome, Output, PROTOCOL_VERSION, Progress, ReplicationError,
+    ReplicatorConfig, Request, RequestNumber, Response, RevBundle, RevId, RevStatus, Revision,
+    RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply, resolution_revisions,
+};
+
+/// How many times a conflict resolution is recomputed when the local document keeps
+/// changing underneath it.
+const MAX_RESOLVE_ATTEMPTS: u8 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Stopped,
+    Connecting,
+    Handshaking,
+    LoadingCheckpoint,
+    Running,
+    Offline,
+}
+
+/// Our requests awaiting an answer.
+enum Sent {
+    Hello,
+    GetCheckpoint,
+    SetCheckpoint,
+    SubChanges,
+    Propose {
+        collection: CollectionName,
+        batch: u64,
+        docs: Vec<DocId>,
+    },
+    PushRevs {
+        collection: CollectionName,
+        batch: u64,
+        bytes: usize,
+        docs: Vec<(DocId, RevId, bool)>,
+    },
+    Ping,
+}
+
+/// Storage operations awaiting a reply (tagged with the connection epoch).
+enum Op {
+    LoadLocalCheckpoint,
+    SaveLocalCheckpoint,
+    PushRead(CollectionName),
+    PushLeaves {
+        collection: CollectionName,
+        batch: u64,
+        changes: Vec<Change>,
+    },
+    PullDiff {
+        collection: CollectionName,
+        request: RequestNumber,
+        changes: Vec<Change>,
+        selected: Vec<bool>,
+        counts: Vec<usize>,
+    },
+    PullInsert {
+        collection: CollectionName,
+        request: RequestNumber,
+        bundles: Vec<(DocId, Vec<Revision>)>,
+    },
+    ResolveRead {
+        collection: CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: Vec<Revision>,
+        attempt: u8,
+    },
+    ResolveWrite {
+        collection: CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: Vec<Revision>,
+        attempt: u8,
+    },
+}
+
+struct PushBatch {
+    id: u64,
+    last_seq: Seq,
+    /// What to send for each proposed document: its bundle and local sequence.
+    revs: BTreeMap<DocId, (Vec<Revision>, Seq)>,
+    /// Storage reads and requests not yet answered, plus queued messages.
+    outstanding: usize,
+}
+
+#[derive(Default)]
+struct PushState {
+    cursor: Seq,
+    reading: bool,
+    at_end: bool,
+    dirty: bool,
+    next_batch: u64,
+    batches: VecDeque<PushBatch>,
+    /// `Revs` messages waiting for byte budget: (batch, bundles).
+    queue: VecDeque<(u64, Vec<RevBundle>)>,
+    bytes_in_flight: usize,
+}
+
+struct PullBatch {
+    request: RequestNumber,
+    last_seq: Seq,
+    diffing: bool,
+    outstanding: BTreeSet<DocId>,
+}
+
+#[derive(Default)]
+struct PullState {
+    caught_up: bool,
+    batches: VecDeque<PullBatch>,
+}
+
+/// One `Revs` request from the passive peer being stored.
+struct PullRevs {
+    collection: CollectionName,
+    /// Storage operations still running for it.
+    pending: usize,
+    order: Vec<DocId>,
+    statuses: BTreeMap<DocId, RevStatus>,
+    events: Vec<DocumentEvent>,
+}
+
+struct CollectionState {
+    config: CollectionConfig,
+    push: PushState,
+    pull: PullState,
+}
+
+/// The active side of replication, for one remote peer across reconnections.
+///
+/// ```
+/// use std::time::Instant;
+/// use peerlite_proto::{ActiveReplicator, Output, ReplicatorConfig};
+///
+/// let now = Instant::now();
+/// let mut replicator = ActiveReplicator::new(ReplicatorConfig::new([7; 16], "wss://peer:4984/db"));
+/// replicator.start(now);
+/// // The runtime is asked to open the connection first.
+/// assert!(matches!(replicator.poll_output(), Some(Output::Connect)));
+/// ```
+pub struct ActiveReplicator {
+    config: ReplicatorConfig,
+    checkpoint_id: String,
+    conn: Conn<Sent, (u64, Op)>,
+    phase: Phase,
+    epoch: u64,
+    failed_attempts: u32,
+    timers: TimerTable,
+    status: Status,
+    reset_checkpoint: bool,
+    local_cp: Option<Option<Checkpoint>>,
+    remote_cp: Option<Option<Checkpoint>>,
+    /// Progress known complete: what the next save writes.
+    progress_cp: Checkpoint,
+    saved_cp: Option<Checkpoint>,
+    /// The checkpoint being saved.
+    saving_cp: Option<Checkpoint>,
+    /// Parts of a checkpoint save still pending (remote and local).
+    saving: u8,
+    save_again: bool,
+    ping_outstanding: bool,
+    cols: BTreeMap<CollectionName, CollectionState>,
+    pull_revs: BTreeMap<RequestNumber, PullRevs>,
+    resolver: DefaultConflictResolver,
+}
+
+impl fmt::Debug for ActiveReplicator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActiveReplicator")
+            .field("phase", &self.phase)
+            .field("status", &self.status)
+            .field("checkpoint_id", &self.checkpoint_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActiveReplicator {
+    /// A stopped replicator; call [`ActiveReplicator::start`].
+    pub fn new(config: ReplicatorConfig) -> ActiveReplicator {
+        let checkpoint_id = config.checkpoint_id();
+        let cols = config
+            .collections
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    CollectionState {
+                        config: c.clone(),
+                        push: PushState::default(),
+                        pull: PullState::default(),
+                    },
+                )
+            })
+            .collect();
+        ActiveReplicator {
+            config,
+            checkpoint_id,
+            conn: Conn::default(),
+            phase: Phase::Stopped,
+            epoch: 0,
+            failed_attempts: 0,
+            timers: TimerTable::default(),
+            status: Status {
+                activity: Activity::Stopped,
+                progress: Progress::default(),
+                error: None,
+            },
+            reset_checkpoint: false,
+            local_cp: None,
+            remote_cp: None,
+            progress_cp: Checkpoint::default(),
+            saved_cp: None,
+            saving_cp: None,
+            saving: 0,
+            save_again: false,
+            ping_outstanding: false,
+            cols,
+            pull_revs: BTreeMap::new(),
+            resolver: DefaultConflictResolver,
+        }
+    }
+
+    /// The checkpoint ID this replication uses.
+    pub fn checkpoint_id(&self) -> &str {
+        &self.checkpoint_id
+    }
+
+    /// The current status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Starts (or restarts) replication: emits [`Output::Connect`].
+    pub fn start(&mut self, now: Instant) {
+        self.start_inner(now, false);
+    }
+
+    /// Starts from the beginning, ignoring saved checkpoints (they are overwritten as
+    /// the new run progresses).
+    pub fn start_with_reset(&mut self, now: Instant) {
+        self.start_inner(now, true);
+    }
+
+    fn start_inner(&mut self, _now: Instant, reset: bool) {
+        if !matches!(self.phase, Phase::Stopped) {
+            return;
+        }
+        self.reset_checkpoint = reset;
+        self.failed_attempts = 0;
+        self.status.error = None;
+        self.status.progress = Progress::default();
+        self.connect();
+    }
+
+    /// Stops replication and closes the connection. Storage replies still arriving for
+    /// earlier operations must be fed in (they are ignored).
+    pub fn stop(&mut self, _now: Instant) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        if self.connected() {
+            self.conn.outputs.push_back(Output::Close(CloseReason {
+                code: CloseCode::GoingAway,
+                message: "replicator stopped".into(),
+            }));
+        }
+        self.end_connection();
+        self.phase = Phase::Stopped;
+        self.timers.clear();
+        self.set_activity(Activity::Stopped);
+    }
+
+    /// Feeds one input. Drain [`ActiveReplicator::poll_output`] afterwards.
+    pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<(), ApiError> {
+        match input {
+            Input::Connected => {
+                if self.phase != Phase::Connecting {
+                    return Err(ApiError::Unexpected("Connected without a pending Connect"));
+                }
+                self.phase = Phase::Handshaking;
+                self.arm_heartbeat(now);
+                let hello = Hello {
+                    versions: vec![PROTOCOL_VERSION],
+                    collections: self.cols.keys().cloned().collect(),
+                    push: self.config.replicator_type.pushes(),
+                    pull: self.config.replicator_type.pulls(),
+                };
+                self.conn.request(Request::Hello(hello), Sent::Hello);
+            }
+            Input::Frame(bytes) => {
+                if !self.connected() {
+                    return Ok(());
+                }
+                self.arm_heartbeat(now);
+                match Frame::decode(&bytes, &self.config.frame_limits) {
+                    Ok(frame) => self.handle_frame(frame, now),
+                    Err(e) => self.fail(
+                        ReplicationError::Protocol(format!("undecodable frame: {e}")),
+                        now,
+                        true,
+                    ),
+                }
+            }
+            Input::Disconnected(d) => {
+                if matches!(self.phase, Phase::Connecting) || self.connected() {
+                    let Disconnect { message, retryable } = d;
+                    self.fail(
+                        ReplicationError::Transport { message, retryable },
+                        now,
+                        false,
+                    );
+                }
+            }
+            Input::Storage(id, reply) => {
+                let (epoch, op) = self
+                    .conn
+                    .ops
+                    .remove(&id)
+                    .ok_or(ApiError::UnknownStorageOp(id))?;
+                if epoch == self.epoch && self.connected() {
+                    self.handle_storage(op, reply, now);
+                }
+            }
+            Input::LocalChange(collection, seq) => {
+                let continuous = self.config.continuous;
+                if let Some(c) = self.cols.get_mut(&collection)
+                    && continuous
+                    && self.config.replicator_type.pushes()
+                    && seq > c.push.cursor
+                {
+                    c.push.dirty = true;
+                    if self.phase == Phase::Running {
+                        self.pump_push(&collection);
+                        self.update_activity(now);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires due timers (heartbeat, dead peer, retry, checkpoint). Spurious calls are
+    /// harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.timers.expired(now) {
+            match timer {
+                Timer::Retry if self.phase == Phase::Offline => self.connect(),
+                Timer::Heartbeat if self.connected() && !self.ping_outstanding => {
+                    self.ping_outstanding = true;
+                    self.conn.request(Request::Ping, Sent::Ping);
+                    self.timers
+                        .set(Timer::DeadPeer, now + self.config.heartbeat);
+                }
+                Timer::DeadPeer if self.connected() => {
+                    self.fail(ReplicationError::Timeout(self.config.heartbeat), now, true);
+                }
+                Timer::Checkpoint if self.phase == Phase::Running => {
+                    self.save_checkpoint();
+                    self.timers
+                        .set(Timer::Checkpoint, now + self.config.checkpoint_interval);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next output, or `None` when drained.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.conn.outputs.pop_front()
+    }
+
+    /// When to call [`ActiveReplicator::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---- connection lifecycle ----
+
+    fn connected(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Handshaking | Phase::LoadingCheckpoint | Phase::Running
+        )
+    }
+
+    fn connect(&mut self) {
+        self.phase = Phase::Connecting;
+        self.conn.outputs.push_back(Output::Connect);
+        self.set_activity(Activity::Connecting);
+    }
+
+    /// Forgets everything tied to the current connection.
+    fn end_connection(&mut self) {
+        self.epoch += 1;
+        self.conn.new_connection();
+        self.local_cp = None;
+        self.remote_cp = None;
+        self.saving = 0;
+        self.saving_cp = None;
+        self.save_again = false;
+        self.ping_outstanding = false;
+        self.pull_revs.clear();
+        for c in self.cols.values_mut() {
+            c.push = PushState::default();
+            c.pull = PullState::default();
+        }
+        self.timers.stop(Timer::Heartbeat);
+        self.timers.stop(Timer::DeadPeer);
+        self.timers.stop(Timer::Checkpoint);
+    }
+
+    /// Ends the connection after an error; retries if allowed.
+    fn fail(&mut self, error: ReplicationError, now: Instant, close: bool) {
+        if close && self.connected() {
+            let code = match error {
+                ReplicationError::Protocol(_) => CloseCode::ProtocolError,
+                ReplicationError::Timeout(_) => CloseCode::PolicyViolation,
+                ReplicationError::Storage(_) => CloseCode::InternalError,
+                _ => CloseCode::GoingAway,
+            };
+            self.conn.outputs.push_back(Output::Close(CloseReason {
+                code,
+                message: error.to_string(),
+            }));
+        }
+        self.end_connection();
+        self.failed_attempts += 1;
+        let backoff = Backoff {
+            initial: self.config.initial_retry_wait,
+            max_wait: self.config.max_attempt_wait,
+            max_attempts: self.config.effective_max_attempts(),
+        };
+        let delay = if error.is_retryable() {
+            backoff.delay(self.failed_attempts)
+        } else {
+            None
+        };
+        match delay {
+            Some(wait) => {
+                self.status.error = Some(error);
+                self.phase = Phase::Offline;
+                self.timers.set(Timer::Retry, now + wait);
+                self.set_activity_forced(Activity::Offline);
+            }
+            None => {
+                let error = if error.is_retryable() {
+                    ReplicationError::GaveUp {
+                        attempts: self.failed_attempts,
+                        last: Box::new(error),
+                    }
+                } else {
+                    error
+                };
+                self.status.error = Some(error);
+                self.phase = Phase::Stopped;
+                self.timers.clear();
+                self.set_activity_forced(Activity::Stopped);
+            }
+        }
+    }
+
+    fn arm_heartbeat(&mut self, now: Instant) {
+        self.ping_outstanding = false;
+        self.timers.stop(Timer::DeadPeer);
+        self.timers
+            .set(Timer::Heartbeat, now + self.config.heartbeat);
+    }
+
+    fn set_activity(&mut self, activity: Activity) {
+        if self.status.activity != activity {
+            self.set_activity_forced(activity);
+        }
+    }
+
+    fn set_activity_forced(&mut self, activity: Activity) {
+        self.status.activity = activity;
+        self.conn.event(Event::Status(self.status.clone()));
+    }
+
+    fn progress(&mut self, completed: u64, total: u64) {
+        if completed == 0 && total == 0 {
+            return;
+        }
+        self.status.progress.completed += completed;
+        self.status.progress.total += total;
+        self.conn.event(Event::Status(self.status.clone()));
+    }
+
+    fn op(&mut self, op: StorageOp, kind: Op) {
+        self.conn.storage(op, (self.epoch, kind));
+    }
+
+    // ---- frames ----
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        match frame {
+            Frame::Response(n, response) => match self.conn.requests.remove(&n) {
+                Some(sent) => self.handle_response(sent, response, now),
+                None => self.fail(
+                    ReplicationError::Protocol(format!("response to unknown request {n}")),
+                    now,
+                    true,
+                ),
+            },
+            Frame::Error(n, error) => match self.conn.requests.remove(&n) {
+                Some(Sent::Hello) if error.code == 505 => self.fail(
+                    ReplicationError::UnsupportedVersion {
+                        ours: PROTOCOL_VERSION,
+                        message: error.message,
+                    },
+                    now,
+                    true,
+                ),
+                Some(_) => self.fail(ReplicationError::Remote(error), now, true),
+                None => self.fail(
+                    ReplicationError::Protocol(format!("error for unknown request {n}")),
+                    now,
+                    true,
+                ),
+            },
+            Frame::Request(n, request) => {
+                if self.phase != Phase::Running {
+                    return self.fail(
+                        ReplicationError::Protocol(format!(
+                            "{} before the handshake finished",
+                            request_name(&request)
+                        )),
+                        now,
+                        true,
+                    );
+                }
+                match request {
+                    Request::Ping => self.conn.respond(n, Response::Pong),
+                    Request::Changes {
+                        collection,
+                        changes,
+                    } => self.pulled_changes(n, collection, changes, now),
+                    Request::Revs {
+                        collection,
+                        docs,
+                        unavailable,
+                    } => self.pulled_revs(n, collection, docs, unavailable, now),
+                    other => self.fail(
+                        ReplicationError::Protocol(format!(
+                            "a passive peer may not send {}",
+                            request_name(&other)
+                        )),
+                        now,
+                        true,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn handle_response(&mut self, sent: Sent, response: Response, now: Instant) {
+        match (sent, response) {
+            (Sent::Hello, Response::Hello { version }) if version == PROTOCOL_VERSION => {
+                self.phase = Phase::LoadingCheckpoint;
+                if self.reset_checkpoint {
+                    self.local_cp = Some(None);
+                    self.remote_cp = Some(None);
+                    self.begin(now);
+                } else {
+                    let id = local_checkpoint_key(&self.checkpoint_id);
+                    self.op(StorageOp::GetLocal { id }, Op::LoadLocalCheckpoint);
+                    let id = self.checkpoint_id.clone();
+                    self.conn
+                        .request(Request::GetCheckpoint { id }, Sent::GetCheckpoint);
+                }
+            }
+            (Sent::GetCheckpoint, Response::Checkpoint(cp)) => {
+                self.remote_cp = Some(cp);
+                self.begin(now);
+            }
+            (Sent::SetCheckpoint, Response::Ok) => self.checkpoint_part_saved(now),
+            (Sent::SubChanges, Response::Ok) | (Sent::Ping, Response::Pong) => {}
+            (
+                Sent::Propose {
+                    collection,
+                    batch,
+                    docs,
+                },
+                Response::Wanted(flags),
+            ) => self.proposal_answered(&collection, batch, docs, flags, now),
+            (
+                Sent::PushRevs {
+                    collection,
+                    batch,
+                    bytes,
+                    docs,
+                },
+                Response::RevStatuses(statuses),
+            ) => self.pushed_revs_answered(&collection, batch, bytes, docs, statuses, now),
+            (_, other) => self.fail(
+                ReplicationError::Protocol(format!("unexpected response {other:?}")),
+                now,
+                true,
+            ),
+        }
+    }
+
+    /// Starts replicating once both checkpoint copies are known.
+    fn begin(&mut self, now: Instant) {
+        let (Some(local), Some(remote)) = (&self.local_cp, &self.remote_cp) else {
+            return;
+        };
+        let cp = Checkpoint::reconcile(local.as_ref(), remote.as_ref());
+        self.progress_cp = Checkpoint {
+            collections: self
+                .cols
+                .keys()
+                .map(|name| (name.clone(), cp.get(name)))
+                .collect(),
+        };
+        self.saved_cp = Some(cp);
+        self.phase = Phase::Running;
+        self.failed_attempts = 0;
+        self.status.error = None;
+        self.timers
+            .set(Timer::Checkpoint, now + self.config.checkpoint_interval);
+        let names: Vec<CollectionName> = self.cols.keys().cloned().collect();
+        for name in names {
+            let start = self.progress_cp.get(&name);
+            let pushes = self.config.replicator_type.pushes();
+            let pulls = self.config.replicator_type.pulls();
+            let continuous = self.config.continuous;
+            let Some(c) = self.cols.get_mut(&name) else {
+                continue;
+            };
+            if pushes {
+                c.push.cursor = start.push;
+                self.pump_push(&name);
+            }
+            if pulls {
+                let Some(c) = self.cols.get(&name) else {
+                    continue;
+                };
+                let doc_ids = c.config.doc_ids.clone();
+                self.conn.request(
+                    Request::SubChanges {
+                        collection: name.clone(),
+                        since: start.pull,
+                        continuous,
+                        doc_ids,
+                    },
+                    Sent::SubChanges,
+                );
+            }
+        }
+        self.update_activity(now);
+    }
+
+    // ---- push ----
+
+    /// Starts the next changes read if flow control allows, and sends queued revisions.
+    fn pump_push(&mut self, name: &CollectionName) {
+        let limit = self.config.changes_batch;
+        let max_batches = self.config.max_push_batches;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let more = !c.push.at_end || c.push.dirty;
+        if !c.push.reading && more && c.push.batches.len() < max_batches {
+            c.push.reading = true;
+            c.push.dirty = false;
+            let since = c.push.cursor;
+            self.op(
+                StorageOp::Changes {
+                    collection: name.clone(),
+                    since,
+                    limit,
+                },
+                Op::PushRead(name.clone()),
+            );
+        }
+        self.send_queued_revs(name);
+    }
+
+    fn push_read(&mut self, name: CollectionName, changes: Vec<Change>, now: Instant) {
+        let limit = self.config.changes_batch;
+        let max_history = self.config.max_history;
+        let Some(c) = self.cols.get_mut(&name) else {
+            return;
+        };
+        c.push.reading = false;
+        c.push.at_end = changes.len() < limit;
+        let Some(last_seq) = changes.last().map(|ch| ch.seq) else {
+            self.pump_push(&name);
+            return self.update_activity(now);
+        };
+        c.push.cursor = last_seq;
+        let total = changes.len() as u64;
+        let selected: Vec<Change> = changes
+            .into_iter()
+            .filter(|ch| {
+                c.config
+                    .doc_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&ch.doc_id))
+            })
+            .collect();
+        let id = c.push.next_batch;
+        c.push.next_batch += 1;
+        c.push.batches.push_back(PushBatch {
+            id,
+            last_seq,
+            revs: BTreeMap::new(),
+            outstanding: usize::from(!selected.is_empty()),
+        });
+        self.progress(total - selected.len() as u64, total);
+        if !selected.is_empty() {
+            let ids = selected.iter().map(|ch| ch.doc_id.clone()).collect();
+            self.op(
+                StorageOp::GetLeaves {
+                    collection: name.clone(),
+                    ids,
+                    max_history,
+                },
+                Op::PushLeaves {
+                    collection: name.clone(),
+                    batch: id,
+                    changes: selected,
+                },
+            );
+        }
+        self.pump_push(&name);
+        self.finish_push_batches(&name, now);
+    }
+
+    /// The documents of a push batch are read: filter them and propose them.
+    fn push_leaves_read(
+        &mut self,
+        name: CollectionName,
+        batch: u64,
+        changes: Vec<Change>,
+        leaves: Vec<Vec<Revision>>,
+        now: Instant,
+    ) {
+        let Some(c) = self.cols.get_mut(&name) else {
+            return;
+        };
+        let filter = c.config.push_filter.clone();
+        let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) else {
+            return;
+        };
+        b.outstanding -= 1;
+        let mut skipped = 0;
+        let mut proposal = Vec::new();
+        for (change, leaves) in changes.into_iter().zip(leaves) {
+            // A superseded revision has no bundle: its newer change is later in the feed.
+            let Some(bundle) = crate::bundle_from_leaves(leaves, &change.rev) else {
+                skipped += 1;
+                continue;
+            };
+            let include = match (&filter, bundle.last()) {
+                (Some(f), Some(rev)) => f.include(&FilterContext {
+                    collection: &name,
+                    doc_id: &change.doc_id,
+                    revision: rev,
+                }),
+                _ => true,
+            };
+            if !include {
+                skipped += 1;
+                continue;
+            }
+            proposal.push(Change {
+                other_leaves: crate::other_leaf_ids(&bundle),
+                ..change.clone()
+            });
+            b.revs.insert(change.doc_id, (bundle, change.seq));
+        }
+        if !proposal.is_empty() {
+            b.outstanding += 1;
+            let docs = proposal.iter().map(|ch| ch.doc_id.clone()).collect();
+            self.conn.request(
+                Request::ProposeChanges {
+                    collection: name.clone(),
+                    changes: proposal,
+                },
+                Sent::Propose {
+                    collection: name.clone(),
+                    batch,
+                    docs,
+                },
+            );
+        }
+        self.progress(skipped, 0);
+        self.finish_push_batches(&name, now);
+    }
+
+    fn proposal_answered(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        docs: Vec<DocId>,
+        flags: Vec<bool>,
+        now: Instant,
+    ) {
+        if flags.len() != docs.len() {
+            let msg = format!(
+                "Wanted has {} flags for {} proposed changes",
+                flags.len(),
+                docs.len()
+            );
+            return self.fail(ReplicationError::Protocol(msg), now, true);
+        }
+        let per_message = self.config.revs_per_message.max(1);
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) else {
+            return;
+        };
+        b.outstanding -= 1;
+        let mut not_needed = 0;
+        let mut bundles = Vec::new();
+        for (doc_id, want) in docs.into_iter().zip(flags) {
+            match (want, b.revs.get(&doc_id)) {
+                (true, Some((revisions, seq))) => bundles.push(RevBundle {
+                    doc_id,
+                    revisions: revisions.clone(),
+                    seq: *seq,
+                }),
+                _ => {
+                    b.revs.remove(&doc_id);
+                    not_needed += 1;
+                }
+            }
+        }
+        while !bundles.is_empty() {
+            let rest = bundles.split_off(bundles.len().min(per_message));
+            b.outstanding += 1;
+            c.push
+                .queue
+                .push_back((batch, std::mem::replace(&mut bundles, rest)));
+        }
+        self.progress(not_needed, 0);
+        self.send_queued_revs(name);
+        self.finish_push_batches(name, now);
+    }
+
+    /// Sends queued `Revs` messages while the byte budget allows (always at least one).
+    fn send_queued_revs(&mut self, name: &CollectionName) {
+        let budget = self.config.max_rev_bytes_in_flight;
+        loop {
+            let Some(c) = self.cols.get_mut(name) else {
+                return;
+            };
+            if c.push.bytes_in_flight > 0 && c.push.bytes_in_flight >= budget {
+                return;
+            }
+            let Some((batch, docs)) = c.push.queue.pop_front() else {
+                return;
+            };
+            let summary = docs
+                .iter()
+                .filter_map(|d| {
+                    d.revisions
+                        .last()
+                        .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
+                })
+                .collect();
+            let request = Request::Revs {
+                collection: name.clone(),
+                docs,
+                unavailable: Vec::new(),
+            };
+            let bytes = Frame::Request(0, request.clone()).encode().len();
+            c.push.bytes_in_flight += bytes;
+            self.conn.request(
+                request,
+                Sent::PushRevs {
+                    collection: name.clone(),
+                    batch,
+                    bytes,
+                    docs: summary,
+                },
+            );
+        }
+    }
+
+    fn pushed_revs_answered(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        bytes: usize,
+        docs: Vec<(DocId, RevId, bool)>,
+        statuses: Vec<RevStatus>,
+        now: Instant,
+    ) {
+        if statuses.len() != docs.len() {
+            let msg = format!(
+                "RevStatuses has {} entries for {} documents",
+                statuses.len(),
+                docs.len()
+            );
+            return self.fail(ReplicationError::Protocol(msg), now, true);
+        }
+        // A conflict is resolved by pulling: the pull brings the remote revision, the
+        // resolver decides, and the resolution is pushed as a new local change.
+        let events: Vec<DocumentEvent> = docs
+            .into_iter()
+            .zip(statuses)
+            .map(|((doc_id, rev, deleted), status)| DocumentEvent {
+                collection: name.clone(),
+                doc_id,
+                rev,
+                direction: Direction::Push,
+                deleted,
+                error: match status {
+                    RevStatus::Ok => None,
+                    RevStatus::Rejected { code, reason } => {
+                        Some(DocumentError::Rejected { code, reason })
+                    }
+                    RevStatus::Conflict { current } => {
+                        Some(DocumentError::Conflict { remote: current })
+                    }
+                },
+            })
+            .collect();
+        let done = events.len() as u64;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        c.push.bytes_in_flight = c.push.bytes_in_flight.saturating_sub(bytes);
+        if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
+            b.outstanding -= 1;
+        }
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+        self.progress(done, 0);
+        self.send_queued_revs(name);
+        self.finish_push_batches(name, now);
+    }
+
+    /// Retires finished batches in order, advancing the push checkpoint.
+    fn finish_push_batches(&mut self, name: &CollectionName, now: Instant) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut advanced = None;
+        while c.push.batches.front().is_some_and(|b| b.outstanding == 0) {
+            advanced = c.push.batches.pop_front().map(|b| b.last_seq);
+        }
+        if let Some(seq) = advanced {
+            self.progress_cp
+                .collections
+                .entry(name.clone())
+                .or_default()
+                .push = seq;
+            self.pump_push(name);
+        }
+        self.update_activity(now);
+    }
+
+    // ---- pull ----
+
+    fn pulled_changes(
+        &mut self,
+        n: RequestNumber,
+        name: CollectionName,
+        changes: Vec<Change>,
+        now: Instant,
+    ) {
+        let pulls = self.config.replicator_type.pulls();
+        let Some(c) = self.cols.get_mut(&name).filter(|_| pulls) else {
+            let msg = format!("Changes for {name}, which is not being pulled");
+            return self.fail(ReplicationError::Protocol(msg), now, true);
+        };
+        let Some(last_seq) = changes.iter().map(|ch| ch.seq).max() else {
+            c.pull.caught_up = true;
+            self.conn.respond(n, Response::Wanted(Vec::new()));
+            return self.update_activity(now);
+        };
+        c.pull.caught_up = false;
+        let selected: Vec<bool> = changes
+            .iter()
+            .map(|ch| {
+                c.config
+                    .doc_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&ch.doc_id))
+            })
+            .collect();
+        let chosen: Vec<Change> = changes
+            .iter()
+            .zip(&selected)
+            .filter(|(_, s)| **s)
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        let total = changes.len() as u64;
+        c.pull.batches.push_back(PullBatch {
+            request: n,
+            last_seq,
+            diffing: !chosen.is_empty(),
+            outstanding: BTreeSet::new(),
+        });
+        if chosen.is_empty() {
+            self.conn
+                .respond(n, Response::Wanted(vec![false; changes.len()]));
+            self.progress(total, total);
+            return self.finish_pull_batches(&name, now);
+        }
+        self.progress(0, total);
+        let (revs, counts) = crate::bundle::diff_query(&chosen);
+        self.op(
+            StorageOp::RevsDiff {
+                collection: name.clone(),
+                revs,
+            },
+            Op::PullDiff {
+                collection: name,
+                request: n,
+                changes,
+                selected,
+                counts,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pull_diffed(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        changes: Vec<Change>,
+        selected: Vec<bool>,
+        counts: Vec<usize>,
+        diff: Vec<RevsDiff>,
+        now: Instant,
+    ) {
+        let mut chosen_wanted = crate::bundle::wanted_from_diff(&counts, diff).into_iter();
+        let mut flags = Vec::with_capacity(changes.len());
+        let mut wanted = BTreeSet::new();
+        for (change, sel) in changes.iter().zip(&selected) {
+            let want = *sel && chosen_wanted.next().unwrap_or(false);
+            if want {
+                wanted.insert(change.doc_id.clone());
+            }
+            flags.push(want);
+        }
+        let not_wanted = (changes.len() - wanted.len()) as u64;
+        if let Some(b) = self.cols.get_mut(&name).and_then(|c| {
+            c.pull
+                .batches
+                .iter_mut()
+                .find(|b| b.request == request && b.diffing)
+        }) {
+            b.diffing = false;
+            b.outstanding = wanted;
+        }
+        self.conn.respond(request, Response::Wanted(flags));
+        self.progress(not_wanted, 0);
+        self.finish_pull_batches(&name, now);
+    }
+
+    fn pulled_revs(
+        &mut self,
+        n: RequestNumber,
+        name: CollectionName,
+        docs: Vec<RevBundle>,
+        unavailable: Vec<DocId>,
+        now: Instant,
+    ) {
+        if !self.config.replicator_type.pulls() || !self.cols.contains_key(&name) {
+            let msg = format!("Revs for {name}, which is not being pulled");
+            return self.fail(ReplicationError::Protocol(msg), now, true);
+        }
+        for bundle in &docs {
+            if bundle.revisions.is_empty() {
+                let msg = format!("pulled document {} carries no revision", bundle.doc_id);
+                return self.fail(ReplicationError::Protocol(msg), now, true);
+            }
+            for r in &bundle.revisions {
+                if let Err(e) = r.validate() {
+                    let msg = format!(
+                        "invalid revision {} of document {}: {e}",
+                        r.rev, bundle.doc_id
+                    );
+                    return self.fail(ReplicationError::Protocol(msg), now, true);
+                }
+            }
+        }
+        for doc in &unavailable {
+            self.pull_doc_done(&name, doc);
+        }
+        let filter = self
+            .cols
+            .get(&name)
+            .and_then(|c| c.config.pull_filter.clone());
+        let mut entry = PullRevs {
+            collection: name.clone(),
+            pending: 0,
+            order: Vec::with_capacity(docs.len()),
+            statuses: BTreeMap::new(),
+            events: Vec::new(),
+        };
+        let mut to_insert = Vec::new();
+        for bundle in docs {
+            entry.order.push(bundle.doc_id.clone());
+            let include = match (&filter, bundle.revisions.last()) {
+                (Some(f), Some(rev)) => f.include(&FilterContext {
+                    collection: &name,
+                    doc_id: &bundle.doc_id,
+                    revision: rev,
+                }),
+                _ => true,
+            };
+            if include {
+                to_insert.push((bundle.doc_id, bundle.revisions));
+            } else {
+                entry.statuses.insert(bundle.doc_id.clone(), RevStatus::Ok);
+                self.pull_doc_done(&name, &bundle.doc_id);
+            }
+        }
+        if !to_insert.is_empty() {
+            entry.pending = 1;
+            let inserts = to_insert
+                .iter()
+                .map(|(doc_id, revisions)| RevisionInsert {
+                    doc_id: doc_id.clone(),
+                    revisions: revisions.clone(),
+                    mode: InsertMode::NoConflicts,
+                })
+                .collect();
+            self.op(
+                StorageOp::InsertRevisions {
+                    collection: name.clone(),
+                    inserts,
+                },
+                Op::PullInsert {
+                    collection: name,
+                    request: n,
+                    bundles: to_insert,
+                },
+            );
+        }
+        self.pull_revs.insert(n, entry);
+        self.finish_pull_revs(n, now);
+    }
+
+    fn pull_inserted(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        bundles: Vec<(DocId, Vec<Revision>)>,
+        outcomes: Vec<InsertOutcome>,
+        now: Instant,
+    ) {
+        let max_history = self.config.max_history;
+        for ((doc_id, bundle), outcome) in bundles.into_iter().zip(outcomes) {
+            match outcome {
+                InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. } => {
+                    self.pulled_doc(&name, request, doc_id, &bundle, None, RevStatus::Ok);
+                }
+                InsertOutcome::Conflict { .. } => {
+                    if let Some(entry) = self.pull_revs.get_mut(&request) {
+                        entry.pending += 1;
+                    }
+                    self.op(
+                        StorageOp::GetLeaves {
+                            collection: name.clone(),
+                            ids: vec![doc_id.clone()],
+                            max_history,
+                        },
+                        Op::ResolveRead {
+                            collection: name.clone(),
+                            request,
+                            doc: doc_id,
+                            bundle,
+                            attempt: 0,
+                        },
+                    );
+                }
+                InsertOutcome::Invalid(e) => {
+                    let reason = e.to_string();
+                    self.pull_rejected(&name, request, doc_id, &bundle, 400, reason);
+                }
+            }
+        }
+        self.pull_op_done(request, now);
+    }
+
+    /// Resolves a pulled document that conflicts with the local current revision, and
+    /// writes the pulled bundle and the resolution in one guarded insert.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: Vec<Revision>,
+        attempt: u8,
+        leaves: Vec<Revision>,
+        now: Instant,
+    ) {
+        let max_history = self.config.max_history;
+        let Some(remote) = bundle.last().cloned() else {
+            return;
+        };
+        let local = leaves.iter().max_by_key(|r| (!r.deleted, r.rev));
+        let (expected, revisions) = match local {
+            None => (None, Ok(bundle.clone())),
+            Some(local) if local.rev == remote.rev || local.history.contains(&remote.rev) => {
+                // The remote revision arrived meanwhile: nothing to resolve.
+                self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
+                return self.pull_op_done(request, now);
+            }
+            Some(local) => {
+                let conflict = Conflict {
+                    doc_id: &doc,
+                    local: ConflictSide { revision: local },
+                    remote: ConflictSide { revision: &remote },
+                };
+                let custom = self
+                    .cols
+                    .get(&name)
+                    .and_then(|c| c.config.conflict_resolver.clone());
+                let resolution = match &custom {
+                    Some(r) => r.resolve(&conflict),
+                    None => self.resolver.resolve(&conflict),
+                };
+                let revs = resolution_revisions(&conflict, &resolution, max_history).map(|extra| {
+                    let mut all = bundle.clone();
+                    all.extend(extra);
+                    all
+                });
+                (Some(local.rev), revs)
+            }
+        };
+        match revisions {
+            Ok(revisions) => self.op(
+                StorageOp::InsertRevisions {
+                    collection: name.clone(),
+                    inserts: vec![RevisionInsert {
+                        doc_id: doc.clone(),
+                        revisions,
+                        mode: InsertMode::Guarded { expected },
+                    }],
+                },
+                Op::ResolveWrite {
+                    collection: name,
+                    request,
+                    doc,
+                    bundle,
+                    attempt,
+                },
+            ),
+            Err(e) => {
+                let reason = format!("cannot resolve the conflict: {e}");
+                self.pull_rejected(&name, request, doc, &bundle, 500, reason);
+                self.pull_op_done(request, now);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolution_written(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: Vec<Revision>,
+        attempt: u8,
+        outcome: Option<InsertOutcome>,
+        now: Instant,
+    ) {
+        match outcome {
+            Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
+                self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
+                // The resolution is a new local revision: push it.
+                let pushes = self.config.replicator_type.pushes();
+                if let Some(c) = self.cols.get_mut(&name).filter(|_| pushes) {
+                    c.push.dirty = true;
+                    self.pump_push(&name);
+                }
+            }
+            Some(InsertOutcome::Conflict { .. }) if attempt + 1 < MAX_RESOLVE_ATTEMPTS => {
+                // The local document changed while resolving: read it again.
+                let max_history = self.config.max_history;
+                self.op(
+                    StorageOp::GetLeaves {
+                        collection: name.clone(),
+                        ids: vec![doc.clone()],
+                        max_history,
+                    },
+                    Op::ResolveRead {
+                        collection: name,
+                        request,
+                        doc,
+                        bundle,
+                        attempt: attempt + 1,
+                    },
+                );
+                return;
+            }
+            other => {
+                let reason = match other {
+                    Some(InsertOutcome::Invalid(e)) => e.to_string(),
+                    _ => "the local document kept changing while resolving a conflict".into(),
+                };
+                self.pull_rejected(&name, request, doc, &bundle, 409, reason);
+            }
+        }
+        self.pull_op_done(request, now);
+    }
+
+    /// Records a pulled document that could not be stored.
+    fn pull_rejected(
+        &mut self,
+        name: &CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: &[Revision],
+        code: u16,
+        reason: String,
+    ) {
+        let error = DocumentError::Rejected {
+            code,
+            reason: reason.clone(),
+        };
+        self.pulled_doc(
+            name,
+            request,
+            doc,
+            bundle,
+            Some(error),
+            RevStatus::Rejected { code, reason },
+        );
+    }
+
+    /// One storage operation of a pulled `Revs` request finished.
+    fn pull_op_done(&mut self, request: RequestNumber, now: Instant) {
+        if let Some(entry) = self.pull_revs.get_mut(&request) {
+            entry.pending -= 1;
+        }
+        self.finish_pull_revs(request, now);
+    }
+
+    /// Records the outcome of one pulled document.
+    fn pulled_doc(
+        &mut self,
+        name: &CollectionName,
+        request: RequestNumber,
+        doc_id: DocId,
+        bundle: &[Revision],
+        error: Option<DocumentError>,
+        status: RevStatus,
+    ) {
+        let Some(remote) = bundle.last() else { return };
+        self.pull_doc_done(name, &doc_id);
+        if let Some(entry) = self.pull_revs.get_mut(&request) {
+            entry.statuses.insert(doc_id.clone(), status);
+            entry.events.push(DocumentEvent {
+                collection: name.clone(),
+                doc_id,
+                rev: remote.rev,
+                direction: Direction::Pull,
+                deleted: remote.deleted,
+                error,
+            });
+        }
+    }
+
+    /// Marks a wanted document as handled in the oldest batch that waits for it.
+    fn pull_doc_done(&mut self, name: &CollectionName, doc: &DocId) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        if let Some(b) = c
+            .pull
+            .batches
+            .iter_mut()
+            .find(|b| b.outstanding.contains(doc))
+        {
+            b.outstanding.remove(doc);
+            self.progress(1, 0);
+        }
+    }
+
+    /// Answers a `Revs` request once every document in it is stored.
+    fn finish_pull_revs(&mut self, request: RequestNumber, now: Instant) {
+        if self.pull_revs.get(&request).is_none_or(|e| e.pending > 0) {
+            return;
+        }
+        let Some(entry) = self.pull_revs.remove(&request) else {
+            return;
+        };
+        let PullRevs {
+            collection,
+            order,
+            mut statuses,
+            events,
+            ..
+        } = entry;
+        let statuses = order
+            .iter()
+            .map(|d| statuses.remove(d).unwrap_or(RevStatus::Ok))
+            .collect();
+        self.conn.respond(request, Response::RevStatuses(statuses));
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+        self.finish_pull_batches(&collection, now);
+    }
+
+    /// Retires finished batches in order, advancing the pull checkpoint.
+    fn finish_pull_batches(&mut self, name: &CollectionName, now: Instant) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut advanced = None;
+        while c
+            .pull
+            .batches
+            .front()
+            .is_some_and(|b| !b.diffing && b.outstanding.is_empty())
+        {
+            advanced = c.pull.batches.pop_front().map(|b| b.last_seq);
+        }
+        if let Some(seq) = advanced {
+            self.progress_cp
+                .collections
+                .entry(name.clone())
+                .or_default()
+                .pull = seq;
+        }
+        self.update_activity(now);
+    }
+
+    // ---- storage ----
+
+    fn handle_storage(&mut self, op: Op, reply: StorageReply, now: Instant) {
+        if let StorageReply::Failed(failure) = reply {
+            return self.fail(ReplicationError::Storage(failure), now, true);
+        }
+        match (op, reply) {
+            (Op::LoadLocalCheckpoint, StorageReply::Local(bytes)) => {
+                self.local_cp = Some(bytes.and_then(|b| Checkpoint::from_bytes(&b)));
+                self.begin(now);
+            }
+            (Op::SaveLocalCheckpoint, StorageReply::Done) => self.checkpoint_part_saved(now),
+            (Op::PushRead(name), StorageReply::Changes(changes)) => {
+                self.push_read(name, changes, now)
+            }
+            (
+                Op::PushLeaves {
+                    collection,
+                    batch,
+                    changes,
+                },
+                StorageReply::Leaves(leaves),
+            ) => self.push_leaves_read(collection, batch, changes, leaves, now),
+            (
+                Op::PullDiff {
+                    collection,
+                    request,
+                    changes,
+                    selected,
+                    counts,
+                },
+                StorageReply::RevsDiff(diff),
+            ) => self.pull_diffed(collection, request, changes, selected, counts, diff, now),
+            (
+                Op::PullInsert {
+                    collection,
+                    request,
+                    bundles,
+                },
+                StorageReply::Inserted(outcomes),
+            ) => self.pull_inserted(collection, request, bundles, outcomes, now),
+            (
+                Op::ResolveRead {
+                    collection,
+                    request,
+                    doc,
+                    bundle,
+                    attempt,
+                },
+                StorageReply::Leaves(mut leaves),
+            ) => {
+                let leaves = leaves.pop().unwrap_or_default();
+                self.resolve(collection, request, doc, bundle, attempt, leaves, now)
+            }
+            (
+                Op::ResolveWrite {
+                    collection,
+                    request,
+                    doc,
+                    bundle,
+                    attempt,
+                },
+                StorageReply::Inserted(mut outcomes),
+            ) => {
+                let outcome = outcomes.pop();
+                self.resolution_written(collection, request, doc, bundle, attempt, outcome, now)
+            }
+            (_, reply) => self.fail(
+                ReplicationError::Storage(crate::StorageFailure {
+                    message: format!("the store answered with the wrong reply: {reply:?}"),
+                    transient: false,
+                }),
+                now,
+                true,
+            ),
+        }
+    }
+
+    // ---- checkpoints and activity ----
+
+    /// Saves the progress checkpoint on both sides, unless it is unchanged.
+    fn save_checkpoint(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if self.saving > 0 {
+            self.save_again = true;
+            return;
+        }
+        if self.saved_cp.as_ref() == Some(&self.progress_cp) {
+            return;
+        }
+        let cp = self.progress_cp.clone();
+        self.saving = 2;
+        self.conn.request(
+            Request::SetCheckpoint {
+                id: self.checkpoint_id.clone(),
+                checkpoint: cp.clone(),
+            },
+            Sent::SetCheckpoint,
+        );
+        let id = local_checkpoint_key(&self.checkpoint_id);
+        let value = cp.to_bytes();
+        self.saving_cp = Some(cp);
+        self.op(StorageOp::PutLocal { id, value }, Op::SaveLocalCheckpoint);
+    }
+
+    fn checkpoint_part_saved(&mut self, now: Instant) {
+        self.saving = self.saving.saturating_sub(1);
+        if self.saving > 0 {
+            return;
+        }
+        if let Some(cp) = self.saving_cp.take() {
+            self.saved_cp = Some(cp);
+        }
+        if std::mem::take(&mut self.save_again) {
+            self.save_checkpoint();
+        }
+        self.update_activity(now);
+    }
+
+    fn is_busy(&self) -> bool {
+        let pushes = self.config.replicator_type.pushes();
+        let pulls = self.config.replicator_type.pulls();
+        !self.pull_revs.is_empty()
+            || self.cols.values().any(|c| {
+                (pushes
+                    && (c.push.reading
+                        || !c.push.at_end
+                        || c.push.dirty
+                        || !c.push.batches.is_empty()
+                        || !c.push.queue.is_empty()))
+                    || (pulls && (!c.pull.caught_up || !c.pull.batches.is_empty()))
+            })
+    }
+
+    /// Busy or idle; a one-shot replication that has caught up saves its checkpoint and
+    /// stops.
+    fn update_activity(&mut self, _now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if self.is_busy() {
+            return self.set_activity(Activity::Busy);
+        }
+        if self.config.continuous {
+            self.save_checkpoint();
+            return self.set_activity(Activity::Idle);
+        }
+        self.save_checkpoint();
+        if self.saving == 0 && self.saved_cp.as_ref() == Some(&self.progress_cp) {
+            self.conn.outputs.push_back(Output::Close(CloseReason {
+                code: CloseCode::Normal,
+                message: "replication complete".into(),
+            }));
+            self.end_connection();
+            self.phase = Phase::Stopped;
+            self.timers.clear();
+            self.set_activity(Activity::Stopped);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! What goes into and comes out of the replication state machines.
+
+use bytes::Bytes;
+
+use crate::{
+    CollectionName, DocId, ErrorBody, OpId, RevId, Seq, StorageFailure, StorageOp, StorageReply,
+};
+
+/// An input to a state machine, passed to `handle_input` with the current time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// The connection the machine asked for (with [`Output::Connect`]) is open.
+    /// Passive peers start connected and never receive this.
+    Connected,
+    /// One WebSocket binary message arrived.
+    Frame(Bytes),
+    /// The connection closed or could not be opened.
+    Disconnected(Disconnect),
+    /// The reply to a storage operation the machine emitted.
+    Storage(OpId, StorageReply),
+    /// The local database committed a change in `collection` with sequence `seq`
+    /// (continuous replication listens to these).
+    LocalChange(CollectionName, Seq),
+}
+
+/// Why a connection ended or could not be made, as reported by the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disconnect {
+    /// What happened, for people.
+    pub message: String,
+    /// True when trying again later may work (connection refused, reset, timeout);
+    /// false when it cannot without a change of configuration (wrong credentials,
+    /// certificate rejected).
+    pub retryable: bool,
+}
+
+impl Disconnect {
+    /// A retryable disconnect.
+    pub fn transient(message: impl Into<String>) -> Disconnect {
+        Disconnect {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A disconnect that retrying will not fix.
+    pub fn permanent(message: impl Into<String>) -> Disconnect {
+        Disconnect {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// An output of a state machine, drained with `poll_output` until `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Open a connection to the remote peer, then feed [`Input::Connected`] (or
+    /// [`Input::Disconnected`] if it fails). Active replicators only.
+    Connect,
+    /// Send one WebSocket binary message.
+    Send(Bytes),
+    /// Run a storage operation and feed the reply back as [`Input::Storage`].
+    Storage(OpId, StorageOp),
+    /// Something happened that the application may want to know.
+    Event(Event),
+    /// Close the connection (with a WebSocket close frame carrying `reason`).
+    Close(CloseReason),
+}
+
+/// Why a state machine closes its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The WebSocket close code.
+    pub code: CloseCode,
+    /// A short explanation.
+    pub message: String,
+}
+
+/// WebSocket close codes used by Peerlite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1000: done.
+    Normal,
+    /// 1001: the peer is going away (stopped).
+    GoingAway,
+    /// 1002: the other side broke the protocol.
+    ProtocolError,
+    /// 1008: refused by policy (e.g. an idle or dead connection).
+    PolicyViolation,
+    /// 1011: an internal failure, such as storage.
+    InternalError,
+}
+
+impl CloseCode {
+    /// The numeric WebSocket code.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::PolicyViolation => 1008,
+            CloseCode::InternalError => 1011,
+        }
+    }
+}
+
+/// Direction of replication, from the active peer's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Active → passive.
+    Push,
+    /// Passive → active.
+    Pull,
+}
+
+/// What the replicator is doing (Couchbase Lite's activity levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activity {
+    /// Not running: never started, stopped, or finished.
+    Stopped,
+    /// Disconnected, waiting to retry.
+    Offline,
+    /// Opening a connection and handshaking.
+    Connecting,
+    /// Connected and caught up (continuous mode waits here for changes).
+    Idle,
+    /// Transferring changes.
+    Busy,
+}
+
+/// Progress in abstract units: one per change found to push or announced by the peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Progress {
+    /// Changes handled.
+    pub completed: u64,
+    /// Changes known so far.
+    pub total: u64,
+}
+
+/// A replicator's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The activity level.
+    pub activity: Activity,
+    /// Progress since start.
+    pub progress: Progress,
+    /// The latest error, if any (kept while retrying; cleared on success).
+    pub error: Option<ReplicationError>,
+}
+
+/// Why replication failed or is retrying.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// The connection failed or closed (see [`Disconnect`]).
+    #[error("connection failed: {message}")]
+    Transport {
+        /// What the runtime reported.
+        message: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+    /// The remote peer sent something this protocol does not allow.
+    #[error("the remote peer broke the protocol: {0}")]
+    Protocol(String),
+    /// The remote peer refused a request.
+    #[error("the remote peer refused: {0}")]
+    Remote(ErrorBody),
+    /// The remote peer speaks no protocol version this build speaks.
+    #[error("the remote peer does not speak protocol version {ours}: {message}")]
+    UnsupportedVersion {
+        /// Our version.
+        ours: u32,
+        /// The peer's explanation.
+        message: String,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Storage(StorageFailure),
+    /// Nothing arrived from the peer within the heartbeat timeout.
+    #[error("the remote peer stopped answering (no message for {0:?})")]
+    Timeout(std::time::Duration),
+    /// Gave up after the configured number of attempts.
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Box<ReplicationError>,
+    },
+}
+
+impl ReplicationError {
+    /// True when the replicator will (or would) retry after this error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReplicationError::Transport { retryable, .. } => *retryable,
+            ReplicationError::Timeout(_) => true,
+            ReplicationError::Storage(f) => f.transient,
+            ReplicationError::Remote(e) => e.code == 503 || e.code >= 500 && e.code != 505,
+            ReplicationError::Protocol(_)
+            | ReplicationError::UnsupportedVersion { .. }
+            | ReplicationError::GaveUp { .. } => false,
+        }
+    }
+}
+
+/// Why one document did not replicate.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocumentError {
+    /// The receiver has a conflicting revision; pulling resolves it.
+    #[error("conflict: the remote peer has a different revision ({})", .remote.map(|r| r.to_string()).unwrap_or_else(|| "none".into()))]
+    Conflict {
+        /// The remote current revision.
+        remote: Option<RevId>,
+    },
+    /// The receiver refused it (validation or authorization).
+    #[error("rejected ({code}): {reason}")]
+    Rejected {
+        /// HTTP-like status (403).
+        code: u16,
+        /// The receiver's reason.
+        reason: String,
+    },
+}
+
+/// One replicated (or failed) document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentEvent {
+    /// The collection.
+    pub collection: CollectionName,
+    /// The document.
+    pub doc_id: DocId,
+    /// The revision replicated.
+    pub rev: RevId,
+    /// Push or pull.
+    pub direction: Direction,
+    /// True when the revision is a tombstone.
+    pub deleted: bool,
+    /// Why it failed, if it did.
+    pub error: Option<DocumentError>,
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The replicator's status changed (active side).
+    Status(Status),
+    /// Documents were replicated, or failed to (both sides).
+    Documents(Vec<DocumentEvent>),
+    /// The connection was closed by this side or the other (both sides).
+    Closed(CloseReason),
+}
+
+/// A mistake in how the caller drives a state machine (not the peer's fault).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A storage reply for an operation that is not pending.
+    #[error(
+        "no storage operation {0:?} is pending; feed each reply once, to the machine that emitted it"
+    )]
+    UnknownStorageOp(OpId),
+    /// An input that makes no sense for this machine.
+    #[error("unexpected input: {0}")]
+    Unexpected(&'static str),
+}

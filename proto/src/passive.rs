@@ -1,0 +1,965 @@
+//! The passive peer: the listener's side of one connection.
+//!
+//! It answers the active peer's requests — handshake, checkpoints, proposed changes,
+//! pushed revisions — and serves changes feeds (one-shot or continuous) with bounded
+//! batches and bounded bytes in flight. Pushed revisions are validated, checked by the
+//! application's [`Validator`], inserted without creating conflicts, and acknowledged
+//! only after the store reports them persisted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn::Conn;
+use crate::timer::{Timer, TimerTable};
+use crate::{
+    ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
+    DocumentEvent, ErrorBody, Event, Frame, FrameLimits, Hello, Input, InsertMode, InsertOutcome,
+    Output, PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevId, RevStatus,
+    Revision, RevisionInsert, Seq, StorageOp, StorageReply,
+};
+
+/// Who is on the other end of a connection, as established by the runtime's
+/// authentication, and what they may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// The authenticated user name, if any.
+    pub name: Option<String>,
+    /// May only pull.
+    pub read_only: bool,
+    /// May only use these collections (`None`: all that the listener serves).
+    pub collections: Option<BTreeSet<CollectionName>>,
+}
+
+/// What a [`Validator`] sees of a pushed revision.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidationContext<'a> {
+    /// The collection.
+    pub collection: &'a CollectionName,
+    /// The document.
+    pub doc_id: &'a DocId,
+    /// The revision (its body, deleted flag and history).
+    pub revision: &'a Revision,
+    /// Who pushed it.
+    pub principal: &'a Principal,
+}
+
+/// Accepts or rejects pushed revisions, like Sync Gateway's sync function `throw()`.
+/// Must be a pure function of its input. A rejected revision is not stored; the pusher
+/// gets a per-document 403 with the reason.
+///
+/// ```
+/// use peerlite_proto::{ValidationContext, Validator};
+/// let require_title = |ctx: &ValidationContext<'_>| {
+///     if ctx.revision.deleted || ctx.revision.body.to_json().get("title").is_some() {
+///         Ok(())
+///     } else {
+///         Err("a document needs a title".to_string())
+///     }
+/// };
+/// # fn takes(_: &dyn Validator) {}
+/// takes(&require_title);
+/// ```
+pub trait Validator: Send + Sync {
+    /// `Ok(())` to accept, `Err(reason)` to reject.
+    fn validate(&self, ctx: &ValidationContext<'_>) -> Result<(), String>;
+}
+
+impl<F> Validator for F
+where
+    F: Fn(&ValidationContext<'_>) -> Result<(), String> + Send + Sync,
+{
+    fn validate(&self, ctx: &ValidationContext<'_>) -> Result<(), String> {
+        self(ctx)
+    }
+}
+
+/// Configuration of a passive peer.
+#[derive(Clone)]
+pub struct PassiveConfig {
+    /// The collections served.
+    pub collections: Vec<CollectionName>,
+    /// Refuse pushes from everyone.
+    pub read_only: bool,
+    /// Checks pushed revisions.
+    pub validator: Option<Arc<dyn Validator>>,
+    /// Bounds on incoming frames.
+    pub frame_limits: FrameLimits,
+    /// Changes per `Changes` batch (default 200).
+    pub changes_batch: usize,
+    /// Unanswered `Changes` batches allowed (default 4).
+    pub max_changes_in_flight: usize,
+    /// Revisions per `Revs` message (default 100).
+    pub revs_per_message: usize,
+    /// Unacknowledged revision bytes allowed (default 2 MiB).
+    pub max_rev_bytes_in_flight: usize,
+    /// Ancestors sent with each revision (default 20).
+    pub max_history: usize,
+    /// Close a connection that sends nothing for this long (default 120 s).
+    pub idle_timeout: Duration,
+    /// Requests from the peer that may await an answer at once (default 64).
+    pub max_pending_requests: usize,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            collections: vec![CollectionName::default()],
+            read_only: false,
+            validator: None,
+            frame_limits: FrameLimits::DEFAULT,
+            changes_batch: 200,
+            max_changes_in_flight: 4,
+            revs_per_message: 100,
+            max_rev_bytes_in_flight: 2 << 20,
+            max_history: 20,
+            idle_timeout: Duration::from_secs(120),
+            max_pending_requests: 64,
+        }
+    }
+}
+
+impl fmt::Debug for PassiveConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassiveConfig")
+            .field("collections", &self.collections)
+            .field("read_only", &self.read_only)
+            .field("validator", &self.validator.is_some())
+            .field("changes_batch", &self.changes_batch)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The local-document ID under which a client's checkpoint is kept.
+pub fn peer_checkpoint_key(id: &str) -> String {
+    format!("peer-cp/{id}")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    AwaitingHello,
+    Open,
+    Closed,
+}
+
+/// Our requests awaiting an answer.
+enum Sent {
+    Changes {
+        collection: CollectionName,
+        changes: Vec<Change>,
+    },
+    Revs {
+        collection: CollectionName,
+        bytes: usize,
+        docs: Vec<(DocId, RevId, bool)>,
+    },
+}
+
+/// Storage operations awaiting a reply.
+enum Op {
+    GetCheckpoint(RequestNumber),
+    SetCheckpoint(RequestNumber),
+    FeedRead(CollectionName),
+    Propose(RequestNumber, Vec<usize>),
+    ReadRevs {
+        collection: CollectionName,
+        changes: Vec<Change>,
+    },
+    Insert {
+        request: RequestNumber,
+        collection: CollectionName,
+        /// Final statuses, `None` where the store decides.
+        statuses: Vec<Option<RevStatus>>,
+        /// (doc, rev, deleted) of each bundle, for events.
+        docs: Vec<(DocId, RevId, bool)>,
+    },
+}
+
+/// One subscribed changes feed.
+struct Feed {
+    since: Seq,
+    continuous: bool,
+    doc_ids: Option<BTreeSet<DocId>>,
+    reading: bool,
+    at_end: bool,
+    /// Changes were sent since the last caught-up marker (or none was ever sent).
+    marker_due: bool,
+    /// A local change arrived since the last read.
+    dirty: bool,
+    changes_in_flight: usize,
+    /// Wanted changes whose revisions are still to be sent.
+    wanted: VecDeque<Change>,
+    revs_reading: bool,
+    rev_bytes_in_flight: usize,
+}
+
+/// The passive side of one replication connection. See the [crate docs](crate) for the
+/// drive loop.
+pub struct PassivePeer {
+    config: PassiveConfig,
+    principal: Principal,
+    conn: Conn<Sent, Op>,
+    phase: Phase,
+    hello: Option<Hello>,
+    feeds: BTreeMap<CollectionName, Feed>,
+    timers: TimerTable,
+}
+
+impl fmt::Debug for PassivePeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassivePeer")
+            .field("phase", &self.phase)
+            .field("principal", &self.principal)
+            .field("feeds", &self.feeds.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassivePeer {
+    /// A passive peer for a connection that is already open and authenticated as
+    /// `principal`.
+    pub fn new(config: PassiveConfig, principal: Principal, now: Instant) -> PassivePeer {
+        let mut timers = TimerTable::default();
+        timers.set(Timer::DeadPeer, now + config.idle_timeout);
+        PassivePeer {
+            config,
+            principal,
+            conn: Conn::default(),
+            phase: Phase::AwaitingHello,
+            hello: None,
+            feeds: BTreeMap::new(),
+            timers,
+        }
+    }
+
+    /// Feeds one input. Drain [`PassivePeer::poll_output`] afterwards.
+    pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<(), ApiError> {
+        match input {
+            Input::Frame(bytes) => {
+                if self.phase == Phase::Closed {
+                    return Ok(());
+                }
+                self.timers
+                    .set(Timer::DeadPeer, now + self.config.idle_timeout);
+                match Frame::decode(&bytes, &self.config.frame_limits) {
+                    Ok(frame) => self.handle_frame(frame),
+                    Err(e) => self.protocol_error(format!("undecodable frame: {e}")),
+                }
+            }
+            Input::Storage(id, reply) => {
+                let op = self
+                    .conn
+                    .ops
+                    .remove(&id)
+                    .ok_or(ApiError::UnknownStorageOp(id))?;
+                if self.phase != Phase::Closed {
+                    self.handle_storage(op, reply);
+                }
+            }
+            Input::LocalChange(collection, seq) => {
+                if let Some(f) = self.feeds.get_mut(&collection)
+                    && f.continuous
+                    && seq > f.since
+                {
+                    f.dirty = true;
+                    self.pump(&collection);
+                }
+            }
+            Input::Disconnected(d) => {
+                if self.phase != Phase::Closed {
+                    self.phase = Phase::Closed;
+                    self.timers.clear();
+                    self.conn.event(Event::Closed(CloseReason {
+                        code: CloseCode::GoingAway,
+                        message: d.message,
+                    }));
+                }
+            }
+            Input::Connected => {
+                return Err(ApiError::Unexpected("a passive peer starts connected"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires due timers (closing an idle connection). Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.timers.expired(now) {
+            if timer == Timer::DeadPeer && self.phase != Phase::Closed {
+                let idle = self.config.idle_timeout;
+                self.close(
+                    CloseCode::PolicyViolation,
+                    format!("no message for {idle:?}"),
+                );
+            }
+        }
+    }
+
+    /// The next output, or `None` when drained.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.conn.outputs.pop_front()
+    }
+
+    /// When to call [`PassivePeer::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// True while the peer has replication work under way (for "active connections").
+    pub fn is_busy(&self) -> bool {
+        !self.conn.ops.is_empty()
+            || !self.conn.requests.is_empty()
+            || self.feeds.values().any(|f| !f.wanted.is_empty())
+    }
+
+    /// True once the connection is closed; the peer can be dropped.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Closes the connection from this side (e.g. the listener is stopping).
+    pub fn close(&mut self, code: CloseCode, message: impl Into<String>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let reason = CloseReason {
+            code,
+            message: message.into(),
+        };
+        self.phase = Phase::Closed;
+        self.timers.clear();
+        self.conn.outputs.push_back(Output::Close(reason.clone()));
+        self.conn.event(Event::Closed(reason));
+    }
+
+    fn protocol_error(&mut self, message: String) {
+        self.close(CloseCode::ProtocolError, message);
+    }
+
+    fn push_allowed(&self) -> bool {
+        !(self.config.read_only || self.principal.read_only)
+    }
+
+    fn collection_allowed(&self, c: &CollectionName) -> bool {
+        self.config.collections.contains(c)
+            && self
+                .principal
+                .collections
+                .as_ref()
+                .is_none_or(|set| set.contains(c))
+    }
+
+    fn handle_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Request(n, request) => {
+                if self.conn.inbound_pending >= self.config.max_pending_requests {
+                    return self.protocol_error(format!(
+                        "more than {} requests awaiting answers",
+                        self.config.max_pending_requests
+                    ));
+                }
+                self.conn.inbound_pending += 1;
+                self.handle_request(n, request);
+            }
+            Frame::Response(n, response) => match self.conn.requests.remove(&n) {
+                Some(sent) => self.handle_response(sent, response),
+                None => self.protocol_error(format!("response to unknown request {n}")),
+            },
+            Frame::Error(n, error) => match self.conn.requests.remove(&n) {
+                Some(_) => self.close(
+                    CloseCode::GoingAway,
+                    format!("the replicator refused our request: {error}"),
+                ),
+                None => self.protocol_error(format!("error for unknown request {n}")),
+            },
+        }
+    }
+
+    fn handle_request(&mut self, n: RequestNumber, request: Request) {
+        if self.phase == Phase::AwaitingHello {
+            return match request {
+                Request::Hello(hello) => self.handle_hello(n, hello),
+                other => self.protocol_error(format!(
+                    "expected Hello first, got {}",
+                    request_name(&other)
+                )),
+            };
+        }
+        match request {
+            Request::Hello(_) => self.protocol_error("Hello sent twice".into()),
+            Request::Ping => self.conn.respond(n, Response::Pong),
+            Request::GetCheckpoint { id } => {
+                if id.is_empty() || id.len() > 200 {
+                    return self
+                        .conn
+                        .respond_error(n, ErrorBody::new(400, "invalid checkpoint ID"));
+                }
+                self.conn.storage(
+                    StorageOp::GetLocal {
+                        id: peer_checkpoint_key(&id),
+                    },
+                    Op::GetCheckpoint(n),
+                );
+            }
+            Request::SetCheckpoint { id, checkpoint } => {
+                if id.is_empty() || id.len() > 200 {
+                    return self
+                        .conn
+                        .respond_error(n, ErrorBody::new(400, "invalid checkpoint ID"));
+                }
+                self.conn.storage(
+                    StorageOp::PutLocal {
+                        id: peer_checkpoint_key(&id),
+                        value: checkpoint.to_bytes(),
+                    },
+                    Op::SetCheckpoint(n),
+                );
+            }
+            Request::SubChanges {
+                collection,
+                since,
+                continuous,
+                doc_ids,
+            } => {
+                if !self.negotiated(&collection) {
+                    return self.conn.respond_error(n, not_served(&collection));
+                }
+                if self.hello.as_ref().is_some_and(|h| !h.pull) {
+                    return self
+                        .conn
+                        .respond_error(n, ErrorBody::new(400, "SubChanges without pull in Hello"));
+                }
+                if self.feeds.contains_key(&collection) {
+                    return self.conn.respond_error(
+                        n,
+                        ErrorBody::new(409, format!("already subscribed to {collection}")),
+                    );
+                }
+                self.feeds.insert(
+                    collection.clone(),
+                    Feed {
+                        since,
+                        continuous,
+                        doc_ids: doc_ids.map(|v| v.into_iter().collect()),
+                        reading: false,
+                        at_end: false,
+                        marker_due: true,
+                        dirty: false,
+                        changes_in_flight: 0,
+                        wanted: VecDeque::new(),
+                        revs_reading: false,
+                        rev_bytes_in_flight: 0,
+                    },
+                );
+                self.conn.respond(n, Response::Ok);
+                self.pump(&collection);
+            }
+            Request::ProposeChanges {
+                collection,
+                changes,
+            } => {
+                if let Some(e) = self.push_refusal(&collection) {
+                    return self.conn.respond_error(n, e);
+                }
+                let (revs, counts) = crate::bundle::diff_query(&changes);
+                self.conn.storage(
+                    StorageOp::RevsDiff { collection, revs },
+                    Op::Propose(n, counts),
+                );
+            }
+            Request::Revs {
+                collection,
+                docs,
+                unavailable,
+            } => self.handle_pushed_revs(n, collection, docs, unavailable),
+            Request::Changes { .. } => {
+                self.protocol_error("a passive peer does not accept Changes".into())
+            }
+        }
+    }
+
+    fn handle_hello(&mut self, n: RequestNumber, hello: Hello) {
+        if !hello.versions.contains(&PROTOCOL_VERSION) {
+            self.conn.respond_error(
+                n,
+                ErrorBody::new(
+                    505,
+                    format!(
+                        "unsupported protocol versions {:?}; this peer speaks {PROTOCOL_VERSION}",
+                        hello.versions
+                    ),
+                ),
+            );
+            return self.close(CloseCode::Normal, "unsupported protocol version");
+        }
+        if let Some(c) = hello
+            .collections
+            .iter()
+            .find(|c| !self.collection_allowed(c))
+        {
+            let e = not_served(c);
+            let message = e.message.clone();
+            self.conn.respond_error(n, e);
+            return self.close(CloseCode::Normal, message);
+        }
+        if hello.push && !self.push_allowed() {
+            self.conn.respond_error(
+                n,
+                ErrorBody::new(
+                    403,
+                    "this listener is read-only for you: pushing is not allowed",
+                ),
+            );
+            return self.close(CloseCode::Normal, "push refused: read-only");
+        }
+        self.hello = Some(hello);
+        self.phase = Phase::Open;
+        self.conn.respond(
+            n,
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        );
+    }
+
+    fn negotiated(&self, c: &CollectionName) -> bool {
+        self.hello
+            .as_ref()
+            .is_some_and(|h| h.collections.contains(c))
+    }
+
+    fn push_refusal(&self, collection: &CollectionName) -> Option<ErrorBody> {
+        if !self.push_allowed() {
+            return Some(ErrorBody::new(403, "read-only: pushing is not allowed"));
+        }
+        if !self.negotiated(collection) {
+            return Some(not_served(collection));
+        }
+        None
+    }
+
+    fn handle_pushed_revs(
+        &mut self,
+        n: RequestNumber,
+        collection: CollectionName,
+        docs: Vec<RevBundle>,
+        unavailable: Vec<DocId>,
+    ) {
+        if let Some(e) = self.push_refusal(&collection) {
+            return self.conn.respond_error(n, e);
+        }
+        if !unavailable.is_empty() {
+            // Only the passive side may declare revisions unavailable.
+            return self
+                .protocol_error("Revs from the active peer with unavailable documents".into());
+        }
+        let mut summary = Vec::with_capacity(docs.len());
+        for bundle in &docs {
+            let Some(last) = bundle.revisions.last() else {
+                return self.protocol_error(format!("no revision for document {}", bundle.doc_id));
+            };
+            summary.push((bundle.doc_id.clone(), last.rev, last.deleted));
+            for r in &bundle.revisions {
+                if let Err(e) = r.validate() {
+                    return self.protocol_error(format!(
+                        "invalid revision {} of document {}: {e}",
+                        r.rev, bundle.doc_id
+                    ));
+                }
+            }
+        }
+        let mut statuses = Vec::with_capacity(docs.len());
+        let mut inserts = Vec::with_capacity(docs.len());
+        for bundle in docs {
+            let verdict = self.config.validator.as_ref().and_then(|v| {
+                bundle.revisions.iter().find_map(|r| {
+                    v.validate(&ValidationContext {
+                        collection: &collection,
+                        doc_id: &bundle.doc_id,
+                        revision: r,
+                        principal: &self.principal,
+                    })
+                    .err()
+                })
+            });
+            match verdict {
+                Some(reason) => statuses.push(Some(RevStatus::Rejected { code: 403, reason })),
+                None => {
+                    statuses.push(None);
+                    inserts.push(RevisionInsert {
+                        doc_id: bundle.doc_id,
+                        revisions: bundle.revisions,
+                        mode: InsertMode::NoConflicts,
+                    });
+                }
+            }
+        }
+        if inserts.is_empty() {
+            return self.finish_insert(n, collection, statuses, summary, Vec::new());
+        }
+        self.conn.storage(
+            StorageOp::InsertRevisions {
+                collection: collection.clone(),
+                inserts,
+            },
+            Op::Insert {
+                request: n,
+                collection,
+                statuses,
+                docs: summary,
+            },
+        );
+    }
+
+    fn finish_insert(
+        &mut self,
+        n: RequestNumber,
+        collection: CollectionName,
+        mut statuses: Vec<Option<RevStatus>>,
+        docs: Vec<(DocId, RevId, bool)>,
+        outcomes: Vec<InsertOutcome>,
+    ) {
+        let mut outcomes = outcomes.into_iter();
+        // Documents the store already had changed nothing here: no event for them.
+        let mut noop = vec![false; statuses.len()];
+        for (slot, noop) in statuses
+            .iter_mut()
+            .zip(noop.iter_mut())
+            .filter(|(s, _)| s.is_none())
+        {
+            let outcome = outcomes.next();
+            *noop = matches!(outcome, Some(InsertOutcome::AlreadyHad { .. }));
+            *slot = Some(match outcome {
+                Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
+                    RevStatus::Ok
+                }
+                Some(InsertOutcome::Conflict { current }) => RevStatus::Conflict { current },
+                Some(InsertOutcome::Invalid(e)) => RevStatus::Rejected {
+                    code: 400,
+                    reason: e.to_string(),
+                },
+                None => RevStatus::Rejected {
+                    code: 500,
+                    reason: "the store returned too few results".into(),
+                },
+            });
+        }
+        let statuses: Vec<RevStatus> = statuses.into_iter().flatten().collect();
+        let events = docs
+            .into_iter()
+            .zip(&statuses)
+            .zip(noop)
+            .filter(|(_, noop)| !noop)
+            .map(|(((doc_id, rev, deleted), status), _)| DocumentEvent {
+                collection: collection.clone(),
+                doc_id,
+                rev,
+                direction: Direction::Push,
+                deleted,
+                error: status_error(status),
+            })
+            .collect::<Vec<_>>();
+        self.conn.respond(n, Response::RevStatuses(statuses));
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+    }
+
+    fn handle_response(&mut self, sent: Sent, response: Response) {
+        match (sent, response) {
+            (
+                Sent::Changes {
+                    collection,
+                    changes,
+                },
+                Response::Wanted(flags),
+            ) => {
+                if flags.len() != changes.len() {
+                    return self.protocol_error(format!(
+                        "Wanted has {} flags for {} changes",
+                        flags.len(),
+                        changes.len()
+                    ));
+                }
+                if let Some(f) = self.feeds.get_mut(&collection) {
+                    f.changes_in_flight = f.changes_in_flight.saturating_sub(1);
+                    f.wanted.extend(
+                        changes
+                            .into_iter()
+                            .zip(flags)
+                            .filter_map(|(c, want)| want.then_some(c)),
+                    );
+                }
+                self.pump(&collection);
+            }
+            (
+                Sent::Revs {
+                    collection,
+                    bytes,
+                    docs,
+                },
+                Response::RevStatuses(statuses),
+            ) => {
+                if statuses.len() != docs.len() {
+                    return self.protocol_error(format!(
+                        "RevStatuses has {} entries for {} documents",
+                        statuses.len(),
+                        docs.len()
+                    ));
+                }
+                if let Some(f) = self.feeds.get_mut(&collection) {
+                    f.rev_bytes_in_flight = f.rev_bytes_in_flight.saturating_sub(bytes);
+                }
+                let events: Vec<_> = docs
+                    .into_iter()
+                    .zip(&statuses)
+                    .map(|((doc_id, rev, deleted), status)| DocumentEvent {
+                        collection: collection.clone(),
+                        doc_id,
+                        rev,
+                        direction: Direction::Pull,
+                        deleted,
+                        error: status_error(status),
+                    })
+                    .collect();
+                if !events.is_empty() {
+                    self.conn.event(Event::Documents(events));
+                }
+                self.pump(&collection);
+            }
+            (_, other) => self.protocol_error(format!("unexpected response {other:?}")),
+        }
+    }
+
+    fn handle_storage(&mut self, op: Op, reply: StorageReply) {
+        if let StorageReply::Failed(failure) = &reply {
+            return match op {
+                Op::GetCheckpoint(n)
+                | Op::SetCheckpoint(n)
+                | Op::Propose(n, _)
+                | Op::Insert { request: n, .. } => {
+                    let code = if failure.transient { 503 } else { 500 };
+                    self.conn
+                        .respond_error(n, ErrorBody::new(code, failure.message.clone()))
+                }
+                Op::FeedRead(_) | Op::ReadRevs { .. } => {
+                    self.close(CloseCode::InternalError, failure.to_string())
+                }
+            };
+        }
+        match (op, reply) {
+            (Op::GetCheckpoint(n), StorageReply::Local(value)) => {
+                let cp = value.and_then(|b| crate::Checkpoint::from_bytes(&b));
+                self.conn.respond(n, Response::Checkpoint(cp));
+            }
+            (Op::SetCheckpoint(n), StorageReply::Done) => self.conn.respond(n, Response::Ok),
+            (Op::Propose(n, counts), StorageReply::RevsDiff(diff)) => {
+                let wanted = crate::bundle::wanted_from_diff(&counts, diff);
+                self.conn.respond(n, Response::Wanted(wanted));
+            }
+            (
+                Op::Insert {
+                    request,
+                    collection,
+                    statuses,
+                    docs,
+                },
+                StorageReply::Inserted(outcomes),
+            ) => {
+                self.finish_insert(request, collection, statuses, docs, outcomes);
+            }
+            (Op::FeedRead(collection), StorageReply::Changes(changes)) => {
+                self.feed_read(collection, changes);
+            }
+            (
+                Op::ReadRevs {
+                    collection,
+                    changes,
+                },
+                StorageReply::Leaves(leaves),
+            ) => {
+                self.send_revs(collection, changes, leaves);
+            }
+            (_, reply) => self.close(
+                CloseCode::InternalError,
+                format!("the store answered with the wrong reply: {reply:?}"),
+            ),
+        }
+    }
+
+    fn feed_read(&mut self, collection: CollectionName, changes: Vec<Change>) {
+        let limit = self.config.changes_batch;
+        let Some(f) = self.feeds.get_mut(&collection) else {
+            return;
+        };
+        f.reading = false;
+        let full = changes.len() >= limit;
+        if let Some(last) = changes.last() {
+            f.since = f.since.max(last.seq);
+        }
+        let selected: Vec<Change> = match &f.doc_ids {
+            Some(ids) => changes
+                .into_iter()
+                .filter(|c| ids.contains(&c.doc_id))
+                .collect(),
+            None => changes,
+        };
+        f.at_end = !full;
+        let mut batches = Vec::new();
+        if !selected.is_empty() {
+            f.marker_due = true;
+            batches.push(selected);
+        }
+        if f.at_end && f.marker_due {
+            f.marker_due = false;
+            batches.push(Vec::new()); // caught up
+        }
+        f.changes_in_flight += batches.len();
+        for changes in batches {
+            self.conn.request(
+                Request::Changes {
+                    collection: collection.clone(),
+                    changes: changes.clone(),
+                },
+                Sent::Changes {
+                    collection: collection.clone(),
+                    changes,
+                },
+            );
+        }
+        self.pump(&collection);
+    }
+
+    fn send_revs(
+        &mut self,
+        collection: CollectionName,
+        changes: Vec<Change>,
+        leaves: Vec<Vec<Revision>>,
+    ) {
+        let mut docs = Vec::new();
+        let mut unavailable = Vec::new();
+        for (change, leaves) in changes
+            .into_iter()
+            .zip(leaves.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        {
+            match crate::bundle_from_leaves(leaves, &change.rev) {
+                Some(revisions) => docs.push(RevBundle {
+                    doc_id: change.doc_id,
+                    revisions,
+                    seq: change.seq,
+                }),
+                None => unavailable.push(change.doc_id),
+            }
+        }
+        let summary: Vec<_> = docs
+            .iter()
+            .filter_map(|b| {
+                b.revisions
+                    .last()
+                    .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
+            })
+            .collect();
+        let request = Request::Revs {
+            collection: collection.clone(),
+            docs,
+            unavailable,
+        };
+        let bytes = Frame::Request(0, request.clone()).encode().len();
+        if let Some(f) = self.feeds.get_mut(&collection) {
+            f.revs_reading = false;
+            f.rev_bytes_in_flight += bytes;
+        }
+        self.conn.request(
+            request,
+            Sent::Revs {
+                collection: collection.clone(),
+                bytes,
+                docs: summary,
+            },
+        );
+        self.pump(&collection);
+    }
+
+    /// Starts whatever storage reads the feed's flow control allows.
+    fn pump(&mut self, collection: &CollectionName) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let config = &self.config;
+        let Some(f) = self.feeds.get_mut(collection) else {
+            return;
+        };
+        if !f.revs_reading
+            && !f.wanted.is_empty()
+            && f.rev_bytes_in_flight < config.max_rev_bytes_in_flight
+        {
+            let take = f.wanted.len().min(config.revs_per_message);
+            let changes: Vec<Change> = f.wanted.drain(..take).collect();
+            f.revs_reading = true;
+            let ids = changes.iter().map(|c| c.doc_id.clone()).collect();
+            self.conn.storage(
+                StorageOp::GetLeaves {
+                    collection: collection.clone(),
+                    ids,
+                    max_history: config.max_history,
+                },
+                Op::ReadRevs {
+                    collection: collection.clone(),
+                    changes,
+                },
+            );
+        }
+        let Some(f) = self.feeds.get_mut(collection) else {
+            return;
+        };
+        let backlog_ok = f.wanted.len() < 2 * config.changes_batch;
+        let more = !f.at_end || (f.continuous && f.dirty);
+        if !f.reading && more && backlog_ok && f.changes_in_flight < config.max_changes_in_flight {
+            f.reading = true;
+            f.dirty = false;
+            self.conn.storage(
+                StorageOp::Changes {
+                    collection: collection.clone(),
+                    since: f.since,
+                    limit: config.changes_batch,
+                },
+                Op::FeedRead(collection.clone()),
+            );
+        }
+    }
+}
+
+fn not_served(c: &CollectionName) -> ErrorBody {
+    ErrorBody::new(
+        404,
+        format!("collection {c} is not served to you by this listener"),
+    )
+}
+
+fn status_error(status: &RevStatus) -> Option<DocumentError> {
+    match status {
+        RevStatus::Ok => None,
+        RevStatus::Conflict { current } => Some(DocumentError::Conflict { remote: *current }),
+        RevStatus::Rejected { code, reason } => Some(DocumentError::Rejected {
+            code: *code,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+pub(crate) fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello(_) => "Hello",
+        Request::GetCheckpoint { .. } => "GetCheckpoint",
+        Request::SetCheckpoint { .. } => "SetCheckpoint",
+        Request::SubChanges { .. } => "SubChanges",
+        Request::Changes { .. } => "Changes",
+        Request::ProposeChanges { .. } => "ProposeChanges",
+        Request::Revs { .. } => "Revs",
+        Request::Ping => "Ping",
+    }
+}

@@ -1,0 +1,993 @@
+//! The simulated world: peers, links, a virtual clock and an event queue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peerlite_proto::{
+    ActiveReplicator, Activity, Body, CollectionName, Direction, Disconnect, DocId, Event, Frame,
+    Input, Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, RevId, Seq,
+    Status, StorageOp,
+};
+use peerlite_storage::{
+    Database, DatabaseConfig, DatabaseUuid, Durability, Expected, MemKv, StorageError,
+};
+
+use crate::Rng;
+
+/// Identifies a peer in a [`World`].
+pub type PeerId = usize;
+
+/// Identifies a replication link (an active replicator on one peer targeting another).
+pub type LinkId = usize;
+
+/// Timing of the simulated network and storage.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// One-way latency range of a message (kept in order per direction).
+    pub latency: (Duration, Duration),
+    /// Range of time a storage operation takes (operations may complete out of order).
+    pub storage_delay: (Duration, Duration),
+    /// Revisions kept per branch in every database.
+    pub max_rev_depth: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            latency: (Duration::from_micros(100), Duration::from_millis(5)),
+            storage_delay: (Duration::from_micros(10), Duration::from_millis(2)),
+            max_rev_depth: 100,
+        }
+    }
+}
+
+/// Counters over a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames delivered.
+    pub frames: u64,
+    /// Frame bytes delivered.
+    pub bytes: u64,
+    /// Revisions carried by delivered `Revs` frames.
+    pub revisions_transferred: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Connections dropped by faults.
+    pub dropped_connections: u64,
+    /// Peer crashes.
+    pub crashes: u64,
+    /// Storage operations executed.
+    pub storage_ops: u64,
+}
+
+/// What a peer holds of a document: current revision, deleted flag and body as JSON.
+pub type Holding = (RevId, bool, String);
+
+/// Why a run did not end as expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// Replication was still busy when the time limit was reached.
+    NotQuiet {
+        /// Virtual time elapsed.
+        elapsed: Duration,
+        /// Each link's status.
+        statuses: Vec<(LinkId, Status)>,
+    },
+    /// Two peers disagree about a document.
+    Diverged {
+        /// The document.
+        doc: String,
+        /// What each peer holds: (peer name, current revision and body, or nothing).
+        holdings: Vec<(String, Option<Holding>)>,
+    },
+    /// A revision acknowledged by a peer is no longer in a document's history.
+    LostWrite {
+        /// The peer that acknowledged it.
+        peer: String,
+        /// The document.
+        doc: String,
+        /// The lost revision.
+        rev: RevId,
+        /// The document's current revision.
+        current: Option<RevId>,
+    },
+    /// The store failed.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for SimError {}
+
+impl From<StorageError> for SimError {
+    fn from(e: StorageError) -> Self {
+        SimError::Storage(e)
+    }
+}
+
+struct Peer {
+    name: String,
+    kv: Arc<MemKv>,
+    db: Database,
+    uuid: DatabaseUuid,
+    /// Bumped on every crash: storage work of an earlier incarnation is void.
+    incarnation: u64,
+    listener: Option<PassiveConfig>,
+    notified: BTreeMap<CollectionName, Seq>,
+    /// Revisions this peer acknowledged: its own saves and accepted pushes.
+    acknowledged: Vec<(DocId, RevId)>,
+}
+
+struct Link {
+    from: PeerId,
+    to: PeerId,
+    config: ReplicatorConfig,
+    replicator: ActiveReplicator,
+    conn: Option<ConnId>,
+    partitioned: bool,
+    /// Incremented when the replicator is recreated after a crash.
+    generation: u64,
+    events: Vec<Event>,
+}
+
+type ConnId = u64;
+
+struct Conn {
+    link: LinkId,
+    passive: PassivePeer,
+    active_open: bool,
+    passive_open: bool,
+    to_passive_at: Instant,
+    to_active_at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Machine {
+    Active(LinkId, u64),
+    Passive(ConnId),
+}
+
+enum Action {
+    ToPassive(ConnId, Bytes),
+    ToActive(ConnId, Bytes),
+    PassiveDisconnected(ConnId, String),
+    ActiveDisconnected(ConnId, String),
+    ConnectResult(LinkId, u64),
+    StorageDone {
+        peer: PeerId,
+        incarnation: u64,
+        machine: Machine,
+        id: peerlite_proto::OpId,
+        op: StorageOp,
+    },
+}
+
+/// A deterministic world of peers replicating over a simulated network.
+///
+/// One seed drives every random choice (latencies, storage delays, and whatever
+/// workload and faults the caller draws from [`World::rng`]); time is virtual and jumps
+/// to the next event, so hours of replication run in milliseconds.
+///
+/// ```
+/// use peerlite_sim::{SimConfig, World};
+/// use peerlite_proto::{PassiveConfig, ReplicatorType};
+/// use std::time::Duration;
+///
+/// let mut world = World::new(7, SimConfig::default());
+/// let hub = world.add_peer("hub");
+/// let phone = world.add_peer("phone");
+/// world.listen(hub, PassiveConfig::default());
+/// world.save(phone, "note-1", r#"{"text": "hello"}"#)?;
+/// let link = world.replicate(phone, hub, |c| c.replicator_type = ReplicatorType::PushAndPull);
+/// world.start(link);
+/// world.run_until_quiet(Duration::from_secs(60))?;
+/// world.check_converged(&[hub, phone])?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct World {
+    config: SimConfig,
+    rng: Rng,
+    base: Instant,
+    now: Instant,
+    queue: BTreeMap<(Instant, u64), Action>,
+    next_action: u64,
+    peers: Vec<Peer>,
+    links: Vec<Link>,
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: ConnId,
+    stats: Stats,
+}
+
+impl World {
+    /// An empty world driven by `seed`.
+    pub fn new(seed: u64, config: SimConfig) -> World {
+        #[allow(clippy::disallowed_methods)]
+        let base = Instant::now();
+        World {
+            config,
+            rng: Rng::new(seed),
+            base,
+            now: base,
+            queue: BTreeMap::new(),
+            next_action: 0,
+            peers: Vec::new(),
+            links: Vec::new(),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The world's random generator (use it for workloads and faults to keep one seed).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Virtual time since the world began.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.base
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Adds a peer with an empty in-memory database.
+    pub fn add_peer(&mut self, name: &str) -> PeerId {
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        uuid[8..].copy_from_slice(&(self.peers.len() as u64).to_be_bytes());
+        let uuid = DatabaseUuid(uuid);
+        let kv = Arc::new(MemKv::new());
+        let db = open(&kv, uuid, self.config.max_rev_depth);
+        self.peers.push(Peer {
+            name: name.to_owned(),
+            kv,
+            db,
+            uuid,
+            incarnation: 0,
+            listener: None,
+            notified: BTreeMap::new(),
+            acknowledged: Vec::new(),
+        });
+        self.peers.len() - 1
+    }
+
+    /// A peer's database.
+    pub fn db(&self, peer: PeerId) -> &Database {
+        &self.peers[peer].db
+    }
+
+    /// A peer's name.
+    pub fn name(&self, peer: PeerId) -> &str {
+        &self.peers[peer].name
+    }
+
+    /// Makes a peer accept connections with `config`.
+    pub fn listen(&mut self, peer: PeerId, config: PassiveConfig) {
+        for c in &config.collections {
+            // Simulated listeners create the collections they serve.
+            let _ = self.peers[peer].db.create_collection(c);
+        }
+        self.peers[peer].listener = Some(config);
+    }
+
+    /// Adds a replicator on `from` targeting the listener on `to`, configured by
+    /// `configure` (starting from one-shot push-and-pull of the default collection).
+    pub fn replicate(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        configure: impl FnOnce(&mut ReplicatorConfig),
+    ) -> LinkId {
+        let url = format!("ws://{}/db", self.peers[to].name);
+        let mut config = ReplicatorConfig::new(self.peers[from].uuid.0, url);
+        configure(&mut config);
+        for c in &config.collections {
+            let _ = self.peers[from].db.create_collection(&c.name);
+        }
+        self.links.push(Link {
+            from,
+            to,
+            replicator: ActiveReplicator::new(config.clone()),
+            config,
+            conn: None,
+            partitioned: false,
+            generation: 0,
+            events: Vec::new(),
+        });
+        self.links.len() - 1
+    }
+
+    /// Starts a link's replicator.
+    pub fn start(&mut self, link: LinkId) {
+        let now = self.now;
+        self.links[link].replicator.start(now);
+        self.drain(Machine::Active(link, self.links[link].generation));
+    }
+
+    /// Starts a link's replicator, ignoring its checkpoints.
+    pub fn start_with_reset(&mut self, link: LinkId) {
+        let now = self.now;
+        self.links[link].replicator.start_with_reset(now);
+        self.drain(Machine::Active(link, self.links[link].generation));
+    }
+
+    /// Stops a link's replicator.
+    pub fn stop(&mut self, link: LinkId) {
+        let now = self.now;
+        self.links[link].replicator.stop(now);
+        self.drain(Machine::Active(link, self.links[link].generation));
+    }
+
+    /// A link's replicator status.
+    pub fn status(&self, link: LinkId) -> &Status {
+        self.links[link].replicator.status()
+    }
+
+    /// Every event a link's replicator emitted.
+    pub fn events(&self, link: LinkId) -> &[Event] {
+        &self.links[link].events
+    }
+
+    /// Revisions a peer acknowledged (its own saves and the pushes it accepted).
+    pub fn acknowledged(&self, peer: PeerId) -> &[(DocId, RevId)] {
+        &self.peers[peer].acknowledged
+    }
+
+    /// Saves a document (JSON object) on a peer, as its application would.
+    pub fn save(&mut self, peer: PeerId, id: &str, json: &str) -> Result<RevId, SimError> {
+        let c = CollectionName::default();
+        let id = DocId::new(id).map_err(|e| {
+            SimError::Storage(StorageError::Corrupt {
+                what: "document ID",
+                key: id.into(),
+                reason: e.to_string(),
+            })
+        })?;
+        let body = Body::from_json_str(json).map_err(StorageError::Body)?;
+        let w = self.peers[peer]
+            .db
+            .save_with(&c, &id, body, Expected::Any)?;
+        self.peers[peer].acknowledged.push((id, w.rev));
+        self.notify(peer);
+        Ok(w.rev)
+    }
+
+    /// Deletes a document on a peer (if it is live there).
+    pub fn delete(&mut self, peer: PeerId, id: &str) -> Result<Option<RevId>, SimError> {
+        let c = CollectionName::default();
+        let Ok(id) = DocId::new(id) else {
+            return Ok(None);
+        };
+        match self.peers[peer].db.delete(&c, &id, Expected::Any) {
+            Ok(w) => {
+                self.peers[peer].acknowledged.push((id, w.rev));
+                self.notify(peer);
+                Ok(Some(w.rev))
+            }
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cuts a link's connection now (both sides see it drop).
+    pub fn drop_connection(&mut self, link: LinkId) {
+        if let Some(conn) = self.links[link].conn.take() {
+            self.stats.dropped_connections += 1;
+            self.kill_conn(conn, "connection reset (simulated)");
+        }
+    }
+
+    /// Partitions a link: its connection drops and reconnects fail until [`World::heal`].
+    pub fn partition(&mut self, link: LinkId) {
+        self.links[link].partitioned = true;
+        self.drop_connection(link);
+    }
+
+    /// Heals a partition.
+    pub fn heal(&mut self, link: LinkId) {
+        self.links[link].partitioned = false;
+    }
+
+    /// Crashes a peer and restarts it at once: unfinished storage work and every
+    /// non-durable write are lost, its connections drop, and its replicators restart
+    /// (as a restarted application would).
+    pub fn crash(&mut self, peer: PeerId) {
+        self.stats.crashes += 1;
+        let links: Vec<LinkId> = (0..self.links.len())
+            .filter(|l| self.links[*l].from == peer || self.links[*l].to == peer)
+            .collect();
+        for l in &links {
+            if let Some(conn) = self.links[*l].conn.take() {
+                self.kill_conn(conn, "peer crashed");
+            }
+        }
+        let p = &mut self.peers[peer];
+        p.incarnation += 1;
+        p.kv.crash();
+        p.db = open(&p.kv, p.uuid, self.config.max_rev_depth);
+        p.notified.clear();
+        let own: Vec<LinkId> = links
+            .into_iter()
+            .filter(|l| self.links[*l].from == peer)
+            .collect();
+        for l in own {
+            let link = &mut self.links[l];
+            let was_running = link.replicator.status().activity != Activity::Stopped;
+            link.generation += 1;
+            link.replicator = ActiveReplicator::new(link.config.clone());
+            if was_running {
+                self.start(l);
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight and every replicator is idle or stopped.
+    pub fn run_until_quiet(&mut self, limit: Duration) -> Result<(), SimError> {
+        let deadline = self.now + limit;
+        loop {
+            if self.is_quiet() {
+                return Ok(());
+            }
+            if !self.step(deadline) {
+                return if self.is_quiet() {
+                    Ok(())
+                } else {
+                    Err(SimError::NotQuiet {
+                        elapsed: self.elapsed(),
+                        statuses: self
+                            .links
+                            .iter()
+                            .enumerate()
+                            .map(|(i, l)| (i, l.replicator.status().clone()))
+                            .collect(),
+                    })
+                };
+            }
+        }
+    }
+
+    /// Runs for `duration` of virtual time, whatever happens.
+    pub fn run_for(&mut self, duration: Duration) {
+        let deadline = self.now + duration;
+        while self.step(deadline) {}
+        self.now = self.now.max(deadline);
+    }
+
+    /// True when nothing is in flight and every replicator is idle or stopped.
+    pub fn is_quiet(&self) -> bool {
+        self.queue.is_empty()
+            && self.links.iter().all(|l| {
+                matches!(
+                    l.replicator.status().activity,
+                    Activity::Idle | Activity::Stopped
+                )
+            })
+    }
+
+    /// Checks that `peers` hold the same current revision and body for every document.
+    pub fn check_converged(&self, peers: &[PeerId]) -> Result<(), SimError> {
+        let c = CollectionName::default();
+        let mut ids = std::collections::BTreeSet::new();
+        for p in peers {
+            let mut after = None;
+            loop {
+                let feed = self.peers[*p]
+                    .db
+                    .changes(&c, after.unwrap_or(Seq::ZERO), 10_000)?;
+                let Some(last) = feed.last().map(|ch| ch.seq) else {
+                    break;
+                };
+                ids.extend(feed.into_iter().map(|ch| ch.doc_id));
+                after = Some(last);
+            }
+        }
+        for id in ids {
+            let holdings: Vec<_> = peers
+                .iter()
+                .map(|p| {
+                    let doc = self.peers[*p].db.get_including_deleted(&c, &id)?;
+                    Ok((
+                        self.peers[*p].name.clone(),
+                        doc.map(|d| (d.rev, d.deleted, d.body.to_json_string())),
+                    ))
+                })
+                .collect::<Result<_, StorageError>>()?;
+            if holdings.windows(2).any(|w| w[0].1 != w[1].1) {
+                return Err(SimError::Diverged {
+                    doc: id.to_string(),
+                    holdings,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every revision `peer` acknowledged survives on each of `on` (as far as
+    /// the kept history reaches): it is the current revision or an ancestor of it, or a
+    /// deletion that saw it removed it and the document stayed deleted or was re-created
+    /// after a deletion at least as recent. Run it on peers that stored the revisions
+    /// themselves: ancestors learned only from history lists carry no deleted flag.
+    pub fn check_acknowledged_kept(&self, peer: PeerId, on: &[PeerId]) -> Result<(), SimError> {
+        let c = CollectionName::default();
+        for (doc, rev) in &self.peers[peer].acknowledged {
+            for p in on {
+                let tree = self.peers[*p].db.rev_tree(&c, doc)?;
+                let current = tree.as_ref().and_then(|t| t.current_rev());
+                let kept = match (&tree, current) {
+                    (Some(t), Some(cur)) => {
+                        let beyond_history = cur.generation().saturating_sub(rev.generation())
+                            >= self.config.max_rev_depth as u64;
+                        beyond_history || acknowledged_kept(t, &cur, rev)
+                    }
+                    _ => false,
+                };
+                if !kept {
+                    return Err(SimError::LostWrite {
+                        peer: self.peers[peer].name.clone(),
+                        doc: doc.to_string(),
+                        rev: *rev,
+                        current,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every peer's revision tree of one document, for diagnosing a failed check.
+    pub fn describe_doc(&self, doc: &str) -> String {
+        let c = CollectionName::default();
+        let mut out = String::new();
+        let Ok(id) = DocId::new(doc) else { return out };
+        for p in &self.peers {
+            out.push_str(&format!("{}:\n", p.name));
+            if let Ok(Some(tree)) = p.db.rev_tree(&c, &id) {
+                let current = tree.current_rev();
+                for (rev, node) in tree.nodes() {
+                    let mark = if Some(*rev) == current {
+                        " <- current"
+                    } else {
+                        ""
+                    };
+                    let parent = node
+                        .parent()
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let body = node.body().map(|b| b.to_json_string()).unwrap_or_default();
+                    let del = if node.is_deleted() { " deleted" } else { "" };
+                    out.push_str(&format!("  {rev} <- {parent}{del} {body}{mark}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    // ---- the engine ----
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.next_action += 1;
+        self.queue.insert((at, self.next_action), action);
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = self.config.latency;
+        Duration::from_nanos(self.rng.range(lo.as_nanos() as u64, hi.as_nanos() as u64))
+    }
+
+    fn storage_delay(&mut self) -> Duration {
+        let (lo, hi) = self.config.storage_delay;
+        Duration::from_nanos(self.rng.range(lo.as_nanos() as u64, hi.as_nanos() as u64))
+    }
+
+    /// Processes the next event or due timer, if any is due before `deadline`.
+    fn step(&mut self, deadline: Instant) -> bool {
+        let next_event = self.queue.keys().next().map(|(t, _)| *t);
+        let next_timer = self.next_timer();
+        let next = match (next_event, next_timer) {
+            (Some(e), Some(t)) => e.min(t),
+            (Some(e), None) => e,
+            (None, Some(t)) => t,
+            (None, None) => return false,
+        };
+        if next > deadline {
+            return false;
+        }
+        self.now = self.now.max(next);
+        if next_event.is_some_and(|e| e <= self.now) {
+            if let Some((_, action)) = self.queue.pop_first() {
+                self.perform(action);
+            }
+        } else {
+            self.fire_timers();
+        }
+        true
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let active = self
+            .links
+            .iter()
+            .filter_map(|l| l.replicator.poll_timeout());
+        let passive = self
+            .conns
+            .values()
+            .filter(|c| c.passive_open)
+            .filter_map(|c| c.passive.poll_timeout());
+        active.chain(passive).min()
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        for l in 0..self.links.len() {
+            if self.links[l]
+                .replicator
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.links[l].replicator.handle_timeout(now);
+                self.drain(Machine::Active(l, self.links[l].generation));
+            }
+        }
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.passive_open && c.passive.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.passive.handle_timeout(now);
+            }
+            self.drain(Machine::Passive(id));
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        let now = self.now;
+        match action {
+            Action::ToPassive(id, frame) => {
+                self.count_frame(&frame);
+                if let Some(c) = self.conns.get_mut(&id).filter(|c| c.passive_open) {
+                    let _ = c.passive.handle_input(Input::Frame(frame), now);
+                    self.drain(Machine::Passive(id));
+                }
+            }
+            Action::ToActive(id, frame) => {
+                self.count_frame(&frame);
+                let Some(c) = self.conns.get(&id).filter(|c| c.active_open) else {
+                    return;
+                };
+                let link = c.link;
+                let _ = self.links[link]
+                    .replicator
+                    .handle_input(Input::Frame(frame), now);
+                self.drain(Machine::Active(link, self.links[link].generation));
+            }
+            Action::PassiveDisconnected(id, why) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    if c.passive_open {
+                        c.passive_open = false;
+                        let _ = c
+                            .passive
+                            .handle_input(Input::Disconnected(Disconnect::transient(why)), now);
+                        self.drain(Machine::Passive(id));
+                    }
+                    self.reap(id);
+                }
+            }
+            Action::ActiveDisconnected(id, why) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    let link = c.link;
+                    if c.active_open {
+                        c.active_open = false;
+                        if self.links[link].conn == Some(id) {
+                            self.links[link].conn = None;
+                        }
+                        let _ = self.links[link]
+                            .replicator
+                            .handle_input(Input::Disconnected(Disconnect::transient(why)), now);
+                        self.drain(Machine::Active(link, self.links[link].generation));
+                    }
+                    self.reap(id);
+                }
+            }
+            Action::ConnectResult(link, generation) => self.connect(link, generation),
+            Action::StorageDone {
+                peer,
+                incarnation,
+                machine,
+                id,
+                op,
+            } => {
+                if self.peers[peer].incarnation != incarnation {
+                    return; // the peer crashed before this work finished
+                }
+                self.stats.storage_ops += 1;
+                let reply = self.peers[peer].db.execute(op);
+                match machine {
+                    Machine::Active(link, generation) => {
+                        if self.links[link].generation == generation {
+                            let _ = self.links[link]
+                                .replicator
+                                .handle_input(Input::Storage(id, reply), now);
+                            self.drain(machine);
+                        }
+                    }
+                    Machine::Passive(conn) => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            let _ = c.passive.handle_input(Input::Storage(id, reply), now);
+                            self.drain(machine);
+                        }
+                    }
+                }
+                self.notify(peer);
+            }
+        }
+    }
+
+    fn count_frame(&mut self, frame: &Bytes) {
+        self.stats.frames += 1;
+        self.stats.bytes += frame.len() as u64;
+        if let Ok(Frame::Request(_, Request::Revs { docs, .. })) =
+            Frame::decode(frame, &Default::default())
+        {
+            self.stats.revisions_transferred +=
+                docs.iter().map(|d| d.revisions.len() as u64).sum::<u64>();
+        }
+    }
+
+    fn connect(&mut self, link: LinkId, generation: u64) {
+        let now = self.now;
+        if self.links[link].generation != generation {
+            return;
+        }
+        let to = self.links[link].to;
+        let refused = self.links[link].partitioned || self.peers[to].listener.is_none();
+        if refused {
+            let _ = self.links[link].replicator.handle_input(
+                Input::Disconnected(Disconnect::transient("connection refused (simulated)")),
+                now,
+            );
+            return self.drain(Machine::Active(link, generation));
+        }
+        let config = self.peers[to].listener.clone().unwrap_or_default();
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.stats.connections += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                link,
+                passive: PassivePeer::new(config, Principal::default(), now),
+                active_open: true,
+                passive_open: true,
+                to_passive_at: now,
+                to_active_at: now,
+            },
+        );
+        self.links[link].conn = Some(id);
+        let _ = self.links[link]
+            .replicator
+            .handle_input(Input::Connected, now);
+        self.drain(Machine::Active(link, generation));
+    }
+
+    /// Closes a connection abruptly: both sides are told at once; frames in flight are lost.
+    fn kill_conn(&mut self, id: ConnId, why: &str) {
+        let now = self.now;
+        self.schedule(now, Action::PassiveDisconnected(id, why.into()));
+        self.schedule(now, Action::ActiveDisconnected(id, why.into()));
+        if let Some(c) = self.conns.get_mut(&id) {
+            // Nothing more is delivered on this connection.
+            c.to_passive_at = now;
+            c.to_active_at = now;
+        }
+        self.queue.retain(
+            |_, a| !matches!(a, Action::ToPassive(c, _) | Action::ToActive(c, _) if *c == id),
+        );
+    }
+
+    fn reap(&mut self, id: ConnId) {
+        if self
+            .conns
+            .get(&id)
+            .is_some_and(|c| !c.active_open && !c.passive_open)
+        {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// Dispatches everything a machine wants done.
+    fn drain(&mut self, machine: Machine) {
+        loop {
+            let output = match machine {
+                Machine::Active(link, generation) => {
+                    if self.links[link].generation != generation {
+                        return;
+                    }
+                    self.links[link].replicator.poll_output()
+                }
+                Machine::Passive(id) => match self.conns.get_mut(&id) {
+                    Some(c) => c.passive.poll_output(),
+                    None => return,
+                },
+            };
+            let Some(output) = output else { return };
+            self.dispatch(machine, output);
+        }
+    }
+
+    fn dispatch(&mut self, machine: Machine, output: Output) {
+        let now = self.now;
+        match (machine, output) {
+            (Machine::Active(link, generation), Output::Connect) => {
+                let rtt = self.latency() * 2;
+                self.schedule(now + rtt, Action::ConnectResult(link, generation));
+            }
+            (Machine::Active(link, _), Output::Send(frame)) => {
+                let Some(id) = self.links[link].conn else {
+                    return;
+                };
+                let lat = self.latency();
+                if let Some(c) = self.conns.get_mut(&id).filter(|c| c.active_open) {
+                    c.to_passive_at = c.to_passive_at.max(now + lat);
+                    let at = c.to_passive_at;
+                    self.schedule(at, Action::ToPassive(id, frame));
+                }
+            }
+            (Machine::Passive(id), Output::Send(frame)) => {
+                let lat = self.latency();
+                if let Some(c) = self.conns.get_mut(&id).filter(|c| c.passive_open) {
+                    c.to_active_at = c.to_active_at.max(now + lat);
+                    let at = c.to_active_at;
+                    self.schedule(at, Action::ToActive(id, frame));
+                }
+            }
+            (Machine::Active(link, _), Output::Close(reason)) => {
+                if let Some(id) = self.links[link].conn.take() {
+                    let lat = self.latency();
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.active_open = false;
+                        c.to_passive_at = c.to_passive_at.max(now + lat);
+                        let at = c.to_passive_at;
+                        self.schedule(at, Action::PassiveDisconnected(id, reason.message));
+                    }
+                }
+            }
+            (Machine::Passive(id), Output::Close(reason)) => {
+                let lat = self.latency();
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.passive_open = false;
+                    c.to_active_at = c.to_active_at.max(now + lat);
+                    let at = c.to_active_at;
+                    self.schedule(at, Action::ActiveDisconnected(id, reason.message));
+                }
+            }
+            (machine, Output::Storage(id, op)) => {
+                let peer = match machine {
+                    Machine::Active(link, _) => self.links[link].from,
+                    Machine::Passive(conn) => match self.conns.get(&conn) {
+                        Some(c) => self.links[c.link].to,
+                        None => return,
+                    },
+                };
+                let delay = self.storage_delay();
+                let incarnation = self.peers[peer].incarnation;
+                self.schedule(
+                    now + delay,
+                    Action::StorageDone {
+                        peer,
+                        incarnation,
+                        machine,
+                        id,
+                        op,
+                    },
+                );
+            }
+            (Machine::Active(link, _), Output::Event(event)) => self.links[link].events.push(event),
+            (Machine::Passive(id), Output::Event(Event::Documents(docs))) => {
+                let Some(c) = self.conns.get(&id) else { return };
+                let peer = self.links[c.link].to;
+                for d in docs {
+                    if d.direction == Direction::Push && d.error.is_none() {
+                        self.peers[peer].acknowledged.push((d.doc_id, d.rev));
+                    }
+                }
+            }
+            (_, _) => {}
+        }
+    }
+
+    /// Tells every machine on `peer` about new local changes.
+    fn notify(&mut self, peer: PeerId) {
+        let collections = match self.peers[peer].db.collections() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let now = self.now;
+        for c in collections {
+            let Ok(last) = self.peers[peer].db.last_sequence(&c) else {
+                continue;
+            };
+            let seen = self.peers[peer]
+                .notified
+                .get(&c)
+                .copied()
+                .unwrap_or(Seq::ZERO);
+            if last <= seen {
+                continue;
+            }
+            self.peers[peer].notified.insert(c.clone(), last);
+            for l in 0..self.links.len() {
+                if self.links[l].from == peer {
+                    let _ = self.links[l]
+                        .replicator
+                        .handle_input(Input::LocalChange(c.clone(), last), now);
+                    self.drain(Machine::Active(l, self.links[l].generation));
+                }
+            }
+            let conns: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, conn)| conn.passive_open && self.links[conn.link].to == peer)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in conns {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    let _ = conn
+                        .passive
+                        .handle_input(Input::LocalChange(c.clone(), last), now);
+                }
+                self.drain(Machine::Passive(id));
+            }
+        }
+    }
+}
+
+/// Whether an acknowledged revision `rev` survives in `tree` whose current revision is
+/// `current`: either it is the current revision or an ancestor of it, or it was deleted by
+/// a tombstone that descends from it (a deletion that saw it) and the document then
+/// stayed deleted or was re-created after a deletion — through a tombstone that is not
+/// part of `rev`'s own past.
+///
+/// A live branch that brings a document back without passing through such a deletion —
+/// a concurrent edit resurrecting a deleted document, or a write silently dropped —
+/// fails the check.
+fn acknowledged_kept(tree: &peerlite_proto::RevTree, current: &RevId, rev: &RevId) -> bool {
+    if tree.descends_from(current, rev) {
+        return true;
+    }
+    let tombstones: Vec<RevId> = tree
+        .nodes()
+        .filter(|(_, n)| n.is_deleted())
+        .map(|(r, _)| *r)
+        .collect();
+    let deleted_by_one_that_saw_it = tombstones.iter().any(|t| tree.descends_from(t, rev));
+    deleted_by_one_that_saw_it
+        && (tree.is_deleted()
+            || tombstones
+                .iter()
+                .any(|t| tree.descends_from(current, t) && !tree.descends_from(rev, t)))
+}
+
+fn open(kv: &Arc<MemKv>, uuid: DatabaseUuid, depth: usize) -> Database {
+    let config = DatabaseConfig {
+        durability: Durability::Sync,
+        max_rev_depth: depth,
+        uuid: Some(uuid),
+    };
+    match Database::with_backend(kv.clone(), config) {
+        Ok(db) => db,
+        // An in-memory store that opened once always reopens.
+        Err(e) => panic!("in-memory database failed to open: {e}"),
+    }
+}

@@ -1,0 +1,476 @@
+//! Replication scenarios on the deterministic simulator. Each reads as a specification.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerlite_proto::{
+    Activity, Body, CollectionConfig, CollectionName, Conflict, DocId, DocumentError, Event,
+    FilterContext, PassiveConfig, ReplicationError, ReplicatorType, Resolution, ValidationContext,
+};
+use peerlite_sim::{LinkId, PeerId, SimConfig, World};
+
+const LIMIT: Duration = Duration::from_secs(3600);
+
+fn dc() -> CollectionName {
+    CollectionName::default()
+}
+
+fn id(s: &str) -> DocId {
+    DocId::new(s).unwrap()
+}
+
+fn body_of(world: &World, peer: PeerId, doc: &str) -> Option<serde_json::Value> {
+    world
+        .db(peer)
+        .get(&dc(), &id(doc))
+        .unwrap()
+        .map(|d| d.body.to_json())
+}
+
+fn hub_and_client(seed: u64) -> (World, PeerId, PeerId) {
+    let mut w = World::new(seed, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let client = w.add_peer("client");
+    w.listen(hub, PassiveConfig::default());
+    (w, hub, client)
+}
+
+fn one_shot(w: &mut World, link: LinkId) {
+    w.start(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    let status = w.status(link).clone();
+    assert_eq!(status.activity, Activity::Stopped, "{status:?}");
+    assert_eq!(status.error, None);
+}
+
+fn revisions_in(w: &mut World, f: impl FnOnce(&mut World)) -> u64 {
+    let before = w.stats().revisions_transferred;
+    f(w);
+    w.stats().revisions_transferred - before
+}
+
+#[test]
+fn one_shot_push_then_resync_sends_only_changes() {
+    let (mut w, hub, client) = hub_and_client(1);
+    for i in 0..500 {
+        w.save(client, &format!("doc-{i:03}"), &format!(r#"{{"n": {i}}}"#))
+            .unwrap();
+    }
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, link)), 500);
+    w.check_converged(&[hub, client]).unwrap();
+    let progress = w.status(link).progress;
+    assert_eq!((progress.completed, progress.total), (500, 500));
+
+    // Nothing changed: nothing is sent.
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, link)), 0);
+    // Seven documents changed (one deleted): exactly seven revisions are sent.
+    for i in [3, 50, 77, 123, 300, 301] {
+        w.save(client, &format!("doc-{i:03}"), r#"{"n": "changed"}"#)
+            .unwrap();
+    }
+    w.delete(client, "doc-499").unwrap();
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, link)), 7);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(body_of(&w, hub, "doc-300").unwrap()["n"], "changed");
+    assert_eq!(body_of(&w, hub, "doc-499"), None);
+}
+
+#[test]
+fn one_shot_pull_and_document_events() {
+    let (mut w, hub, client) = hub_and_client(2);
+    for i in 0..300 {
+        w.save(hub, &format!("d{i}"), r#"{"from": "hub"}"#).unwrap();
+    }
+    w.delete(hub, "d7").unwrap();
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Pull);
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+    let pulled: Vec<_> = w
+        .events(link)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Documents(d) => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(pulled.len(), 300);
+    assert!(pulled.iter().all(|d| d.error.is_none()));
+    assert!(pulled.iter().any(|d| d.doc_id == id("d7") && d.deleted));
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, link)), 0);
+}
+
+#[test]
+fn push_and_pull_resolves_conflicts_with_the_default_rule() {
+    let (mut w, hub, client) = hub_and_client(3);
+    w.save(hub, "shared", r#"{"v": 0}"#).unwrap();
+    w.save(hub, "gone", r#"{"v": 0}"#).unwrap();
+    let link = w.replicate(client, hub, |_| {});
+    one_shot(&mut w, link);
+    // Concurrent edits: the hub edits twice (longer history), the client once.
+    w.save(hub, "shared", r#"{"v": "hub-1"}"#).unwrap();
+    w.save(hub, "shared", r#"{"v": "hub-2"}"#).unwrap();
+    w.save(client, "shared", r#"{"v": "client"}"#).unwrap();
+    // A deletion beats an edit, even a longer one.
+    w.delete(client, "gone").unwrap();
+    w.save(hub, "gone", r#"{"v": 1}"#).unwrap();
+    w.save(hub, "gone", r#"{"v": 2}"#).unwrap();
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(body_of(&w, client, "shared").unwrap()["v"], "hub-2");
+    assert_eq!(body_of(&w, client, "gone"), None);
+    assert_eq!(body_of(&w, hub, "gone"), None);
+    // Everything the hub accepted is still in the history of the converged revisions.
+    w.check_acknowledged_kept(hub, &[hub, client]).unwrap();
+    let doc = w.db(client).get(&dc(), &id("shared")).unwrap().unwrap();
+    assert!(!doc.conflicted);
+}
+
+#[test]
+fn custom_resolver_merges_and_the_merge_replicates() {
+    let (mut w, hub, client) = hub_and_client(4);
+    w.save(hub, "cart", r#"{"items": ["apple"]}"#).unwrap();
+    let merge = |c: &Conflict<'_>| {
+        let mut items: Vec<String> = Vec::new();
+        for side in [c.local.body(), c.remote.body()] {
+            for item in side.to_json()["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let s = item.as_str().unwrap_or_default().to_owned();
+                if !items.contains(&s) {
+                    items.push(s);
+                }
+            }
+        }
+        items.sort();
+        Resolution::Merged(Body::from_json(&serde_json::json!({ "items": items })).unwrap())
+    };
+    let link = w.replicate(client, hub, |c| {
+        c.collections[0].conflict_resolver = Some(Arc::new(merge));
+    });
+    one_shot(&mut w, link);
+    w.save(hub, "cart", r#"{"items": ["apple", "bread"]}"#)
+        .unwrap();
+    w.save(client, "cart", r#"{"items": ["apple", "milk"]}"#)
+        .unwrap();
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(
+        body_of(&w, hub, "cart").unwrap(),
+        serde_json::json!({"items": ["apple", "bread", "milk"]})
+    );
+}
+
+#[test]
+fn continuous_replication_follows_writes_on_both_sides() {
+    let (mut w, hub, client) = hub_and_client(5);
+    let link = w.replicate(client, hub, |c| c.continuous = true);
+    w.start(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    assert_eq!(w.status(link).activity, Activity::Idle);
+    for round in 0..20 {
+        w.save(client, &format!("c{round}"), r#"{"side": "client"}"#)
+            .unwrap();
+        w.save(hub, &format!("h{round}"), r#"{"side": "hub"}"#)
+            .unwrap();
+        w.run_for(Duration::from_millis(3));
+    }
+    w.run_until_quiet(LIMIT).unwrap();
+    assert_eq!(w.status(link).activity, Activity::Idle);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(
+        w.db(client)
+            .changes(&dc(), Default::default(), 1000)
+            .unwrap()
+            .len(),
+        40
+    );
+    w.stop(link);
+    assert_eq!(w.status(link).activity, Activity::Stopped);
+}
+
+#[test]
+fn dropped_connections_and_partitions_heal() {
+    let (mut w, hub, client) = hub_and_client(6);
+    for i in 0..1000 {
+        w.save(client, &format!("doc-{i}"), r#"{"x": 1}"#).unwrap();
+    }
+    let link = w.replicate(client, hub, |c| {
+        c.continuous = true;
+        c.initial_retry_wait = Duration::from_millis(50);
+    });
+    w.start(link);
+    w.run_for(Duration::from_millis(20));
+    w.drop_connection(link);
+    w.run_for(Duration::from_millis(100));
+    w.partition(link);
+    w.run_for(Duration::from_secs(5));
+    assert_eq!(w.status(link).activity, Activity::Offline);
+    assert!(matches!(
+        w.status(link).error,
+        Some(ReplicationError::Transport { .. })
+    ));
+    w.heal(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    assert_eq!(w.status(link).activity, Activity::Idle);
+    assert_eq!(w.status(link).error, None);
+    w.check_converged(&[hub, client]).unwrap();
+    assert!(w.stats().connections >= 3);
+}
+
+#[test]
+fn hub_crash_mid_sync_loses_nothing_acknowledged() {
+    let (mut w, hub, client) = hub_and_client(7);
+    for i in 0..2000 {
+        w.save(client, &format!("doc-{i}"), &format!(r#"{{"n": {i}}}"#))
+            .unwrap();
+    }
+    let link = w.replicate(client, hub, |c| {
+        c.continuous = true;
+        c.initial_retry_wait = Duration::from_millis(10);
+    });
+    w.start(link);
+    w.run_for(Duration::from_millis(30));
+    w.crash(hub);
+    w.run_for(Duration::from_millis(30));
+    w.crash(client);
+    w.run_until_quiet(LIMIT).unwrap();
+    w.check_converged(&[hub, client]).unwrap();
+    w.check_acknowledged_kept(hub, &[hub, client]).unwrap();
+    assert_eq!(
+        w.db(hub)
+            .changes(&dc(), Default::default(), 5000)
+            .unwrap()
+            .len(),
+        2000
+    );
+}
+
+#[test]
+fn chain_and_ring_topologies_converge() {
+    // a -> b -> c: b listens for a and replicates to c.
+    let mut w = World::new(8, SimConfig::default());
+    let (a, b, c) = (w.add_peer("a"), w.add_peer("b"), w.add_peer("c"));
+    w.listen(b, PassiveConfig::default());
+    w.listen(c, PassiveConfig::default());
+    let ab = w.replicate(a, b, |cfg| cfg.continuous = true);
+    let bc = w.replicate(b, c, |cfg| cfg.continuous = true);
+    w.start(ab);
+    w.start(bc);
+    for i in 0..50 {
+        let p = [a, b, c][i % 3];
+        w.save(p, &format!("k{}", i % 7), &format!(r#"{{"i": {i}}}"#))
+            .unwrap();
+        w.run_for(Duration::from_millis(1));
+    }
+    w.run_until_quiet(LIMIT).unwrap();
+    w.check_converged(&[a, b, c]).unwrap();
+
+    // A ring of four listeners, each replicating to the next.
+    let mut w = World::new(9, SimConfig::default());
+    let peers: Vec<PeerId> = (0..4).map(|i| w.add_peer(&format!("p{i}"))).collect();
+    for p in &peers {
+        w.listen(*p, PassiveConfig::default());
+    }
+    let links: Vec<LinkId> = (0..4)
+        .map(|i| w.replicate(peers[i], peers[(i + 1) % 4], |cfg| cfg.continuous = true))
+        .collect();
+    for l in &links {
+        w.start(*l);
+    }
+    for i in 0..80 {
+        let p = peers[i % 4];
+        if i % 11 == 0 {
+            w.delete(p, &format!("k{}", i % 5)).unwrap();
+        } else {
+            w.save(p, &format!("k{}", i % 5), &format!(r#"{{"i": {i}}}"#))
+                .unwrap();
+        }
+        w.run_for(Duration::from_micros(700));
+    }
+    w.run_until_quiet(LIMIT).unwrap();
+    w.check_converged(&peers).unwrap();
+}
+
+#[test]
+fn read_only_listener_refuses_push_but_serves_pull() {
+    let mut w = World::new(10, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let client = w.add_peer("client");
+    w.listen(
+        hub,
+        PassiveConfig {
+            read_only: true,
+            ..PassiveConfig::default()
+        },
+    );
+    w.save(hub, "h", r#"{"x": 1}"#).unwrap();
+    w.save(client, "c", r#"{"x": 2}"#).unwrap();
+    let push = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    w.start(push);
+    w.run_until_quiet(LIMIT).unwrap();
+    let status = w.status(push).clone();
+    assert_eq!(status.activity, Activity::Stopped);
+    match status.error {
+        Some(ReplicationError::Remote(e)) => assert_eq!(e.code, 403, "{e}"),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    assert_eq!(body_of(&w, hub, "c"), None);
+    let pull = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Pull);
+    one_shot(&mut w, pull);
+    assert_eq!(body_of(&w, client, "h").unwrap()["x"], 1);
+}
+
+#[test]
+fn validator_rejections_reach_the_pusher() {
+    let mut w = World::new(11, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let client = w.add_peer("client");
+    let require_title = |ctx: &ValidationContext<'_>| {
+        if ctx.revision.deleted || ctx.revision.body.to_json().get("title").is_some() {
+            Ok(())
+        } else {
+            Err("documents need a title".to_string())
+        }
+    };
+    w.listen(
+        hub,
+        PassiveConfig {
+            validator: Some(Arc::new(require_title)),
+            ..PassiveConfig::default()
+        },
+    );
+    w.save(client, "good", r#"{"title": "ok"}"#).unwrap();
+    w.save(client, "bad", r#"{"oops": true}"#).unwrap();
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    one_shot(&mut w, link);
+    assert!(body_of(&w, hub, "good").is_some());
+    assert_eq!(body_of(&w, hub, "bad"), None);
+    let rejected: Vec<_> = w
+        .events(link)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Documents(d) => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|d| d.error.is_some())
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].doc_id, id("bad"));
+    assert_eq!(
+        rejected[0].error,
+        Some(DocumentError::Rejected {
+            code: 403,
+            reason: "documents need a title".into()
+        })
+    );
+}
+
+#[test]
+fn filters_select_what_replicates() {
+    let (mut w, hub, client) = hub_and_client(12);
+    for i in 0..10 {
+        let public = i % 2 == 0;
+        w.save(
+            client,
+            &format!("c{i}"),
+            &format!(r#"{{"public": {public}}}"#),
+        )
+        .unwrap();
+        w.save(hub, &format!("h{i}"), &format!(r#"{{"public": {public}}}"#))
+            .unwrap();
+    }
+    let only_public = |ctx: &FilterContext<'_>| ctx.revision.body.to_json()["public"] == true;
+    let link = w.replicate(client, hub, |c| {
+        let mut col = CollectionConfig::new(dc());
+        col.push_filter = Some(Arc::new(only_public));
+        col.pull_filter = Some(Arc::new(only_public));
+        col.filter_name = Some("public".into());
+        c.collections = vec![col];
+    });
+    one_shot(&mut w, link);
+    for i in 0..10 {
+        let expect = i % 2 == 0;
+        assert_eq!(body_of(&w, hub, &format!("c{i}")).is_some(), expect, "c{i}");
+        assert_eq!(
+            body_of(&w, client, &format!("h{i}")).is_some(),
+            expect,
+            "h{i}"
+        );
+    }
+    // Document-ID filter.
+    let only = w.replicate(client, hub, |c| {
+        c.collections[0].doc_ids = Some(vec![id("c1"), id("c3")]);
+        c.replicator_type = ReplicatorType::Push;
+    });
+    one_shot(&mut w, only);
+    assert!(body_of(&w, hub, "c1").is_some() && body_of(&w, hub, "c3").is_some());
+    assert_eq!(body_of(&w, hub, "c5"), None);
+}
+
+#[test]
+fn gives_up_after_max_attempts_and_continuous_keeps_trying() {
+    let mut w = World::new(13, SimConfig::default());
+    let nobody = w.add_peer("nobody"); // never listens
+    let client = w.add_peer("client");
+    let link = w.replicate(client, nobody, |c| {
+        c.max_attempts = 4;
+        c.initial_retry_wait = Duration::from_millis(100);
+        c.max_attempt_wait = Duration::from_millis(250);
+    });
+    w.start(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    let status = w.status(link).clone();
+    assert_eq!(status.activity, Activity::Stopped);
+    assert!(
+        matches!(
+            status.error,
+            Some(ReplicationError::GaveUp { attempts: 4, .. })
+        ),
+        "{status:?}"
+    );
+    // Waits were 100, 200, 250 ms (capped).
+    let elapsed = w.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(550) && elapsed < Duration::from_millis(700),
+        "{elapsed:?}"
+    );
+
+    let forever = w.replicate(client, nobody, |c| {
+        c.continuous = true;
+        c.initial_retry_wait = Duration::from_millis(100);
+        c.max_attempt_wait = Duration::from_secs(2);
+    });
+    w.start(forever);
+    w.run_for(Duration::from_secs(60));
+    assert_eq!(w.status(forever).activity, Activity::Offline);
+    w.listen(nobody, PassiveConfig::default());
+    w.run_for(Duration::from_secs(3));
+    assert_eq!(w.status(forever).activity, Activity::Idle);
+}
+
+#[test]
+fn reset_checkpoint_replays_everything() {
+    let (mut w, hub, client) = hub_and_client(14);
+    for i in 0..40 {
+        w.save(client, &format!("d{i}"), "{}").unwrap();
+    }
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    one_shot(&mut w, link);
+    // The hub loses its copy of a document; a normal sync does not notice...
+    w.db(hub).purge(&dc(), &id("d5")).unwrap();
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, link)), 0);
+    // ...a reset sync proposes everything again and restores it.
+    let sent = revisions_in(&mut w, |w| {
+        w.start_with_reset(link);
+        w.run_until_quiet(LIMIT).unwrap();
+    });
+    assert_eq!(sent, 1);
+    assert!(body_of(&w, hub, "d5").is_some());
+}
