@@ -42,6 +42,7 @@ mod keys;
 mod kv;
 mod mem;
 mod notify;
+mod pending;
 mod record;
 mod replication;
 

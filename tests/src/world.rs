@@ -327,6 +327,24 @@ impl World {
         self.drain(Machine::Active(link, self.links[link].generation));
     }
 
+    /// The documents a link has not pushed yet (from its last saved checkpoint).
+    pub fn pending_document_ids(&self, link: LinkId) -> Result<Vec<String>, SimError> {
+        let l = &self.links[link];
+        let mut out = Vec::new();
+        for c in &l.config.collections {
+            let ids = self.peers[l.from]
+                .db
+                .pending_document_ids(&l.config, &c.name)?;
+            out.extend(ids.into_iter().map(|id| id.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// A link's replicator configuration.
+    pub fn replicator_config(&self, link: LinkId) -> &ReplicatorConfig {
+        &self.links[link].config
+    }
+
     /// A link's replicator status.
     pub fn status(&self, link: LinkId) -> &Status {
         self.links[link].replicator.status()

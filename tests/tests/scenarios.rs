@@ -79,6 +79,47 @@ fn one_shot_push_then_resync_sends_only_changes() {
 }
 
 #[test]
+fn pending_document_ids_follow_the_push_checkpoint() {
+    let (mut w, hub, client) = hub_and_client(15);
+    for i in 0..5 {
+        w.save(
+            client,
+            &format!("d{i}"),
+            &format!(r#"{{"public": {}}}"#, i % 2 == 0),
+        )
+        .unwrap();
+    }
+    let public = |ctx: &FilterContext<'_>| ctx.revision.body.to_json()["public"] == true;
+    let link = w.replicate(client, hub, |c| {
+        c.replicator_type = ReplicatorType::Push;
+        c.collections[0].push_filter = Some(Arc::new(public));
+    });
+    assert_eq!(
+        w.pending_document_ids(link).unwrap(),
+        vec!["d0", "d2", "d4"]
+    );
+    one_shot(&mut w, link);
+    assert!(w.pending_document_ids(link).unwrap().is_empty());
+    w.save(client, "d2", r#"{"public": true, "edited": 1}"#)
+        .unwrap();
+    w.save(client, "d3", r#"{"public": false, "edited": 1}"#)
+        .unwrap();
+    assert_eq!(w.pending_document_ids(link).unwrap(), vec!["d2"]);
+    assert!(
+        w.db(client)
+            .is_document_pending(&w_config(&w, link), &dc(), &id("d2"))
+            .unwrap()
+    );
+    // A pull-only replication never has pending pushes.
+    let pull = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Pull);
+    assert!(w.pending_document_ids(pull).unwrap().is_empty());
+}
+
+fn w_config(w: &World, link: LinkId) -> peerlite_proto::ReplicatorConfig {
+    w.replicator_config(link).clone()
+}
+
+#[test]
 fn one_shot_pull_and_document_events() {
     let (mut w, hub, client) = hub_and_client(2);
     for i in 0..300 {
