@@ -2,9 +2,61 @@
 //!
 //! Peerlite syncs JSON documents between peers, in the manner of Couchbase Lite's
 //! peer-to-peer replication. This crate holds everything that is pure logic: the document
-//! model, revision trees and conflict resolution (and, next, the replication state
-//! machines). It performs no I/O, reads no clock, spawns no thread and holds no lock, so
-//! it runs the same inside a tokio or smol runtime, a deterministic simulator or a fuzzer.
+//! model, revision trees, conflict resolution, the wire protocol, and the two replication
+//! state machines — [`ActiveReplicator`] (connects, pushes, pulls) and [`PassivePeer`]
+//! (the listener's side of one connection). It performs no I/O, reads no clock, spawns no
+//! thread and holds no lock, so it runs the same inside a tokio or smol runtime, a
+//! deterministic simulator or a fuzzer.
+//!
+//! ## Driving a state machine
+//! Both machines have the same shape. Every call that can move time takes `now`.
+//!
+//! 1. Feed **one** input with `handle_input(input, now)`: [`Input::Connected`],
+//!    [`Input::Frame`] (one WebSocket binary message), [`Input::Storage`] (the reply to a
+//!    storage operation), [`Input::LocalChange`] (the local database committed a change)
+//!    or [`Input::Disconnected`]. Or call `handle_timeout(now)` when the deadline from
+//!    `poll_timeout()` has passed (early or repeated calls are harmless), or
+//!    [`ActiveReplicator::start`] / [`ActiveReplicator::stop`].
+//! 2. Drain `poll_output()` until it returns `None`, acting on each [`Output`]:
+//!    [`Output::Connect`] (open a connection), [`Output::Send`] (write one binary
+//!    message), [`Output::Storage`] (run a [`StorageOp`] and feed the reply back, in any
+//!    order), [`Output::Event`] (status, documents, closed), [`Output::Close`].
+//! 3. Read `poll_timeout()` and arm one timer for it.
+//!
+//! Storage is an effect: the machine never acknowledges a revision or saves a checkpoint
+//! before the storage reply backing it has come back, so a crash in between loses nothing
+//! that was acknowledged. `peerlite_storage::Database::execute` runs any [`StorageOp`].
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use peerlite_proto::{ActiveReplicator, Input, Output, ReplicatorConfig};
+//! # fn send(_: bytes::Bytes) {} fn connect() {} fn run(_: peerlite_proto::StorageOp) -> peerlite_proto::StorageReply { peerlite_proto::StorageReply::Done }
+//! # fn next_input() -> Option<Input> { None }
+//!
+//! let mut replicator = ActiveReplicator::new(ReplicatorConfig::new([0; 16], "wss://peer:4984/db"));
+//! replicator.start(Instant::now());
+//! loop {
+//!     while let Some(output) = replicator.poll_output() {
+//!         match output {
+//!             Output::Connect => connect(),              // later: Input::Connected
+//!             Output::Send(frame) => send(frame),
+//!             Output::Storage(id, op) => {
+//!                 let reply = run(op);                   // e.g. Database::execute
+//!                 replicator.handle_input(Input::Storage(id, reply), Instant::now()).unwrap();
+//!             }
+//!             Output::Event(event) => println!("{event:?}"),
+//!             Output::Close(reason) => println!("closing: {}", reason.message),
+//!             _ => {}
+//!         }
+//!     }
+//!     // Wait for a frame, a storage reply, a local change or replicator.poll_timeout().
+//!     match next_input() {
+//!         Some(input) => replicator.handle_input(input, Instant::now()).unwrap(),
+//!         None => replicator.handle_timeout(Instant::now()),
+//!     }
+//! }
+//! ```
+//! `examples/drive_by_hand.rs` is a complete, runnable version with two in-memory peers.
 //!
 //! ## Document model
 //! - A database holds **collections** named `scope.name` ([`CollectionName`]); the default
@@ -13,13 +65,16 @@
 //!   JSON data model) and a **revision tree** ([`RevTree`]).
 //! - A **revision ID** ([`RevId`]) is `generation-digest`, where the digest hashes the
 //!   parent revision, the deleted flag and the body bytes: the same edit on the same parent
-//!   yields the same ID on every peer.
+//!   yields the same ID on every peer, and receivers check IDs against content.
 //! - The **current revision** is a deterministic function of the tree (live leaves beat
 //!   tombstones, then higher generation, then higher digest), and merging trees is a set
 //!   union, so peers that hold the same revisions agree.
-//! - **Conflicts** are resolved by a [`ConflictResolver`] (by default
+//! - **Conflicts** are resolved on the pulling side by a [`ConflictResolver`] (by default
 //!   [`DefaultConflictResolver`]: deletion wins, then the longer history, then the higher
-//!   revision ID) into ordinary revisions ([`resolution_revisions`]).
+//!   revision ID) into ordinary revisions ([`resolution_revisions`]): the winner becomes a
+//!   child of the remote revision and the local branch is closed with a tombstone. A
+//!   document always travels with the tombstones closing its other branches, so every peer
+//!   learns how each conflict was resolved.
 //!
 //! ```
 //! use peerlite_proto::{Body, RevTree, Revision};
