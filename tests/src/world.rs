@@ -360,9 +360,22 @@ impl World {
         &self.peers[peer].acknowledged
     }
 
-    /// Saves a document (JSON object) on a peer, as its application would.
+    /// Saves a document (JSON object) in the default collection of a peer, as its
+    /// application would.
     pub fn save(&mut self, peer: PeerId, id: &str, json: &str) -> Result<RevId, SimError> {
-        let c = CollectionName::default();
+        self.save_in(peer, &CollectionName::default(), id, json)
+    }
+
+    /// Saves a document (JSON object) in `collection` (created if needed) of a peer.
+    pub fn save_in(
+        &mut self,
+        peer: PeerId,
+        collection: &CollectionName,
+        id: &str,
+        json: &str,
+    ) -> Result<RevId, SimError> {
+        let c = collection.clone();
+        self.peers[peer].db.create_collection(&c)?;
         let id = DocId::new(id).map_err(|e| {
             SimError::Storage(StorageError::Corrupt {
                 what: "document ID",

@@ -386,3 +386,51 @@ fn active_reports_a_remote_refusal() {
         Some(ReplicationError::UnsupportedVersion { .. })
     ));
 }
+
+#[test]
+fn oversized_bodies_close_the_connection() {
+    // Encode a Revs frame with a small body, then splice in a 5 MiB body (over the 4 MiB
+    // body limit, under the 16 MiB frame limit): no Body value can hold it, so it is built
+    // as raw CBOR: {"blob": "xxx…"}.
+    let small = Body::from_json_str(r#"{"blob": "y"}"#).unwrap();
+    let rev = Revision::first(false, small.clone()).unwrap();
+    let frame = Frame::Request(
+        2,
+        Request::Revs {
+            collection: CollectionName::default(),
+            docs: vec![RevBundle {
+                doc_id: DocId::new("d").unwrap(),
+                revisions: vec![rev],
+                seq: Seq(1),
+            }],
+            unavailable: vec![],
+        },
+    )
+    .encode()
+    .to_vec();
+    let mut small_bytes = vec![0x40 | small.len() as u8];
+    small_bytes.extend_from_slice(small.as_bytes());
+    let pos = frame
+        .windows(small_bytes.len())
+        .position(|w| w == small_bytes)
+        .unwrap();
+
+    let long = vec![b'x'; 5 << 20];
+    let mut body = vec![0xa1, 0x64];
+    body.extend_from_slice(b"blob");
+    body.push(0x7a);
+    body.extend_from_slice(&(long.len() as u32).to_be_bytes());
+    body.extend_from_slice(&long);
+    let mut hostile = frame[..pos].to_vec();
+    hostile.push(0x5a);
+    hostile.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    hostile.extend_from_slice(&body);
+    hostile.extend_from_slice(&frame[pos + small_bytes.len()..]);
+
+    let (mut p, t) = open_passive();
+    p.handle_input(Input::Frame(Bytes::from(hostile)), t)
+        .unwrap();
+    let out = drain(|| p.poll_output());
+    assert!(closed_with(&out, CloseCode::ProtocolError), "{out:?}");
+    assert_eq!(writes(&out), 0);
+}
