@@ -1,0 +1,560 @@
+//! The listener: the passive peer, a WebSocket server driving `peerlite_proto::PassivePeer`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use bytes::Bytes;
+use futures_rustls::TlsAcceptor;
+use peerlite_proto::{
+    CloseCode, CollectionName, Disconnect, Input, OpId, Output, PassiveConfig, PassivePeer,
+    Principal, Seq, StorageReply, Validator,
+};
+use peerlite_storage::Database;
+use smol::net::TcpListener;
+use smol::stream::StreamExt;
+
+use crate::auth::Authenticator;
+use crate::transport::{AcceptOptions, Io, accept};
+use crate::{IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity};
+
+/// Where a listener's TLS identity comes from (the seed's `tlsIdentityConfig`).
+#[derive(Clone, Debug)]
+pub enum ListenerTls {
+    /// A self-signed identity stored in the database under `label`: reused when present
+    /// and not expired, created otherwise.
+    SelfSigned {
+        /// The label it is stored under.
+        label: String,
+        /// Subject attributes for a new certificate.
+        attributes: IdentityAttributes,
+        /// Expiration of a new certificate (default: one year from now).
+        expiration: Option<SystemTime>,
+    },
+    /// A given identity (imported PKCS#12, PEM files, or made by hand).
+    Identity(TlsIdentity),
+}
+
+impl Default for ListenerTls {
+    fn default() -> Self {
+        ListenerTls::SelfSigned {
+            label: "peerlite".into(),
+            attributes: IdentityAttributes::common_name("peerlite"),
+            expiration: None,
+        }
+    }
+}
+
+/// Settings of a [`Listener`] (Couchbase Lite's `URLEndpointListenerConfiguration`).
+#[derive(Clone)]
+pub struct ListenerConfig {
+    /// Collections served (created if missing).
+    pub collections: Vec<CollectionName>,
+    /// The path clients connect to: `ws(s)://host:port/{database_name}` (default "db").
+    pub database_name: String,
+    /// TCP port; 0 picks a free one ([`Listener::port`] tells which).
+    pub port: u16,
+    /// Address to listen on (default `0.0.0.0`: every interface).
+    pub network_interface: IpAddr,
+    /// Serve plain WebSockets. Only for development: data and passwords travel in clear.
+    pub disable_tls: bool,
+    /// The TLS identity (default: a self-signed identity labelled "peerlite").
+    pub tls: ListenerTls,
+    /// Who may connect (default: anyone).
+    pub authenticator: Option<ListenerAuthenticator>,
+    /// Refuse pushes from everyone.
+    pub read_only: bool,
+    /// Accepts or rejects pushed revisions.
+    pub validator: Option<Arc<dyn Validator>>,
+    /// Connections allowed at once (default 256); more are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS and WebSocket handshakes (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Close connections quiet for this long (default 120 s).
+    pub idle_timeout: Duration,
+    /// Largest WebSocket message accepted (default 16 MiB).
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            collections: vec![CollectionName::default()],
+            database_name: "db".into(),
+            port: 0,
+            network_interface: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            disable_tls: false,
+            tls: ListenerTls::default(),
+            authenticator: None,
+            read_only: false,
+            validator: None,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_frame_bytes: 16 << 20,
+        }
+    }
+}
+
+impl fmt::Debug for ListenerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerConfig")
+            .field("collections", &self.collections)
+            .field("database_name", &self.database_name)
+            .field("port", &self.port)
+            .field("network_interface", &self.network_interface)
+            .field("disable_tls", &self.disable_tls)
+            .field("authenticator", &self.authenticator)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection counts (Couchbase Lite's `ConnectionStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    /// Open replication connections.
+    pub connection_count: usize,
+    /// Connections with replication work under way.
+    pub active_connection_count: usize,
+    /// Connections turned away since start: failed TLS or WebSocket handshakes (wrong
+    /// credentials, wrong path, no subprotocol, timeouts) and connections over the limit.
+    pub rejected_connection_count: u64,
+}
+
+struct Shared {
+    rejected: AtomicU64,
+    connections: AtomicUsize,
+    active: AtomicUsize,
+    next_conn: AtomicU64,
+    /// Stop handles of the open connections.
+    open: Mutex<BTreeMap<u64, Sender<ConnMsg>>>,
+}
+
+/// The passive peer: serves a [`Database`] to replicators.
+///
+/// ```no_run
+/// use peerlite_smol::{Listener, ListenerAuthenticator, ListenerConfig, User};
+/// # async fn run(db: peerlite_storage::Database) -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = Listener::start(db, ListenerConfig {
+///     port: 4984,
+///     authenticator: Some(ListenerAuthenticator::Basic(vec![User::new("admin", "securepassword123")])),
+///     ..ListenerConfig::default()
+/// }).await?;
+/// println!("listening on {:?}", listener.urls());
+/// # listener.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct Listener {
+    port: u16,
+    urls: Vec<String>,
+    identity: Option<TlsIdentity>,
+    shared: Arc<Shared>,
+    stop: Sender<()>,
+    task: smol::Task<()>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("urls", &self.urls)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Binds the port and starts accepting connections.
+    pub async fn start(db: Database, config: ListenerConfig) -> Result<Listener, ListenerError> {
+        if config.database_name.is_empty() || config.database_name.contains('/') {
+            return Err(ListenerError::Config(format!(
+                "database name {:?} must be non-empty and contain no '/'",
+                config.database_name
+            )));
+        }
+        if config.disable_tls
+            && matches!(
+                config.authenticator,
+                Some(ListenerAuthenticator::ClientCertificate { .. })
+            )
+        {
+            return Err(ListenerError::Config(
+                "client-certificate authentication needs TLS".into(),
+            ));
+        }
+        for c in &config.collections {
+            db.create_collection(c)?;
+        }
+        let identity = if config.disable_tls {
+            None
+        } else {
+            Some(resolve_identity(&db, &config.tls)?)
+        };
+        let client_roots = match &config.authenticator {
+            Some(ListenerAuthenticator::ClientCertificate { roots }) => Some(roots.as_slice()),
+            _ => None,
+        };
+        let acceptor = match &identity {
+            Some(id) => Some(TlsAcceptor::from(Arc::new(crate::tls::server_config(
+                id,
+                client_roots,
+            )?))),
+            None => None,
+        };
+        let address = SocketAddr::new(config.network_interface, config.port);
+        let tcp = TcpListener::bind(address)
+            .await
+            .map_err(|source| ListenerError::Bind {
+                address: address.to_string(),
+                source,
+            })?;
+        let port = tcp
+            .local_addr()
+            .map_err(|source| ListenerError::Bind {
+                address: address.to_string(),
+                source,
+            })?
+            .port();
+        let scheme = if config.disable_tls { "ws" } else { "wss" };
+        let urls = listen_urls(config.network_interface)
+            .into_iter()
+            .map(|ip| match ip {
+                IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}/{}", config.database_name),
+                IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}/{}", config.database_name),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            rejected: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            open: Mutex::new(BTreeMap::new()),
+        });
+        let accept_options = Arc::new(AcceptOptions {
+            tls: acceptor,
+            authenticator: config
+                .authenticator
+                .as_ref()
+                .map(|a| Arc::new(Authenticator::new(a))),
+            path: format!("/{}", config.database_name),
+            max_frame_bytes: config.max_frame_bytes,
+        });
+        let passive = PassiveConfig {
+            collections: config.collections.clone(),
+            read_only: config.read_only,
+            validator: config.validator.clone(),
+            idle_timeout: config.idle_timeout,
+            ..PassiveConfig::default()
+        };
+        let (stop, stopped) = async_channel::bounded(1);
+        let task = smol::spawn(accept_loop(
+            tcp,
+            db,
+            config,
+            passive,
+            accept_options,
+            shared.clone(),
+            stopped,
+        ));
+        Ok(Listener {
+            port,
+            urls,
+            identity,
+            shared,
+            stop,
+            task,
+        })
+    }
+
+    /// The TCP port in use.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URLs replicators can use to reach this listener.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The TLS identity in use (`None` with TLS disabled): give its certificate to
+    /// clients for pinning.
+    pub fn tls_identity(&self) -> Option<&TlsIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// Connection counts.
+    pub fn status(&self) -> ConnectionStatus {
+        ConnectionStatus {
+            connection_count: self.shared.connections.load(Ordering::Relaxed),
+            active_connection_count: self.shared.active.load(Ordering::Relaxed),
+            rejected_connection_count: self.shared.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting, closes every connection with a close frame, and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(()).await;
+        self.task.await;
+    }
+}
+
+/// The addresses a listener on `interface` can be reached at.
+fn listen_urls(interface: IpAddr) -> Vec<IpAddr> {
+    if !interface.is_unspecified() {
+        return vec![interface];
+    }
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|list| {
+            list.into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| match ip {
+                    IpAddr::V4(_) => interface.is_ipv4(),
+                    // Link-local IPv6 addresses are unusable without a scope: skip them.
+                    IpAddr::V6(v6) => interface.is_ipv6() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn resolve_identity(db: &Database, tls: &ListenerTls) -> Result<TlsIdentity, ListenerError> {
+    match tls {
+        ListenerTls::Identity(id) => Ok(id.clone()),
+        ListenerTls::SelfSigned {
+            label,
+            attributes,
+            expiration,
+        } => {
+            let now = SystemTime::now();
+            if let Some(existing) = TlsIdentity::load(db, label)?
+                && existing
+                    .expiration()
+                    .is_some_and(|e| e > now + Duration::from_secs(24 * 3600))
+            {
+                return Ok(existing);
+            }
+            let expiration = expiration.unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            names.push(attributes.common_name.clone());
+            names.dedup();
+            let id = TlsIdentity::self_signed(attributes, expiration, now, &names)?;
+            id.save(db, label)?;
+            Ok(id)
+        }
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    db: Database,
+    config: ListenerConfig,
+    passive: PassiveConfig,
+    options: Arc<AcceptOptions>,
+    shared: Arc<Shared>,
+    stopped: Receiver<()>,
+) {
+    let mut tasks = Vec::new();
+    loop {
+        let next = smol::future::or(async { Some(tcp.accept().await) }, async {
+            let _ = stopped.recv().await;
+            None
+        })
+        .await;
+        let Some(accepted) = next else { break };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        let (db, options, shared, passive) =
+            (db.clone(), options.clone(), shared.clone(), passive.clone());
+        let timeout = config.handshake_timeout;
+        tasks.retain(|t: &smol::Task<()>| !t.is_finished());
+        tasks.push(smol::spawn(async move {
+            let handshake =
+                smol::future::or(async { Some(accept(stream, &options).await) }, async {
+                    smol::Timer::after(timeout).await;
+                    None
+                });
+            match handshake.await {
+                Some(Ok((ws, principal))) => {
+                    serve(ws, principal, db, passive, shared.clone()).await
+                }
+                Some(Err(_)) | None => {
+                    shared.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }));
+    }
+    // Close every open connection, then wait for them.
+    let open: Vec<Sender<ConnMsg>> = shared
+        .open
+        .lock()
+        .map(|o| o.values().cloned().collect())
+        .unwrap_or_default();
+    for conn in open {
+        let _ = conn.send(ConnMsg::Stop).await;
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+enum ConnMsg {
+    Frame(Bytes),
+    Closed(String),
+    Storage(OpId, StorageReply),
+    LocalChange(CollectionName, Seq),
+    Stop,
+    Tick,
+}
+
+/// Drives one connection's passive peer until it closes.
+async fn serve(
+    ws: crate::transport::Ws,
+    principal: Principal,
+    db: Database,
+    config: PassiveConfig,
+    shared: Arc<Shared>,
+) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = async_channel::unbounded();
+    if let Ok(mut open) = shared.open.lock() {
+        open.insert(id, tx.clone());
+    }
+    let notify = tx.clone();
+    let token = db.add_change_listener(move |notices| {
+        for n in notices {
+            let _ = notify.try_send(ConnMsg::LocalChange(n.collection.clone(), n.seq));
+        }
+    });
+    let (mut sender, receiver) = ws.split();
+    spawn_reader(receiver, tx.clone());
+    let mut peer = PassivePeer::new(config, principal, Instant::now());
+    let mut busy = false;
+    loop {
+        while let Some(output) = peer.poll_output() {
+            match output {
+                Output::Send(frame) => {
+                    let sent = sender.send(Message::Binary(frame)).await;
+                    if sent.is_err() {
+                        let _ = peer.handle_input(
+                            Input::Disconnected(Disconnect::transient(
+                                "connection lost while sending",
+                            )),
+                            Instant::now(),
+                        );
+                    }
+                }
+                Output::Storage(op_id, op) => {
+                    let (db, tx) = (db.clone(), tx.clone());
+                    smol::spawn(async move {
+                        let reply = smol::unblock(move || db.execute(op)).await;
+                        let _ = tx.send(ConnMsg::Storage(op_id, reply)).await;
+                    })
+                    .detach();
+                }
+                Output::Close(reason) => {
+                    let frame = CloseFrame {
+                        code: reason.code.as_u16().into(),
+                        reason: reason.message.into(),
+                    };
+                    let _ = sender.close(Some(frame)).await;
+                }
+                _ => {}
+            }
+        }
+        let now_busy = peer.is_busy();
+        if now_busy != busy {
+            busy = now_busy;
+            if busy {
+                shared.active.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if peer.is_closed() {
+            break;
+        }
+        let msg = match peer.poll_timeout() {
+            Some(deadline) => {
+                smol::future::or(async { rx.recv().await.ok() }, async {
+                    smol::Timer::at(deadline).await;
+                    Some(ConnMsg::Tick)
+                })
+                .await
+            }
+            None => rx.recv().await.ok(),
+        };
+        let now = Instant::now();
+        let input = match msg {
+            None => break,
+            Some(ConnMsg::Tick) => {
+                peer.handle_timeout(now);
+                continue;
+            }
+            Some(ConnMsg::Stop) => {
+                peer.close(CloseCode::GoingAway, "the listener is stopping");
+                continue;
+            }
+            Some(ConnMsg::Frame(bytes)) => Input::Frame(bytes),
+            Some(ConnMsg::Closed(why)) => Input::Disconnected(Disconnect::transient(why)),
+            Some(ConnMsg::Storage(op, reply)) => Input::Storage(op, reply),
+            Some(ConnMsg::LocalChange(c, seq)) => Input::LocalChange(c, seq),
+        };
+        let _ = peer.handle_input(input, now);
+    }
+    if busy {
+        shared.active.fetch_sub(1, Ordering::Relaxed);
+    }
+    db.remove_change_listener(token);
+    if let Ok(mut open) = shared.open.lock() {
+        open.remove(&id);
+    }
+}
+
+fn spawn_reader(
+    mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn Io>>,
+    tx: Sender<ConnMsg>,
+) {
+    smol::spawn(async move {
+        let why = loop {
+            match receiver.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if tx.send(ConnMsg::Frame(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) => break "closed by the replicator".to_string(),
+                // A text message is not a Peerlite frame: the peer rejects it as such.
+                Some(Ok(Message::Text(text))) => {
+                    let _ = tx
+                        .send(ConnMsg::Frame(Bytes::copy_from_slice(text.as_bytes())))
+                        .await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("connection lost: {e}"),
+                None => break "connection closed".into(),
+            }
+        };
+        let _ = tx.send(ConnMsg::Closed(why)).await;
+    })
+    .detach();
+}

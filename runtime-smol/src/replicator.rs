@@ -1,0 +1,597 @@
+//! The replicator: the active peer, driving `peerlite_proto::ActiveReplicator`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use bytes::Bytes;
+use peerlite_proto::{
+    ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
+    Event, Input, OpId, Output, Progress, ReplicationError, ReplicatorConfig, ReplicatorType,
+    StorageReply,
+};
+use peerlite_storage::{Database, ListenerToken, StorageError};
+use smol::stream::StreamExt;
+
+use crate::transport::{DialOptions, Endpoint, dial};
+use crate::{
+    ConnectError, Credentials, ReplicatorConfigError, ReplicatorError, ServerTrust, TlsIdentity,
+};
+
+/// Settings of a [`Replicator`] (Couchbase Lite's `ReplicatorConfiguration`).
+#[derive(Clone)]
+pub struct ReplicatorConfiguration {
+    /// `ws://host:port/db` or `wss://host:port/db`.
+    pub endpoint: String,
+    /// Collections to replicate, with their filters and conflict resolvers.
+    pub collections: Vec<CollectionConfig>,
+    /// Push, pull or both (default both).
+    pub replicator_type: ReplicatorType,
+    /// Keep running and replicate changes as they happen (default one-shot).
+    pub continuous: bool,
+    /// HTTP Basic credentials.
+    pub credentials: Option<Credentials>,
+    /// A client certificate, for listeners that authenticate by certificate.
+    pub client_identity: Option<TlsIdentity>,
+    /// How to trust the listener's certificate (default: nothing is trusted until you
+    /// pin a certificate, accept self-signed ones, or add trusted roots).
+    pub server_trust: ServerTrust,
+    /// Extra HTTP headers sent with the WebSocket upgrade.
+    pub headers: Vec<(String, String)>,
+    /// Heartbeat interval (default 30 s).
+    pub heartbeat: Duration,
+    /// Connection attempts before giving up; 0 = 10 one-shot, unlimited continuous.
+    pub max_attempts: u32,
+    /// Longest wait between attempts (default 300 s).
+    pub max_attempt_wait: Duration,
+    /// Time allowed for TCP, TLS and WebSocket handshakes (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl ReplicatorConfiguration {
+    /// One-shot push-and-pull of the default collection with `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> ReplicatorConfiguration {
+        ReplicatorConfiguration {
+            endpoint: endpoint.into(),
+            collections: vec![CollectionConfig::new(CollectionName::default())],
+            replicator_type: ReplicatorType::PushAndPull,
+            continuous: false,
+            credentials: None,
+            client_identity: None,
+            server_trust: ServerTrust::default(),
+            headers: Vec::new(),
+            heartbeat: Duration::from_secs(30),
+            max_attempts: 0,
+            max_attempt_wait: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for ReplicatorConfiguration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatorConfiguration")
+            .field("endpoint", &self.endpoint)
+            .field("collections", &self.collections)
+            .field("replicator_type", &self.replicator_type)
+            .field("continuous", &self.continuous)
+            .field("credentials", &self.credentials)
+            .field("server_trust", &self.server_trust)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A replicator's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicatorStatus {
+    /// Stopped, offline, connecting, idle or busy.
+    pub activity: Activity,
+    /// Progress since start.
+    pub progress: Progress,
+    /// The latest error, if any.
+    pub error: Option<ReplicatorError>,
+}
+
+/// Identifies a registered listener, for removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+type StatusListener = Arc<dyn Fn(&ReplicatorStatus) + Send + Sync>;
+type DocumentListener = Arc<dyn Fn(&[DocumentEvent]) + Send + Sync>;
+
+struct Shared {
+    status: Mutex<ReplicatorStatus>,
+    next_id: Mutex<u64>,
+    status_listeners: Mutex<Vec<(u64, StatusListener)>>,
+    document_listeners: Mutex<Vec<(u64, DocumentListener)>>,
+    stopped_waiters: Mutex<Vec<Sender<()>>>,
+}
+
+enum Msg {
+    Start { reset: bool },
+    Stop,
+    Tick,
+    Dialed(u64, Box<Result<crate::transport::Ws, ConnectError>>),
+    Frame(u64, Bytes),
+    Closed(u64, String),
+    Storage(OpId, StorageReply),
+    LocalChange(CollectionName, peerlite_proto::Seq),
+}
+
+/// The active peer: replicates a local [`Database`] with a listener.
+///
+/// ```no_run
+/// use peerlite_smol::{Credentials, Replicator, ReplicatorConfiguration, ServerTrust};
+/// # async fn run(db: peerlite_storage::Database) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = ReplicatorConfiguration::new("wss://192.168.1.100:4984/db");
+/// config.credentials = Some(Credentials::new("admin", "securepassword123"));
+/// config.server_trust = ServerTrust::SelfSignedOnly;
+/// let replicator = Replicator::new(db, config)?;
+/// replicator.add_change_listener(|s| println!("{:?} {:?}", s.activity, s.progress));
+/// replicator.start();
+/// let status = replicator.wait_until_stopped().await;
+/// assert!(status.error.is_none());
+/// # Ok(()) }
+/// ```
+pub struct Replicator {
+    db: Database,
+    config: ReplicatorConfig,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    db_listener: ListenerToken,
+    _task: smol::Task<()>,
+}
+
+impl fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replicator")
+            .field("endpoint", &self.config.remote_url)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicator {
+    /// Creates a stopped replicator for `db`; call [`Replicator::start`].
+    pub fn new(
+        db: Database,
+        config: ReplicatorConfiguration,
+    ) -> Result<Replicator, ReplicatorConfigError> {
+        let endpoint = Endpoint::parse(&config.endpoint)?;
+        let tls = if endpoint.tls {
+            Some(Arc::new(crate::tls::client_config(
+                &config.server_trust,
+                config.client_identity.as_ref(),
+            )?))
+        } else {
+            None
+        };
+        for c in &config.collections {
+            db.create_collection(&c.name)?;
+        }
+        let mut proto = ReplicatorConfig::new(db.uuid().0, config.endpoint.clone());
+        proto.collections = config.collections.clone();
+        proto.replicator_type = config.replicator_type;
+        proto.continuous = config.continuous;
+        proto.heartbeat = config.heartbeat;
+        proto.max_attempts = config.max_attempts;
+        proto.max_attempt_wait = config.max_attempt_wait;
+        let dial = DialOptions {
+            tls,
+            credentials: config.credentials.clone(),
+            headers: config.headers.clone(),
+            timeout: config.connect_timeout,
+            max_frame_bytes: proto.frame_limits.max_frame_bytes,
+        };
+        let shared = Arc::new(Shared {
+            status: Mutex::new(ReplicatorStatus {
+                activity: Activity::Stopped,
+                progress: Progress::default(),
+                error: None,
+            }),
+            next_id: Mutex::new(0),
+            status_listeners: Mutex::new(Vec::new()),
+            document_listeners: Mutex::new(Vec::new()),
+            stopped_waiters: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = async_channel::unbounded();
+        let notify = tx.clone();
+        let db_listener = db.add_change_listener(move |notices| {
+            for n in notices {
+                let _ = notify.try_send(Msg::LocalChange(n.collection.clone(), n.seq));
+            }
+        });
+        let driver = Driver {
+            machine: ActiveReplicator::new(proto.clone()),
+            db: db.clone(),
+            endpoint,
+            dial: Arc::new(dial),
+            shared: shared.clone(),
+            tx: tx.clone(),
+            conn: 0,
+            sender: None,
+            last_connect_error: None,
+        };
+        let task = smol::spawn(driver.run(rx));
+        Ok(Replicator {
+            db,
+            config: proto,
+            shared,
+            tx,
+            db_listener,
+            _task: task,
+        })
+    }
+
+    /// Starts replicating (from the saved checkpoints).
+    pub fn start(&self) {
+        self.begin(false);
+    }
+
+    /// Starts replicating from the beginning, ignoring saved checkpoints.
+    pub fn start_with_reset(&self) {
+        self.begin(true);
+    }
+
+    fn begin(&self, reset: bool) {
+        if let Ok(mut s) = self.shared.status.lock()
+            && s.activity == Activity::Stopped
+        {
+            s.activity = Activity::Connecting;
+            s.error = None;
+        }
+        let _ = self.tx.try_send(Msg::Start { reset });
+    }
+
+    /// Stops replicating and closes the connection.
+    pub fn stop(&self) {
+        let _ = self.tx.try_send(Msg::Stop);
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ReplicatorStatus {
+        self.shared
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Waits until the replicator is stopped (a one-shot replication finished, it gave
+    /// up, or [`Replicator::stop`] was called) and returns the final status.
+    pub async fn wait_until_stopped(&self) -> ReplicatorStatus {
+        let (tx, rx) = async_channel::bounded(1);
+        {
+            let status = self.status();
+            if status.activity == Activity::Stopped {
+                return status;
+            }
+            if let Ok(mut w) = self.shared.stopped_waiters.lock() {
+                w.push(tx);
+            }
+        }
+        // The status may have changed between the check and the registration.
+        if self.status().activity != Activity::Stopped {
+            let _ = rx.recv().await;
+        }
+        self.status()
+    }
+
+    /// Calls `listener` on every status change.
+    pub fn add_change_listener(
+        &self,
+        listener: impl Fn(&ReplicatorStatus) + Send + Sync + 'static,
+    ) -> ListenerId {
+        let id = self.next_id();
+        if let Ok(mut l) = self.shared.status_listeners.lock() {
+            l.push((id, Arc::new(listener)));
+        }
+        ListenerId(id)
+    }
+
+    /// Calls `listener` with documents as they are pushed or pulled (or fail to be).
+    pub fn add_document_listener(
+        &self,
+        listener: impl Fn(&[DocumentEvent]) + Send + Sync + 'static,
+    ) -> ListenerId {
+        let id = self.next_id();
+        if let Ok(mut l) = self.shared.document_listeners.lock() {
+            l.push((id, Arc::new(listener)));
+        }
+        ListenerId(id)
+    }
+
+    /// Removes a status or document listener; returns whether it was registered.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        let mut removed = false;
+        if let Ok(mut l) = self.shared.status_listeners.lock() {
+            let before = l.len();
+            l.retain(|(i, _)| *i != id.0);
+            removed |= l.len() != before;
+        }
+        if let Ok(mut l) = self.shared.document_listeners.lock() {
+            let before = l.len();
+            l.retain(|(i, _)| *i != id.0);
+            removed |= l.len() != before;
+        }
+        removed
+    }
+
+    /// Documents of `collection` not pushed yet (from the last saved checkpoint).
+    pub fn pending_document_ids(
+        &self,
+        collection: &CollectionName,
+    ) -> Result<BTreeSet<DocId>, StorageError> {
+        self.db.pending_document_ids(&self.config, collection)
+    }
+
+    /// True when `id` is among [`Replicator::pending_document_ids`].
+    pub fn is_document_pending(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<bool, StorageError> {
+        self.db.is_document_pending(&self.config, collection, id)
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut n = self
+            .shared
+            .next_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.db.remove_change_listener(self.db_listener);
+        let _ = self.tx.try_send(Msg::Stop);
+    }
+}
+
+/// The task that owns the state machine.
+struct Driver {
+    machine: ActiveReplicator,
+    db: Database,
+    endpoint: Endpoint,
+    dial: Arc<DialOptions>,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    /// Number of the current connection attempt.
+    conn: u64,
+    sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
+    last_connect_error: Option<ConnectError>,
+}
+
+impl Driver {
+    async fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            self.drain().await;
+            let msg = match self.machine.poll_timeout() {
+                Some(deadline) => {
+                    smol::future::or(async { rx.recv().await.ok() }, async {
+                        smol::Timer::at(deadline).await;
+                        Some(Msg::Tick)
+                    })
+                    .await
+                }
+                None => rx.recv().await.ok(),
+            };
+            // All senders gone: the replicator was dropped.
+            let Some(msg) = msg else { return };
+            if !self.handle(msg).await {
+                return;
+            }
+        }
+    }
+
+    /// Handles one message; false when the driver should end.
+    async fn handle(&mut self, msg: Msg) -> bool {
+        let now = Instant::now();
+        let input = match msg {
+            Msg::Tick => {
+                self.machine.handle_timeout(now);
+                return true;
+            }
+            Msg::Start { reset } => {
+                if reset {
+                    self.machine.start_with_reset(now);
+                } else {
+                    self.machine.start(now);
+                }
+                return true;
+            }
+            Msg::Stop => {
+                self.machine.stop(now);
+                return true;
+            }
+            Msg::Dialed(id, result) if id == self.conn => match *result {
+                Ok(ws) => {
+                    let (sender, receiver) = ws.split();
+                    self.sender = Some(sender);
+                    self.last_connect_error = None;
+                    spawn_reader(id, receiver, self.tx.clone());
+                    Input::Connected
+                }
+                Err(e) => {
+                    let d = Disconnect {
+                        message: e.to_string(),
+                        retryable: e.is_retryable(),
+                    };
+                    self.last_connect_error = Some(e);
+                    Input::Disconnected(d)
+                }
+            },
+            Msg::Dialed(..) => return true, // a stale attempt
+            Msg::Frame(id, bytes) if id == self.conn && self.sender.is_some() => {
+                Input::Frame(bytes)
+            }
+            Msg::Closed(id, why) if id == self.conn && self.sender.is_some() => {
+                self.sender = None;
+                Input::Disconnected(Disconnect::transient(why))
+            }
+            Msg::Frame(..) | Msg::Closed(..) => return true,
+            Msg::Storage(id, reply) => Input::Storage(id, reply),
+            Msg::LocalChange(c, seq) => Input::LocalChange(c, seq),
+        };
+        // A misrouted storage reply is a bug in this driver, not the peer's fault.
+        let _ = self.machine.handle_input(input, now);
+        true
+    }
+
+    async fn drain(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                Output::Connect => {
+                    self.conn += 1;
+                    let (id, tx, endpoint, dial_options) = (
+                        self.conn,
+                        self.tx.clone(),
+                        self.endpoint.clone(),
+                        self.dial.clone(),
+                    );
+                    smol::spawn(async move {
+                        let result = dial(&endpoint, &dial_options).await;
+                        let _ = tx.send(Msg::Dialed(id, Box::new(result))).await;
+                    })
+                    .detach();
+                }
+                Output::Send(frame) => {
+                    let failed = match self.sender.as_mut() {
+                        Some(s) => s.send(Message::Binary(frame)).await.is_err(),
+                        None => false,
+                    };
+                    if failed {
+                        self.sender = None;
+                        let _ = self.machine.handle_input(
+                            Input::Disconnected(Disconnect::transient(
+                                "connection lost while sending",
+                            )),
+                            Instant::now(),
+                        );
+                    }
+                }
+                Output::Storage(id, op) => {
+                    let (db, tx) = (self.db.clone(), self.tx.clone());
+                    smol::spawn(async move {
+                        let reply = smol::unblock(move || db.execute(op)).await;
+                        let _ = tx.send(Msg::Storage(id, reply)).await;
+                    })
+                    .detach();
+                }
+                Output::Event(event) => self.publish(event),
+                Output::Close(reason) => {
+                    if let Some(mut s) = self.sender.take() {
+                        let frame = CloseFrame {
+                            code: reason.code.as_u16().into(),
+                            reason: reason.message.into(),
+                        };
+                        let _ = s.close(Some(frame)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn publish(&mut self, event: Event) {
+        match event {
+            Event::Status(s) => {
+                let error = s.error.map(|e| match (&e, &self.last_connect_error) {
+                    (ReplicationError::Transport { .. }, Some(c)) => {
+                        ReplicatorError::Connect(c.clone())
+                    }
+                    (ReplicationError::GaveUp { last, .. }, Some(c))
+                        if matches!(**last, ReplicationError::Transport { .. }) =>
+                    {
+                        ReplicatorError::Connect(c.clone())
+                    }
+                    _ => ReplicatorError::Replication(e),
+                });
+                let status = ReplicatorStatus {
+                    activity: s.activity,
+                    progress: s.progress,
+                    error,
+                };
+                if let Ok(mut current) = self.shared.status.lock() {
+                    *current = status.clone();
+                }
+                let listeners: Vec<StatusListener> = self
+                    .shared
+                    .status_listeners
+                    .lock()
+                    .map(|l| l.iter().map(|(_, f)| f.clone()).collect())
+                    .unwrap_or_default();
+                for l in listeners {
+                    l(&status);
+                }
+                if status.activity == Activity::Stopped {
+                    let waiters = self
+                        .shared
+                        .stopped_waiters
+                        .lock()
+                        .map(|mut w| std::mem::take(&mut *w))
+                        .unwrap_or_default();
+                    for w in waiters {
+                        let _ = w.try_send(());
+                    }
+                }
+            }
+            Event::Documents(docs) => {
+                let listeners: Vec<DocumentListener> = self
+                    .shared
+                    .document_listeners
+                    .lock()
+                    .map(|l| l.iter().map(|(_, f)| f.clone()).collect())
+                    .unwrap_or_default();
+                for l in listeners {
+                    l(&docs);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Forwards a connection's messages to the driver until it closes.
+fn spawn_reader(
+    id: u64,
+    mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn crate::transport::Io>>,
+    tx: Sender<Msg>,
+) {
+    smol::spawn(async move {
+        let why = loop {
+            match receiver.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if tx.send(Msg::Frame(id, bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    break frame
+                        .map(|f| {
+                            format!(
+                                "closed by the listener ({}): {}",
+                                u16::from(f.code),
+                                f.reason
+                            )
+                        })
+                        .unwrap_or_else(|| "closed by the listener".into());
+                }
+                Some(Ok(Message::Text(_))) => break "the listener sent a text message".into(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("connection lost: {e}"),
+                None => break "connection closed".into(),
+            }
+        };
+        let _ = tx.send(Msg::Closed(id, why)).await;
+    })
+    .detach();
+}

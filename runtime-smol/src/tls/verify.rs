@@ -1,0 +1,256 @@
+//! How a replicator decides whether to trust a listener's certificate.
+//!
+//! Every verifier here checks the TLS handshake signatures with the crypto provider, so a
+//! pinned or self-signed certificate cannot be replayed by someone without its key.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
+
+/// Why a server certificate was refused, beyond what rustls names itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateRejection {
+    /// Pinning is on and no certificate of the chain is the pinned one.
+    #[error("server certificate does not match the pinned certificate")]
+    PinMismatch,
+    /// "Accept only self-signed" is on and the certificate is issued by someone else.
+    #[error(
+        "server certificate is not self-signed, and only self-signed certificates are accepted"
+    )]
+    NotSelfSigned,
+    /// No trusted root is configured, so only pinning or self-signed mode can trust a
+    /// certificate.
+    #[error(
+        "server certificate is not trusted: configure a pinned certificate, accept self-signed certificates, or add its CA as a trusted root"
+    )]
+    NoTrustedRoots,
+}
+
+fn reject(why: CertificateRejection) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(why))))
+}
+
+/// Signature checks shared by the verifiers.
+#[derive(Clone, Copy)]
+struct Signatures(WebPkiSupportedAlgorithms);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(m, c, d, &self.0)
+    }
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(m, c, d, &self.0)
+    }
+}
+
+/// Trusts exactly one certificate, wherever it appears in the presented chain.
+pub(crate) struct PinnedVerifier {
+    pinned: CertificateDer<'static>,
+    sigs: Signatures,
+}
+
+impl PinnedVerifier {
+    pub(crate) fn new(pinned: CertificateDer<'static>, algs: WebPkiSupportedAlgorithms) -> Self {
+        PinnedVerifier {
+            pinned,
+            sigs: Signatures(algs),
+        }
+    }
+}
+
+impl fmt::Debug for PinnedVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinnedVerifier")
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let pinned = self.pinned.as_ref();
+        if end_entity.as_ref() == pinned || intermediates.iter().any(|c| c.as_ref() == pinned) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(reject(CertificateRejection::PinMismatch))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls12(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls13(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.sigs.0.supported_schemes()
+    }
+}
+
+/// Trusts any certificate that is signed by its own key and within its validity window,
+/// and nothing else (Couchbase Lite's "accept only self-signed certificates").
+pub(crate) struct SelfSignedVerifier {
+    sigs: Signatures,
+}
+
+impl SelfSignedVerifier {
+    pub(crate) fn new(algs: WebPkiSupportedAlgorithms) -> Self {
+        SelfSignedVerifier {
+            sigs: Signatures(algs),
+        }
+    }
+}
+
+impl fmt::Debug for SelfSignedVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SelfSignedVerifier")
+    }
+}
+
+impl ServerCertVerifier for SelfSignedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if !intermediates.is_empty() {
+            return Err(reject(CertificateRejection::NotSelfSigned));
+        }
+        check_self_signed(end_entity, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls12(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls13(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.sigs.0.supported_schemes()
+    }
+}
+
+/// Issuer equals subject, the signature verifies with the certificate's own key, and
+/// `now` is within the validity window.
+pub(crate) fn check_self_signed(cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), Error> {
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if x.issuer().as_raw() != x.subject().as_raw() {
+        return Err(reject(CertificateRejection::NotSelfSigned));
+    }
+    x.verify_signature(None)
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadSignature))?;
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = x.validity();
+    if now > validity.not_after.timestamp() {
+        return Err(Error::InvalidCertificate(CertificateError::Expired));
+    }
+    if now < validity.not_before.timestamp() {
+        return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
+    }
+    Ok(())
+}
+
+/// Refuses every certificate: used when no pin, no self-signed mode and no trusted root
+/// is configured, so the error says what to configure.
+pub(crate) struct NoRootsVerifier {
+    sigs: Signatures,
+}
+
+impl NoRootsVerifier {
+    pub(crate) fn new(algs: WebPkiSupportedAlgorithms) -> Self {
+        NoRootsVerifier {
+            sigs: Signatures(algs),
+        }
+    }
+}
+
+impl fmt::Debug for NoRootsVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoRootsVerifier")
+    }
+}
+
+impl ServerCertVerifier for NoRootsVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Err(reject(CertificateRejection::NoTrustedRoots))
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls12(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.sigs.tls13(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.sigs.0.supported_schemes()
+    }
+}
+
+/// Finds the [`CertificateRejection`] inside a rustls error, if any.
+pub(crate) fn rejection_of(e: &Error) -> Option<&CertificateRejection> {
+    match e {
+        Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+            inner.downcast_ref::<CertificateRejection>()
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,356 @@
+//! Connections: TCP, optional TLS, WebSocket upgrade with Basic authentication.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{self, Error as WsError};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, ClientConfig};
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::TcpStream;
+
+use crate::ConnectError;
+use crate::auth::{Authenticator, Credentials};
+use peerlite_proto::{Principal, SUBPROTOCOL};
+
+/// Any byte stream a WebSocket can run on (TCP, or TLS over TCP).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A WebSocket over TCP or TLS.
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// A parsed `ws://` or `wss://` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Endpoint {
+    pub(crate) fn parse(url: &str) -> Result<Endpoint, ConnectError> {
+        let bad = || ConnectError::InvalidEndpoint(url.to_owned());
+        let uri: tungstenite::http::Uri = url.parse().map_err(|_| bad())?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        // The port as written: http::Uri silently ignores a port it cannot parse.
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let port_text = authority
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .filter(|p| !p.contains(']'));
+        let port = match port_text {
+            None if tls => 443,
+            None => 80,
+            Some(text) => match text.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => return Err(bad()),
+            },
+        };
+        if uri.path().len() < 2 {
+            return Err(bad());
+        }
+        Ok(Endpoint {
+            url: url.to_owned(),
+            tls,
+            host,
+            port,
+        })
+    }
+
+    fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+pub(crate) fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// What a replicator sends when it connects.
+pub(crate) struct DialOptions {
+    pub(crate) tls: Option<Arc<ClientConfig>>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_frame_bytes: usize,
+}
+
+/// Opens a WebSocket to `endpoint`.
+pub(crate) async fn dial(endpoint: &Endpoint, options: &DialOptions) -> Result<Ws, ConnectError> {
+    let address = endpoint.address();
+    let attempt = async {
+        let tcp =
+            TcpStream::connect(address.as_str())
+                .await
+                .map_err(|e| ConnectError::Unreachable {
+                    address: address.clone(),
+                    message: e.to_string(),
+                })?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match (&options.tls, endpoint.tls) {
+            (Some(config), true) => {
+                let name = ServerName::try_from(endpoint.host.clone())
+                    .map_err(|_| ConnectError::InvalidEndpoint(endpoint.url.clone()))?;
+                let stream = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(classify_tls)?;
+                Box::new(stream)
+            }
+            _ => Box::new(tcp),
+        };
+        let mut request = endpoint
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::InvalidEndpoint(format!("{}: {e}", endpoint.url)))?;
+        let headers = request.headers_mut();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        if let Some(credentials) = &options.credentials {
+            let value =
+                HeaderValue::from_str(&credentials.authorization_header()).map_err(|_| {
+                    ConnectError::Config(
+                        "credentials contain characters not allowed in a header".into(),
+                    )
+                })?;
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        for (name, value) in &options.headers {
+            let name = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConnectError::Config(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ConnectError::Config(format!("invalid value for header {name}")))?;
+            headers.insert(name, value);
+        }
+        let config = ws_config(options.max_frame_bytes);
+        match async_tungstenite::client_async_with_config(request, io, Some(config)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(e) => Err(classify_ws(e, endpoint.tls)),
+        }
+    };
+    smol::future::or(attempt, async {
+        smol::Timer::after(options.timeout).await;
+        Err(ConnectError::Timeout(address.clone()))
+    })
+    .await
+}
+
+fn classify_tls(e: std::io::Error) -> ConnectError {
+    use crate::tls::CertificateRejection as R;
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                ConnectError::TlsRefused
+            }
+            _ => ConnectError::Tls(e.to_string()),
+        };
+    };
+    if let Some(rejection) = crate::tls::rejection_of(tls) {
+        return match rejection {
+            R::PinMismatch => ConnectError::PinMismatch,
+            R::NotSelfSigned => ConnectError::NotSelfSigned,
+            R::NoTrustedRoots => {
+                ConnectError::UntrustedCertificate("no trusted root is configured".into())
+            }
+        };
+    }
+    match tls {
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => ConnectError::CertificateExpired,
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => ConnectError::CertificateNotValidYet,
+        rustls::Error::InvalidCertificate(other) => {
+            ConnectError::UntrustedCertificate(format!("{other:?}"))
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            ConnectError::TlsRefused
+        }
+        other => ConnectError::Tls(other.to_string()),
+    }
+}
+
+fn classify_ws(e: WsError, tls: bool) -> ConnectError {
+    match e {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            let message = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .unwrap_or_default();
+            if status == 401 {
+                ConnectError::Unauthorized
+            } else {
+                ConnectError::Refused { status, message }
+            }
+        }
+        // A TLS listener drops a plain-text upgrade request without an HTTP answer.
+        WsError::Io(_)
+        | WsError::Protocol(_)
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+            if !tls =>
+        {
+            ConnectError::TlsRequired
+        }
+        other => ConnectError::WebSocket(other.to_string()),
+    }
+}
+
+/// What a listener accepts.
+pub(crate) struct AcceptOptions {
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) authenticator: Option<Arc<Authenticator>>,
+    pub(crate) path: String,
+    pub(crate) max_frame_bytes: usize,
+}
+
+/// Why an incoming connection was turned away (counted by the listener, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket handshake failed: {0}")]
+    WebSocket(WsError),
+}
+
+/// Runs the TLS and WebSocket handshakes of an incoming connection, checking the path,
+/// the credentials (401 before the upgrade, no frame exchanged) and the subprotocol.
+pub(crate) async fn accept(
+    tcp: TcpStream,
+    options: &AcceptOptions,
+) -> Result<(Ws, Principal), AcceptError> {
+    let _ = tcp.set_nodelay(true);
+    let (io, peer_certs): (
+        Box<dyn Io>,
+        Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    ) = match &options.tls {
+        Some(acceptor) => {
+            let stream = acceptor.accept(tcp).await.map_err(AcceptError::Tls)?;
+            let certs = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
+            (Box::new(stream), certs)
+        }
+        None => (Box::new(tcp), None),
+    };
+    let mut principal: Option<Principal> = None;
+    // tungstenite's callback type fixes the error type; it is built once per handshake.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path().trim_end_matches('/') != options.path {
+            return Err(error_response(StatusCode::NOT_FOUND, "no such database"));
+        }
+        let offered = request
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == SUBPROTOCOL);
+        if !offered {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("the WebSocket subprotocol {SUBPROTOCOL} is required"),
+            ));
+        }
+        let who = match &options.authenticator {
+            None => Ok(Principal::default()),
+            Some(auth) => auth.authenticate(
+                request.headers().get(header::AUTHORIZATION),
+                peer_certs.as_deref(),
+            ),
+        };
+        match who {
+            Ok(p) => principal = Some(p),
+            Err(challenge) => {
+                let mut e = error_response(StatusCode::UNAUTHORIZED, "authentication required");
+                if let Some(challenge) = challenge {
+                    e.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
+                }
+                return Err(e);
+            }
+        }
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(response)
+    };
+    let ws = async_tungstenite::accept_hdr_async_with_config(
+        io,
+        callback,
+        Some(ws_config(options.max_frame_bytes)),
+    )
+    .await
+    .map_err(AcceptError::WebSocket)?;
+    Ok((ws, principal.unwrap_or_default()))
+}
+
+#[allow(clippy::result_large_err)]
+fn error_response(status: StatusCode, message: &str) -> ErrorResponse {
+    let mut e = ErrorResponse::new(Some(format!("{message}\n")));
+    *e.status_mut() = status;
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = Endpoint::parse("wss://example.com:4984/db").unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (true, "example.com", 4984)
+        );
+        let e = Endpoint::parse("ws://[::1]:80/db").unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.address()),
+            (false, "::1", "[::1]:80".to_string())
+        );
+        assert_eq!(Endpoint::parse("ws://h/db").unwrap().port, 80);
+        for bad in [
+            "http://h/db",
+            "ws://h",
+            "ws:///db",
+            "nonsense",
+            "wss://h:99999/db",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! End-to-end replication over real sockets on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, SystemTime};
+
+use peerlite_proto::{Activity, Body, CollectionName, DocId, ReplicatorType};
+use peerlite_smol::{
+    ConnectError, Credentials, IdentityAttributes, Listener, ListenerAuthenticator, ListenerConfig,
+    ListenerTls, Replicator, ReplicatorConfiguration, ReplicatorError, ServerTrust, TlsIdentity,
+    User,
+};
+use peerlite_storage::Database;
+
+fn dc() -> CollectionName {
+    CollectionName::default()
+}
+
+fn id(s: &str) -> DocId {
+    DocId::new(s).unwrap()
+}
+
+fn put(db: &Database, doc: &str, json: &str) {
+    db.save(&dc(), &id(doc), Body::from_json_str(json).unwrap())
+        .unwrap();
+}
+
+fn has(db: &Database, doc: &str) -> bool {
+    db.get(&dc(), &id(doc)).unwrap().is_some()
+}
+
+fn loopback() -> ListenerConfig {
+    ListenerConfig {
+        network_interface: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..ListenerConfig::default()
+    }
+}
+
+fn basic(users: &[(&str, &str)]) -> Option<ListenerAuthenticator> {
+    Some(ListenerAuthenticator::Basic(
+        users.iter().map(|(u, p)| User::new(*u, p)).collect(),
+    ))
+}
+
+fn url(listener: &Listener, scheme: &str) -> String {
+    format!("{scheme}://127.0.0.1:{}/db", listener.port())
+}
+
+/// A one-shot replication; returns its final status.
+async fn sync(db: &Database, config: ReplicatorConfiguration) -> peerlite_smol::ReplicatorStatus {
+    let r = Replicator::new(db.clone(), config).unwrap();
+    r.start();
+    r.wait_until_stopped().await
+}
+
+fn pinned_config(listener: &Listener, user: &str, pass: &str) -> ReplicatorConfiguration {
+    let mut c = ReplicatorConfiguration::new(url(listener, "wss"));
+    c.credentials = Some(Credentials::new(user, pass));
+    c.server_trust = ServerTrust::Pinned(listener.tls_identity().unwrap().certificate().clone());
+    c.max_attempts = 2;
+    c.max_attempt_wait = Duration::from_millis(100);
+    c
+}
+
+fn connect_error(status: &peerlite_smol::ReplicatorStatus) -> Option<ConnectError> {
+    match &status.error {
+        Some(ReplicatorError::Connect(e)) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn push_and_pull_over_tls_with_basic_auth_and_pinning() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        for i in 0..300 {
+            put(&server, &format!("s{i}"), r#"{"side": "server"}"#);
+            put(&client, &format!("c{i}"), r#"{"side": "client"}"#);
+        }
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                authenticator: basic(&[("alice", "s3cret")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let status = sync(&client, pinned_config(&listener, "alice", "s3cret")).await;
+        assert_eq!(status.activity, Activity::Stopped);
+        assert_eq!(status.error, None, "{status:?}");
+        assert_eq!(status.progress.completed, status.progress.total);
+        for i in 0..300 {
+            assert!(has(&server, &format!("c{i}")) && has(&client, &format!("s{i}")));
+        }
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn push_only_and_pull_only() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        put(&server, "from-server", "{}");
+        put(&client, "from-client", "{}");
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut push = ReplicatorConfiguration::new(url(&listener, "ws"));
+        push.replicator_type = ReplicatorType::Push;
+        assert_eq!(sync(&client, push).await.error, None);
+        assert!(has(&server, "from-client") && !has(&client, "from-server"));
+        let mut pull = ReplicatorConfiguration::new(url(&listener, "ws"));
+        pull.replicator_type = ReplicatorType::Pull;
+        assert_eq!(sync(&client, pull).await.error, None);
+        assert!(has(&client, "from-server"));
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn wrong_credentials_are_refused_before_any_frame() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let listener = Listener::start(
+            server,
+            ListenerConfig {
+                authenticator: basic(&[("alice", "s3cret")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let client = Database::in_memory().unwrap();
+        for (user, pass) in [("alice", "wrong"), ("mallory", "s3cret")] {
+            let status = sync(&client, pinned_config(&listener, user, pass)).await;
+            assert_eq!(
+                connect_error(&status),
+                Some(ConnectError::Unauthorized),
+                "{status:?}"
+            );
+        }
+        let mut anonymous = pinned_config(&listener, "x", "y");
+        anonymous.credentials = None;
+        assert_eq!(
+            connect_error(&sync(&client, anonymous).await),
+            Some(ConnectError::Unauthorized)
+        );
+        assert!(listener.status().rejected_connection_count >= 3);
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn certificate_checks_fail_with_distinct_errors() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let listener = Listener::start(server, loopback()).await.unwrap();
+        let client = Database::in_memory().unwrap();
+
+        // Pinned to some other certificate.
+        let now = SystemTime::now();
+        let other = TlsIdentity::self_signed(
+            &IdentityAttributes::common_name("other"),
+            now + Duration::from_secs(3600),
+            now,
+            &[],
+        )
+        .unwrap();
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::Pinned(other.certificate().clone());
+        assert_eq!(
+            connect_error(&sync(&client, c).await),
+            Some(ConnectError::PinMismatch)
+        );
+
+        // Nothing configured to trust it.
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::default();
+        assert!(matches!(
+            connect_error(&sync(&client, c).await),
+            Some(ConnectError::UntrustedCertificate(_))
+        ));
+
+        // Self-signed only: the listener's self-signed identity is accepted.
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::SelfSignedOnly;
+        assert_eq!(sync(&client, c).await.error, None);
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn self_signed_only_refuses_a_ca_issued_certificate() {
+    smol::block_on(async {
+        let (ca_key, ca_params) = {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "Test CA");
+            (rcgen::KeyPair::generate().unwrap(), p)
+        };
+        let ca_cert = ca_params.clone().self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let identity = TlsIdentity::from_pem(
+            format!("{}{}", leaf.pem(), ca_cert.pem()).as_bytes(),
+            leaf_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let server = Database::in_memory().unwrap();
+        let listener = Listener::start(
+            server,
+            ListenerConfig {
+                tls: ListenerTls::Identity(identity),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let client = Database::in_memory().unwrap();
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::SelfSignedOnly;
+        assert_eq!(
+            connect_error(&sync(&client, c).await),
+            Some(ConnectError::NotSelfSigned)
+        );
+        // Trusting the CA works, and so does pinning the CA certificate (any cert in the chain).
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::TrustedRoots(vec![ca_cert.der().clone()]);
+        assert_eq!(sync(&client, c).await.error, None);
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::Pinned(ca_cert.der().clone());
+        assert_eq!(sync(&client, c).await.error, None);
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn tls_mode_mismatches_and_unreachable_listeners() {
+    smol::block_on(async {
+        let client = Database::in_memory().unwrap();
+        let tls = Listener::start(Database::in_memory().unwrap(), loopback())
+            .await
+            .unwrap();
+        let mut c = pinned_config(&tls, "u", "p");
+        c.endpoint = url(&tls, "ws");
+        assert_eq!(
+            connect_error(&sync(&client, c).await),
+            Some(ConnectError::TlsRequired)
+        );
+
+        let plain = Listener::start(
+            Database::in_memory().unwrap(),
+            ListenerConfig {
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut c = pinned_config(&tls, "u", "p");
+        c.endpoint = url(&plain, "wss");
+        assert_eq!(
+            connect_error(&sync(&client, c).await),
+            Some(ConnectError::TlsRefused)
+        );
+
+        let port = plain.port();
+        plain.stop().await;
+        let mut c = ReplicatorConfiguration::new(format!("ws://127.0.0.1:{port}/db"));
+        c.max_attempts = 3;
+        c.max_attempt_wait = Duration::from_millis(50);
+        let status = sync(&client, c).await;
+        assert_eq!(status.activity, Activity::Stopped);
+        assert!(
+            matches!(
+                connect_error(&status),
+                Some(ConnectError::Unreachable { .. })
+            ),
+            "{status:?}"
+        );
+        tls.stop().await;
+    });
+}
+
+#[test]
+fn self_signed_identity_is_kept_by_label_across_restarts() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let config = ListenerConfig {
+            tls: ListenerTls::SelfSigned {
+                label: "my-server-identity".into(),
+                attributes: IdentityAttributes {
+                    common_name: "My Server".into(),
+                    organization: Some("My Company".into()),
+                    organization_unit: Some("Mobile".into()),
+                    email: Some("admin@mycompany.com".into()),
+                },
+                expiration: Some(SystemTime::now() + Duration::from_secs(30 * 24 * 3600)),
+            },
+            ..loopback()
+        };
+        let first = Listener::start(db.clone(), config.clone()).await.unwrap();
+        let fingerprint = first.tls_identity().unwrap().sha256_fingerprint();
+        first.stop().await;
+        let second = Listener::start(db.clone(), config.clone()).await.unwrap();
+        assert_eq!(
+            second.tls_identity().unwrap().sha256_fingerprint(),
+            fingerprint
+        );
+        second.stop().await;
+        assert!(TlsIdentity::delete(&db, "my-server-identity").unwrap());
+        let third = Listener::start(db, config).await.unwrap();
+        assert_ne!(
+            third.tls_identity().unwrap().sha256_fingerprint(),
+            fingerprint
+        );
+        third.stop().await;
+    });
+}
+
+#[test]
+fn continuous_replication_survives_a_listener_restart() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Database::open(dir.path()).unwrap();
+        let client = Database::in_memory().unwrap();
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let port = listener.port();
+        let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
+        c.continuous = true;
+        c.max_attempt_wait = Duration::from_millis(200);
+        let r = Replicator::new(client.clone(), c).unwrap();
+        r.start();
+        put(&client, "a", r#"{"n": 1}"#);
+        put(&server, "b", r#"{"n": 2}"#);
+        wait_for(|| has(&server, "a") && has(&client, "b")).await;
+        listener.stop().await;
+        put(&client, "while-down", "{}");
+        wait_for(|| r.status().activity == Activity::Offline).await;
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                port,
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        put(&server, "after", "{}");
+        wait_for(|| has(&server, "while-down") && has(&client, "after")).await;
+        wait_for(|| r.status().activity == Activity::Idle).await;
+        r.stop();
+        assert_eq!(r.wait_until_stopped().await.activity, Activity::Stopped);
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn twenty_concurrent_replicators_converge() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                authenticator: basic(&[("sync", "pw")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let clients: Vec<Database> = (0..20).map(|_| Database::in_memory().unwrap()).collect();
+        let mut replicators = Vec::new();
+        for (i, db) in clients.iter().enumerate() {
+            for j in 0..10 {
+                put(db, &format!("c{i}-{j}"), &format!(r#"{{"client": {i}}}"#));
+            }
+            put(db, "shared", &format!(r#"{{"client": {i}}}"#));
+            let mut c = pinned_config(&listener, "sync", "pw");
+            c.continuous = true;
+            c.max_attempts = 0;
+            let r = Replicator::new(db.clone(), c).unwrap();
+            r.start();
+            replicators.push(r);
+        }
+        let expected = 20 * 10 + 1;
+        wait_for(|| {
+            clients
+                .iter()
+                .chain([&server])
+                .all(|db| db.changes(&dc(), Default::default(), 1000).unwrap().len() == expected)
+        })
+        .await;
+        wait_for(|| {
+            let winner = server.get(&dc(), &id("shared")).unwrap().map(|d| d.rev);
+            clients
+                .iter()
+                .all(|db| db.get(&dc(), &id("shared")).unwrap().map(|d| d.rev) == winner)
+        })
+        .await;
+        assert!(listener.status().connection_count >= 20);
+        for r in &replicators {
+            r.stop();
+        }
+        listener.stop().await;
+    });
+}
+
+/// Polls `cond` until it holds (at most 30 s).
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if cond() {
+            return;
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 30 s");
+}
