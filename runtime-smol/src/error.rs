@@ -61,6 +61,11 @@ pub enum ConnectError {
     /// The endpoint is `wss://` and the listener does not speak TLS.
     #[error("the listener does not speak TLS: use ws:// (TLS is disabled there)")]
     TlsRefused,
+    /// The listener refused (or required and did not get) the client certificate.
+    #[error(
+        "the listener refused the client certificate ({0}): configure a certificate issued by a root the listener trusts"
+    )]
+    ClientCertificateRejected(String),
     /// The TLS handshake failed otherwise.
     #[error("TLS handshake failed: {0}")]
     Tls(String),

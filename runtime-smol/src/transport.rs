@@ -163,6 +163,9 @@ pub(crate) async fn dial(endpoint: &Endpoint, options: &DialOptions) -> Result<W
 
 fn classify_tls(e: std::io::Error) -> ConnectError {
     use crate::tls::CertificateRejection as R;
+    if let Some(alert) = client_certificate_alert(&e) {
+        return ConnectError::ClientCertificateRejected(alert);
+    }
     let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -200,7 +203,27 @@ fn classify_tls(e: std::io::Error) -> ConnectError {
     }
 }
 
+/// A TLS alert from the listener saying it does not accept our client certificate.
+fn client_certificate_alert(e: &std::io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(
+            a @ (A::CertificateRequired
+            | A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateUnknown
+            | A::AccessDenied),
+        ) => Some(format!("{a:?}")),
+        _ => None,
+    }
+}
+
 fn classify_ws(e: WsError, tls: bool) -> ConnectError {
+    if let WsError::Io(io) = &e
+        && let Some(alert) = client_certificate_alert(io)
+    {
+        return ConnectError::ClientCertificateRejected(alert);
+    }
     match e {
         WsError::Http(response) => {
             let status = response.status().as_u16();

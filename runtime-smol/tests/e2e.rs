@@ -440,3 +440,69 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached within 30 s");
 }
+
+#[test]
+fn an_expired_certificate_is_reported_as_expired() {
+    smol::block_on(async {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let identity =
+            TlsIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        let listener = Listener::start(
+            Database::in_memory().unwrap(),
+            ListenerConfig {
+                tls: ListenerTls::Identity(identity),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut c = pinned_config(&listener, "u", "p");
+        c.server_trust = ServerTrust::SelfSignedOnly;
+        assert_eq!(
+            connect_error(&sync(&Database::in_memory().unwrap(), c).await),
+            Some(ConnectError::CertificateExpired)
+        );
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn connections_over_the_limit_are_turned_away() {
+    smol::block_on(async {
+        let listener = Listener::start(
+            Database::in_memory().unwrap(),
+            ListenerConfig {
+                max_connections: 2,
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
+            c.continuous = true;
+            let r = Replicator::new(Database::in_memory().unwrap(), c).unwrap();
+            r.start();
+            held.push(r);
+        }
+        wait_for(|| listener.status().connection_count == 2).await;
+        let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
+        c.max_attempts = 1;
+        let status = sync(&Database::in_memory().unwrap(), c).await;
+        assert!(
+            matches!(status.error, Some(ReplicatorError::Connect(_))),
+            "{status:?}"
+        );
+        assert!(listener.status().rejected_connection_count >= 1);
+        for r in &held {
+            r.stop();
+        }
+        listener.stop().await;
+    });
+}

@@ -244,6 +244,52 @@ impl TlsIdentity {
         Self::from_parts(chain, key)
     }
 
+    /// An identity from a PKCS#12 archive (`.p12` / `.pfx`, as `openssl pkcs12 -export`
+    /// writes, including `-legacy` and `-nomac` files), protected by `password`.
+    pub fn from_pkcs12(der: &[u8], password: &str) -> Result<TlsIdentity, IdentityError> {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            der,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .map_err(|e| match e {
+            p12_keystore::error::Error::MacError(_) => IdentityError::Pkcs12(
+                "wrong password (the archive's integrity check failed)".into(),
+            ),
+            other => IdentityError::Pkcs12(other.to_string()),
+        })?;
+        let (_, chain) = store
+            .private_key_chain()
+            .ok_or_else(|| IdentityError::NoPrivateKey {
+                what: "the PKCS#12 archive".into(),
+                reason: "it holds no private key with its certificate (wrong password?)".into(),
+            })?;
+        let certs = chain
+            .certs()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_der().to_vec()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().as_der().to_vec()));
+        Self::from_parts(certs, key)
+    }
+
+    /// Imports a base64-encoded PKCS#12 archive and stores it in `db` under `label` (the
+    /// seed's `tlsIdentityConfig` with `mode: 'imported'`).
+    pub fn import_pkcs12_base64(
+        db: &Database,
+        label: &str,
+        base64_der: &str,
+        password: &str,
+    ) -> Result<TlsIdentity, IdentityError> {
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(base64_der.trim())
+            .map_err(|e| IdentityError::Pkcs12(format!("not valid base64: {e}")))?;
+        let identity = Self::from_pkcs12(&der, password)?;
+        identity.save(db, label)?;
+        Ok(identity)
+    }
+
     /// Checks that the key signs for the leaf certificate.
     fn check_key(&self) -> Result<(), IdentityError> {
         let provider = crate::tls::provider();
