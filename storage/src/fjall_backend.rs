@@ -18,8 +18,11 @@ pub struct FjallKv {
 impl FjallKv {
     /// Opens (or creates) a database in directory `path`.
     ///
-    /// Fails with [`KvError::Locked`] when another handle has it open.
+    /// A new directory is created readable by its owner only (0700 on Unix): the database
+    /// may hold private keys of TLS identities. Fails with [`KvError::Locked`] when another
+    /// handle has it open.
     pub fn open(path: impl AsRef<Path>) -> Result<FjallKv, KvError> {
+        create_private_dir(path.as_ref())?;
         let db = FjallDb::builder(path.as_ref()).open().map_err(map_err)?;
         let open = |space: Space| db.keyspace(space.name(), KeyspaceCreateOptions::default);
         let spaces = [
@@ -39,6 +42,19 @@ impl FjallKv {
             Space::Meta => &self.spaces[3],
         }
     }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), KvError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .map_err(|e| KvError::Fjall(format!("cannot create {}: {e}", path.display())))
 }
 
 fn map_err(e: fjall::Error) -> KvError {

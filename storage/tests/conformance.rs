@@ -851,6 +851,17 @@ fn memory_backend_crash_loses_only_buffered_writes() {
     assert!(db.get(&dc(), &id("after")).unwrap().is_some());
 }
 
+#[cfg(unix)]
+#[test]
+fn a_new_database_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let path = parent.path().join("nested").join("db");
+    let _db = Database::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
 #[test]
 fn fjall_directory_is_locked_while_open() {
     let dir = tempfile::tempdir().unwrap();
