@@ -1167,7 +1167,6 @@ impl ActiveReplicator {
         outcomes: Vec<InsertOutcome>,
         now: Instant,
     ) {
-        let max_history = self.config.max_history;
         for ((doc_id, bundle), outcome) in bundles.into_iter().zip(outcomes) {
             match outcome {
                 InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. } => {
@@ -1177,20 +1176,7 @@ impl ActiveReplicator {
                     if let Some(entry) = self.pull_revs.get_mut(&request) {
                         entry.pending += 1;
                     }
-                    self.op(
-                        StorageOp::GetLeaves {
-                            collection: name.clone(),
-                            ids: vec![doc_id.clone()],
-                            max_history,
-                        },
-                        Op::ResolveRead {
-                            collection: name.clone(),
-                            request,
-                            doc: doc_id,
-                            bundle,
-                            attempt: 0,
-                        },
-                    );
+                    self.read_to_resolve(name.clone(), request, doc_id, bundle, 0);
                 }
                 InsertOutcome::Invalid(e) => {
                     let reason = e.to_string();
@@ -1199,6 +1185,32 @@ impl ActiveReplicator {
             }
         }
         self.pull_op_done(request, now);
+    }
+
+    /// Reads a conflicting document's leaves, to resolve its conflict with `bundle`.
+    fn read_to_resolve(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: Vec<Revision>,
+        attempt: u8,
+    ) {
+        let max_history = self.config.max_history;
+        self.op(
+            StorageOp::GetLeaves {
+                collection: name.clone(),
+                ids: vec![doc.clone()],
+                max_history,
+            },
+            Op::ResolveRead {
+                collection: name,
+                request,
+                doc,
+                bundle,
+                attempt,
+            },
+        );
     }
 
     /// Resolves a pulled document that conflicts with the local current revision, and
@@ -1297,22 +1309,7 @@ impl ActiveReplicator {
             }
             Some(InsertOutcome::Conflict { .. }) if attempt + 1 < MAX_RESOLVE_ATTEMPTS => {
                 // The local document changed while resolving: read it again.
-                let max_history = self.config.max_history;
-                self.op(
-                    StorageOp::GetLeaves {
-                        collection: name.clone(),
-                        ids: vec![doc.clone()],
-                        max_history,
-                    },
-                    Op::ResolveRead {
-                        collection: name,
-                        request,
-                        doc,
-                        bundle,
-                        attempt: attempt + 1,
-                    },
-                );
-                return;
+                return self.read_to_resolve(name, request, doc, bundle, attempt + 1);
             }
             other => {
                 let reason = match other {

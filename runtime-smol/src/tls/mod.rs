@@ -80,24 +80,19 @@ pub(crate) fn client_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match trust {
-        ServerTrust::Pinned(cert) => {
+        ServerTrust::TrustedRoots(roots) if !roots.is_empty() => {
+            builder.with_root_certificates(root_store(roots)?)
+        }
+        other => {
+            let mode = match other {
+                ServerTrust::Pinned(cert) => verify::Mode::Pinned(cert.clone()),
+                ServerTrust::SelfSignedOnly => verify::Mode::SelfSignedOnly,
+                _ => verify::Mode::NoRoots,
+            };
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verify::PinnedVerifier::new(
-                    cert.clone(),
-                    algs,
-                )))
+                .with_custom_certificate_verifier(Arc::new(verify::ModeVerifier::new(mode, algs)))
         }
-        ServerTrust::SelfSignedOnly => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verify::SelfSignedVerifier::new(algs))),
-        ServerTrust::Roots => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verify::NoRootsVerifier::new(algs))),
-        ServerTrust::TrustedRoots(roots) if roots.is_empty() => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verify::NoRootsVerifier::new(algs))),
-        ServerTrust::TrustedRoots(roots) => builder.with_root_certificates(root_store(roots)?),
     };
     Ok(match client_identity {
         None => builder.with_no_client_auth(),

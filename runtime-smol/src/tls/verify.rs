@@ -35,108 +35,42 @@ fn reject(why: CertificateRejection) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(why))))
 }
 
-/// Signature checks shared by the verifiers.
-#[derive(Clone, Copy)]
-struct Signatures(WebPkiSupportedAlgorithms);
-
-impl Signatures {
-    fn tls12(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn tls13(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(m, c, d, &self.0)
-    }
+/// What a [`ModeVerifier`] trusts.
+pub(crate) enum Mode {
+    /// Exactly one certificate, wherever it appears in the presented chain.
+    Pinned(CertificateDer<'static>),
+    /// Any certificate signed by its own key and within its validity window, and nothing
+    /// else (Couchbase Lite's "accept only self-signed certificates").
+    SelfSignedOnly,
+    /// Nothing: no pin, no self-signed mode and no trusted root is configured, so the
+    /// error says what to configure.
+    NoRoots,
 }
 
-/// Trusts exactly one certificate, wherever it appears in the presented chain.
-pub(crate) struct PinnedVerifier {
-    pinned: CertificateDer<'static>,
-    sigs: Signatures,
+/// A server-certificate verifier for the modes rustls's WebPKI verifier does not cover.
+pub(crate) struct ModeVerifier {
+    mode: Mode,
+    algs: WebPkiSupportedAlgorithms,
 }
 
-impl PinnedVerifier {
-    pub(crate) fn new(pinned: CertificateDer<'static>, algs: WebPkiSupportedAlgorithms) -> Self {
-        PinnedVerifier {
-            pinned,
-            sigs: Signatures(algs),
-        }
+impl ModeVerifier {
+    pub(crate) fn new(mode: Mode, algs: WebPkiSupportedAlgorithms) -> Self {
+        ModeVerifier { mode, algs }
     }
 }
 
-impl fmt::Debug for PinnedVerifier {
+impl fmt::Debug for ModeVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PinnedVerifier")
+        let mode = match self.mode {
+            Mode::Pinned(_) => "pinned",
+            Mode::SelfSignedOnly => "self-signed only",
+            Mode::NoRoots => "no trusted roots",
+        };
+        write!(f, "ModeVerifier({mode})")
     }
 }
 
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        let pinned = self.pinned.as_ref();
-        if end_entity.as_ref() == pinned || intermediates.iter().any(|c| c.as_ref() == pinned) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(reject(CertificateRejection::PinMismatch))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls12(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls13(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.sigs.0.supported_schemes()
-    }
-}
-
-/// Trusts any certificate that is signed by its own key and within its validity window,
-/// and nothing else (Couchbase Lite's "accept only self-signed certificates").
-pub(crate) struct SelfSignedVerifier {
-    sigs: Signatures,
-}
-
-impl SelfSignedVerifier {
-    pub(crate) fn new(algs: WebPkiSupportedAlgorithms) -> Self {
-        SelfSignedVerifier {
-            sigs: Signatures(algs),
-        }
-    }
-}
-
-impl fmt::Debug for SelfSignedVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SelfSignedVerifier")
-    }
-}
-
-impl ServerCertVerifier for SelfSignedVerifier {
+impl ServerCertVerifier for ModeVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -145,30 +79,48 @@ impl ServerCertVerifier for SelfSignedVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        if !intermediates.is_empty() {
-            return Err(reject(CertificateRejection::NotSelfSigned));
+        match &self.mode {
+            Mode::Pinned(pinned) => {
+                let pinned = pinned.as_ref();
+                if end_entity.as_ref() != pinned
+                    && intermediates.iter().all(|c| c.as_ref() != pinned)
+                {
+                    return Err(reject(CertificateRejection::PinMismatch));
+                }
+            }
+            Mode::SelfSignedOnly => {
+                if !intermediates.is_empty() {
+                    return Err(reject(CertificateRejection::NotSelfSigned));
+                }
+                check_self_signed(end_entity, now)?;
+            }
+            Mode::NoRoots => return Err(reject(CertificateRejection::NoTrustedRoots)),
         }
-        check_self_signed(end_entity, now)?;
         Ok(ServerCertVerified::assertion())
     }
+
+    // The handshake signatures are always checked, so a pinned or self-signed
+    // certificate cannot be replayed by someone without its key.
     fn verify_tls12_signature(
         &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls12(m, c, d)
+        verify_tls12_signature(message, cert, dss, &self.algs)
     }
+
     fn verify_tls13_signature(
         &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls13(m, c, d)
+        verify_tls13_signature(message, cert, dss, &self.algs)
     }
+
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.sigs.0.supported_schemes()
+        self.algs.supported_schemes()
     }
 }
 
@@ -191,58 +143,6 @@ pub(crate) fn check_self_signed(cert: &CertificateDer<'_>, now: UnixTime) -> Res
         return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
     }
     Ok(())
-}
-
-/// Refuses every certificate: used when no pin, no self-signed mode and no trusted root
-/// is configured, so the error says what to configure.
-pub(crate) struct NoRootsVerifier {
-    sigs: Signatures,
-}
-
-impl NoRootsVerifier {
-    pub(crate) fn new(algs: WebPkiSupportedAlgorithms) -> Self {
-        NoRootsVerifier {
-            sigs: Signatures(algs),
-        }
-    }
-}
-
-impl fmt::Debug for NoRootsVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NoRootsVerifier")
-    }
-}
-
-impl ServerCertVerifier for NoRootsVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Err(reject(CertificateRejection::NoTrustedRoots))
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls12(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.sigs.tls13(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.sigs.0.supported_schemes()
-    }
 }
 
 /// Finds the [`CertificateRejection`] inside a rustls error, if any.
