@@ -87,6 +87,8 @@ enum Op {
         doc: DocId,
         bundle: Vec<Revision>,
         attempt: u8,
+        /// The write holds a resolution (not just the remote revision).
+        resolved: bool,
     },
 }
 
@@ -935,6 +937,7 @@ impl ActiveReplicator {
                         Some(DocumentError::Conflict { remote: current })
                     }
                 },
+                conflict_resolved: false,
             })
             .collect();
         let done = events.len() as u64;
@@ -1276,6 +1279,7 @@ impl ActiveReplicator {
                     doc,
                     bundle,
                     attempt,
+                    resolved: expected.is_some(),
                 },
             ),
             Err(e) => {
@@ -1293,13 +1297,16 @@ impl ActiveReplicator {
         request: RequestNumber,
         doc: DocId,
         bundle: Vec<Revision>,
-        attempt: u8,
+        (attempt, resolved): (u8, bool),
         outcome: Option<InsertOutcome>,
         now: Instant,
     ) {
         match outcome {
             Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
                 self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
+                if resolved {
+                    self.mark_resolved(request);
+                }
                 // The resolution is a new local revision: push it.
                 let pushes = self.config.replicator_type.pushes();
                 if let Some(c) = self.cols.get_mut(&name).filter(|_| pushes) {
@@ -1354,6 +1361,19 @@ impl ActiveReplicator {
         self.finish_pull_revs(request, now);
     }
 
+    /// Flags the latest pulled document of a `Revs` request as a resolved conflict, if it
+    /// was stored.
+    fn mark_resolved(&mut self, request: RequestNumber) {
+        if let Some(event) = self
+            .pull_revs
+            .get_mut(&request)
+            .and_then(|e| e.events.last_mut())
+            && event.error.is_none()
+        {
+            event.conflict_resolved = true;
+        }
+    }
+
     /// Records the outcome of one pulled document.
     fn pulled_doc(
         &mut self,
@@ -1375,6 +1395,7 @@ impl ActiveReplicator {
                 direction: Direction::Pull,
                 deleted: remote.deleted,
                 error,
+                conflict_resolved: false,
             });
         }
     }
@@ -1506,11 +1527,20 @@ impl ActiveReplicator {
                     doc,
                     bundle,
                     attempt,
+                    resolved,
                 },
                 StorageReply::Inserted(mut outcomes),
             ) => {
                 let outcome = outcomes.pop();
-                self.resolution_written(collection, request, doc, bundle, attempt, outcome, now)
+                self.resolution_written(
+                    collection,
+                    request,
+                    doc,
+                    bundle,
+                    (attempt, resolved),
+                    outcome,
+                    now,
+                )
             }
             (_, reply) => self.fail(
                 ReplicationError::Storage(crate::StorageFailure {

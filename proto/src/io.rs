@@ -243,6 +243,9 @@ pub struct DocumentEvent {
     pub deleted: bool,
     /// Why it failed, if it did.
     pub error: Option<DocumentError>,
+    /// True when a pulled revision conflicted with a local one and the conflict was
+    /// resolved (the resolution is pushed back as a new local revision).
+    pub conflict_resolved: bool,
 }
 
 /// Something the application may want to know.

@@ -661,6 +661,7 @@ impl PassivePeer {
                 direction: Direction::Push,
                 deleted,
                 error: status_error(status),
+                conflict_resolved: false,
             })
             .collect::<Vec<_>>();
         self.conn.respond(n, Response::RevStatuses(statuses));
@@ -724,6 +725,7 @@ impl PassivePeer {
                         direction: Direction::Pull,
                         deleted,
                         error: status_error(status),
+                        conflict_resolved: false,
                     })
                     .collect();
                 if !events.is_empty() {

@@ -595,6 +595,22 @@ impl Database {
         Ok(self.inner.kv.get(Space::Local, id.as_bytes())?)
     }
 
+    /// IDs of the local documents that start with `prefix`, in order.
+    pub fn local_ids(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let start = std::ops::Bound::Included(prefix.as_bytes().to_vec());
+        let rows = self.inner.kv.scan(
+            Space::Local,
+            (start, std::ops::Bound::Unbounded),
+            usize::MAX,
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix.as_bytes()))
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect())
+    }
+
     /// Writes a local document.
     pub fn put_local(&self, id: &str, value: &[u8]) -> Result<(), StorageError> {
         check_local_id(id)?;

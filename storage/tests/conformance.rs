@@ -288,6 +288,9 @@ fn local_documents(h: &mut dyn Harness) {
     db.put_local("cp-1", b"one").unwrap();
     db.put_local("cp-1", b"two").unwrap();
     assert_eq!(db.get_local("cp-1").unwrap(), Some(b"two".to_vec()));
+    db.put_local("cp-2", b"x").unwrap();
+    db.put_local("other", b"x").unwrap();
+    assert_eq!(db.local_ids("cp-").unwrap(), vec!["cp-1", "cp-2"]);
     db.delete_local("cp-1").unwrap();
     assert_eq!(db.get_local("cp-1").unwrap(), None);
     assert_eq!(db.put_local("", b"x"), Err(StorageError::InvalidLocalId));

@@ -168,6 +168,21 @@ fn push_and_pull_resolves_conflicts_with_the_default_rule() {
     w.check_acknowledged_kept(hub, &[hub, client]).unwrap();
     let doc = w.db(client).get(&dc(), &id("shared")).unwrap().unwrap();
     assert!(!doc.conflicted);
+    // Both conflicts were reported as resolved to the application.
+    let resolved: Vec<String> = w
+        .events(link)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Documents(d) => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|d| d.conflict_resolved)
+        .map(|d| d.doc_id.to_string())
+        .collect();
+    let mut resolved = resolved;
+    resolved.sort();
+    assert_eq!(resolved, vec!["gone", "shared"]);
 }
 
 #[test]
