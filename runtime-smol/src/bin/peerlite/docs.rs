@@ -1,0 +1,126 @@
+//! Document commands: put, get, rm, ls, import, export.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
+
+use peerlite_proto::{Body, DocId};
+use peerlite_storage::{Expected, StorageError};
+
+use crate::DbArgs;
+
+fn doc_id(id: &str) -> Result<DocId, String> {
+    DocId::new(id).map_err(|e| format!("invalid document ID {id:?}: {e}"))
+}
+
+pub(crate) fn put(args: &DbArgs, id: &str, json: &str) -> Result<(), String> {
+    let (db, c) = args.open()?;
+    let body = Body::from_json_str(json).map_err(|e| e.to_string())?;
+    let w = db.save(&c, &doc_id(id)?, body).map_err(|e| e.to_string())?;
+    println!("{}", w.rev);
+    Ok(())
+}
+
+pub(crate) fn get(args: &DbArgs, id: &str) -> Result<(), String> {
+    let (db, c) = args.open()?;
+    match db.get(&c, &doc_id(id)?).map_err(|e| e.to_string())? {
+        Some(doc) => {
+            println!("{}", doc.body.to_json_string());
+            Ok(())
+        }
+        None => Err(format!("document {id:?} not found in {c}")),
+    }
+}
+
+pub(crate) fn rm(args: &DbArgs, id: &str) -> Result<(), String> {
+    let (db, c) = args.open()?;
+    let w = db
+        .delete(&c, &doc_id(id)?, Expected::Any)
+        .map_err(|e| match e {
+            StorageError::NotFound { .. } => format!("document {id:?} not found in {c}"),
+            other => other.to_string(),
+        })?;
+    println!("{}", w.rev);
+    Ok(())
+}
+
+pub(crate) fn ls(args: &DbArgs) -> Result<(), String> {
+    let (db, c) = args.open()?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut after = None;
+    loop {
+        let page = db
+            .documents(&c, after.as_ref(), 1000)
+            .map_err(|e| e.to_string())?;
+        for d in &page.documents {
+            writeln!(out, "{}", d.id).map_err(|e| e.to_string())?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// Reads every line first, so a bad line imports nothing.
+pub(crate) fn import(args: &DbArgs, file: &Path) -> Result<(), String> {
+    let reader: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut docs = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |msg: String| format!("line {}: {msg}", n + 1);
+        let mut value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
+        let object = value
+            .as_object_mut()
+            .ok_or_else(|| at("expected a JSON object".into()))?;
+        let id = match object.remove("_id") {
+            Some(serde_json::Value::String(id)) => doc_id(&id).map_err(at)?,
+            _ => return Err(at("expected an \"_id\" string".into())),
+        };
+        let body = Body::from_json(&value).map_err(|e| at(e.to_string()))?;
+        docs.push((id, body));
+    }
+    let (db, c) = args.open()?;
+    let count = docs.len();
+    let mut rest = docs;
+    while !rest.is_empty() {
+        let chunk: Vec<_> = rest.drain(..rest.len().min(1000)).collect();
+        db.save_batch(&c, chunk).map_err(|e| e.to_string())?;
+    }
+    println!("imported {count} documents into {c}");
+    Ok(())
+}
+
+pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
+    let (db, c) = args.open()?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut after = None;
+    loop {
+        let page = db
+            .documents(&c, after.as_ref(), 1000)
+            .map_err(|e| e.to_string())?;
+        for d in &page.documents {
+            let mut line = serde_json::Map::new();
+            line.insert("_id".into(), d.id.as_str().into());
+            if let serde_json::Value::Object(body) = d.body.to_json() {
+                line.extend(body);
+            }
+            writeln!(out, "{}", serde_json::Value::Object(line)).map_err(|e| e.to_string())?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.flush().map_err(|e| e.to_string())
+}

@@ -1,0 +1,138 @@
+//! `peerlite`: serve a database, sync with a peer, edit documents, manage TLS identities,
+//! and run a demo.
+
+mod demo;
+mod docs;
+mod identity;
+mod net;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use peerlite_proto::CollectionName;
+use peerlite_storage::Database;
+
+/// Peer-to-peer document sync: serve a database, sync with a peer, edit documents.
+#[derive(Parser)]
+#[command(name = "peerlite", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a database to replicators (a listener: the passive peer).
+    Serve(net::ServeArgs),
+    /// Replicate a database with a listener at URL (the active peer).
+    Sync(net::SyncArgs),
+    /// Save a document from JSON (an object).
+    Put {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Document ID.
+        id: String,
+        /// The document body, a JSON object.
+        json: String,
+    },
+    /// Print a document's body as JSON.
+    Get {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Document ID.
+        id: String,
+    },
+    /// Delete a document.
+    Rm {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Document ID.
+        id: String,
+    },
+    /// List document IDs, one per line.
+    Ls {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Import documents from JSON lines, each an object with an "_id".
+    Import {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The JSON-lines file ("-" for standard input).
+        file: PathBuf,
+    },
+    /// Export documents as JSON lines, each with its "_id".
+    Export {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage TLS identities stored in a database.
+    Identity {
+        /// Database directory.
+        #[arg(long)]
+        db: PathBuf,
+        #[command(subcommand)]
+        command: identity::IdentityCommand,
+    },
+    /// Sync a generated data set between a listener and a replicator on loopback, with
+    /// TLS and Basic auth, then make conflicts and resolve them.
+    Demo {
+        /// Number of documents to generate.
+        #[arg(long, default_value_t = 10_000)]
+        docs: usize,
+    },
+}
+
+/// A database directory and a collection.
+#[derive(Args)]
+struct DbArgs {
+    /// Database directory (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Collection, as scope.name or name.
+    #[arg(long, default_value = "_default._default")]
+    collection: String,
+}
+
+impl DbArgs {
+    fn open(&self) -> Result<(Database, CollectionName), String> {
+        let collection = parse_collection(&self.collection)?;
+        let db = open_db(&self.db)?;
+        db.create_collection(&collection)
+            .map_err(|e| e.to_string())?;
+        Ok((db, collection))
+    }
+}
+
+fn open_db(path: &std::path::Path) -> Result<Database, String> {
+    Database::open(path).map_err(|e| format!("cannot open database {}: {e}", path.display()))
+}
+
+fn parse_collection(s: &str) -> Result<CollectionName, String> {
+    s.parse()
+        .map_err(|e| format!("invalid collection {s:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => net::serve(args),
+        Command::Sync(args) => net::sync(args),
+        Command::Put { db, id, json } => docs::put(&db, &id, &json),
+        Command::Get { db, id } => docs::get(&db, &id),
+        Command::Rm { db, id } => docs::rm(&db, &id),
+        Command::Ls { db } => docs::ls(&db),
+        Command::Import { db, file } => docs::import(&db, &file),
+        Command::Export { db } => docs::export(&db),
+        Command::Identity { db, command } => identity::run(&db, command),
+        Command::Demo { docs } => demo::run(docs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

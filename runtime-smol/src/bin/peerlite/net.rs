@@ -1,0 +1,340 @@
+//! `peerlite serve` and `peerlite sync`.
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::Args;
+use peerlite_proto::{CollectionConfig, Direction, DocId, ReplicatorType};
+use peerlite_smol::{
+    Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator,
+    ReplicatorConfiguration, ServerTrust, TlsIdentity, User,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Arguments of `peerlite serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Database directory (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 4984)]
+    port: u16,
+    /// Collections to serve (scope.name); repeat for several. Default: _default._default.
+    #[arg(long = "collection")]
+    collections: Vec<String>,
+    /// A user allowed to connect, as NAME:PASSWORD; repeat for several.
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Refuse pushes: clients may only pull.
+    #[arg(long)]
+    read_only: bool,
+    /// Serve plain WebSockets (development only: data and passwords travel in clear).
+    #[arg(long, conflicts_with_all = ["tls_self_signed", "tls_cert", "tls_p12"])]
+    no_tls: bool,
+    /// Use the self-signed identity stored under LABEL, creating it if absent.
+    #[arg(long, value_name = "LABEL", conflicts_with_all = ["tls_cert", "tls_p12"])]
+    tls_self_signed: Option<String>,
+    /// PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        value_name = "CERT.pem",
+        requires = "tls_key",
+        conflicts_with = "tls_p12"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (with --tls-cert).
+    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PKCS#12 archive with the certificate and key.
+    #[arg(long, value_name = "FILE", requires = "tls_p12_password")]
+    tls_p12: Option<PathBuf>,
+    /// Password of the PKCS#12 archive.
+    #[arg(long, value_name = "PASS", requires = "tls_p12")]
+    tls_p12_password: Option<String>,
+    /// Require client certificates issued by the CA(s) in this PEM file.
+    #[arg(long, value_name = "CA.pem", conflicts_with_all = ["users", "no_tls"])]
+    client_ca: Option<PathBuf>,
+}
+
+/// Arguments of `peerlite sync`.
+#[derive(Args)]
+pub(crate) struct SyncArgs {
+    /// The listener, e.g. wss://192.168.1.100:4984/db.
+    url: String,
+    /// Database directory (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Only push.
+    #[arg(long, conflicts_with = "pull")]
+    push: bool,
+    /// Only pull.
+    #[arg(long)]
+    pull: bool,
+    /// Keep running and replicate changes as they happen (until Ctrl-C).
+    #[arg(long)]
+    continuous: bool,
+    /// Collections to replicate (scope.name); repeat for several. Default: _default._default.
+    #[arg(long = "collection")]
+    collections: Vec<String>,
+    /// Credentials, as NAME:PASSWORD.
+    #[arg(long)]
+    user: Option<String>,
+    /// Trust only this certificate (PEM or DER file).
+    #[arg(long, value_name = "FILE", conflicts_with = "accept_self_signed")]
+    pinned_cert: Option<PathBuf>,
+    /// Accept any self-signed certificate (and no CA-issued one).
+    #[arg(long)]
+    accept_self_signed: bool,
+    /// Client certificate chain in PEM (with --client-key).
+    #[arg(long, value_name = "CERT.pem", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Client private key in PEM (with --client-cert).
+    #[arg(long, value_name = "KEY.pem", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Only replicate these documents; repeat for several.
+    #[arg(long = "doc-id")]
+    doc_ids: Vec<String>,
+}
+
+fn split_user(s: &str) -> Result<(&str, &str), String> {
+    s.split_once(':')
+        .filter(|(u, _)| !u.is_empty())
+        .ok_or_else(|| format!("invalid user {s:?}: write NAME:PASSWORD"))
+}
+
+fn collections(names: &[String]) -> Result<Vec<peerlite_proto::CollectionName>, String> {
+    if names.is_empty() {
+        return Ok(vec![Default::default()]);
+    }
+    names.iter().map(|n| crate::parse_collection(n)).collect()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signal() -> Result<(), String> {
+    let (tx, rx) = async_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })
+    .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let _ = rx.recv().await;
+    Ok(())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pem: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if !pem.is_empty() {
+        return Ok(pem);
+    }
+    // Not PEM: a single DER certificate.
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateDer::from(bytes)]);
+    }
+    Err(format!("no certificate in {}", path.display()))
+}
+
+pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
+    let db = crate::open_db(&args.db)?;
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        ListenerTls::Identity(TlsIdentity::from_pem_files(cert, key).map_err(|e| e.to_string())?)
+    } else if let (Some(p12), Some(password)) = (&args.tls_p12, &args.tls_p12_password) {
+        let der = std::fs::read(p12).map_err(|e| format!("cannot read {}: {e}", p12.display()))?;
+        ListenerTls::Identity(TlsIdentity::from_pkcs12(&der, password).map_err(|e| e.to_string())?)
+    } else {
+        let label = args
+            .tls_self_signed
+            .clone()
+            .unwrap_or_else(|| "peerlite".into());
+        ListenerTls::SelfSigned {
+            label,
+            attributes: peerlite_smol::IdentityAttributes::common_name("peerlite"),
+            expiration: None,
+        }
+    };
+    let authenticator = match &args.client_ca {
+        Some(ca) => Some(ListenerAuthenticator::ClientCertificate {
+            roots: read_certs(ca)?,
+        }),
+        None if args.users.is_empty() => None,
+        None => {
+            let users = args
+                .users
+                .iter()
+                .map(|u| split_user(u).map(|(name, pass)| User::new(name, pass)))
+                .collect::<Result<_, _>>()?;
+            Some(ListenerAuthenticator::Basic(users))
+        }
+    };
+    let config = ListenerConfig {
+        collections: collections(&args.collections)?,
+        port: args.port,
+        network_interface: args.host,
+        disable_tls: args.no_tls,
+        tls,
+        authenticator,
+        read_only: args.read_only,
+        ..ListenerConfig::default()
+    };
+    smol::block_on(async {
+        let listener = Listener::start(db, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout().lock();
+        for url in listener.urls() {
+            let _ = writeln!(out, "listening on {url}");
+        }
+        if let Some(id) = listener.tls_identity() {
+            let _ = writeln!(out, "certificate sha256 {}", id.sha256_fingerprint());
+        }
+        let _ = out.flush();
+        drop(out);
+        signal().await?;
+        listener.stop().await;
+        Ok(())
+    })
+}
+
+pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
+    let db = crate::open_db(&args.db)?;
+    let mut config = ReplicatorConfiguration::new(args.url.clone());
+    config.replicator_type = match (args.push, args.pull) {
+        (true, _) => ReplicatorType::Push,
+        (_, true) => ReplicatorType::Pull,
+        _ => ReplicatorType::PushAndPull,
+    };
+    config.continuous = args.continuous;
+    let doc_ids = args
+        .doc_ids
+        .iter()
+        .map(|d| DocId::new(d.as_str()).map_err(|e| format!("invalid --doc-id {d:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    config.collections = collections(&args.collections)?
+        .into_iter()
+        .map(|c| CollectionConfig {
+            doc_ids: (!doc_ids.is_empty()).then(|| doc_ids.clone()),
+            ..CollectionConfig::new(c)
+        })
+        .collect();
+    if let Some(user) = &args.user {
+        let (name, pass) = split_user(user)?;
+        config.credentials = Some(Credentials::new(name, pass));
+    }
+    config.server_trust = match (&args.pinned_cert, args.accept_self_signed) {
+        (Some(file), _) => {
+            let cert = read_certs(file)?
+                .into_iter()
+                .next()
+                .ok_or("no certificate in the pinned file")?;
+            ServerTrust::Pinned(cert)
+        }
+        (None, true) => ServerTrust::SelfSignedOnly,
+        (None, false) => ServerTrust::default(),
+    };
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        config.client_identity =
+            Some(TlsIdentity::from_pem_files(cert, key).map_err(|e| e.to_string())?);
+    }
+    if !args.continuous {
+        config.max_attempts = 3;
+    }
+    let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    replicator.add_document_listener(move |docs| {
+        for d in docs.iter().filter(|d| d.error.is_none()) {
+            match d.direction {
+                Direction::Push => c.pushed.fetch_add(1, Ordering::Relaxed),
+                Direction::Pull => c.pulled.fetch_add(1, Ordering::Relaxed),
+            };
+            if d.conflict_resolved {
+                c.resolved.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let failed = docs.iter().filter(|d| d.error.is_some()).count() as u64;
+        c.failed.fetch_add(failed, Ordering::Relaxed);
+    });
+    let bar = progress_bar();
+    if let Some(bar) = bar.clone() {
+        replicator.add_change_listener(move |s| {
+            bar.set_length(s.progress.total);
+            bar.set_position(s.progress.completed);
+            bar.set_message(format!("{:?}", s.activity));
+        });
+    }
+    replicator.start();
+    let status = smol::block_on(async {
+        if args.continuous {
+            // Until Ctrl-C, or until the replicator stops by itself (a fatal error).
+            let interrupted = smol::future::or(async { signal().await.map(|()| true) }, async {
+                replicator.wait_until_stopped().await;
+                Ok(false)
+            })
+            .await?;
+            if interrupted {
+                replicator.stop();
+                let mut status = replicator.wait_until_stopped().await;
+                status.error = None;
+                return Ok::<_, String>(status);
+            }
+        }
+        Ok(replicator.wait_until_stopped().await)
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!("{}", counts.summary());
+    match status.error {
+        Some(e) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    pushed: AtomicU64,
+    pulled: AtomicU64,
+    resolved: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counts {
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "pushed {}, pulled {}, conflicts resolved {}",
+            self.pushed.load(Ordering::Relaxed),
+            self.pulled.load(Ordering::Relaxed),
+            self.resolved.load(Ordering::Relaxed)
+        );
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            s.push_str(&format!(
+                ", {failed} documents not replicated (conflicts or rejections)"
+            ));
+        }
+        s
+    }
+}
+
+/// A progress bar on standard error, when it is a terminal.
+pub(crate) fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg:8} [{bar:40}] {pos}/{len} ({per_sec})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}

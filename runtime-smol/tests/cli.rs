@@ -1,0 +1,464 @@
+//! The `peerlite` command-line tool, as a user runs it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn peerlite() -> Command {
+    Command::cargo_bin("peerlite").unwrap()
+}
+
+fn db_arg(dir: &Path) -> String {
+    dir.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["sync", "--help"],
+        vec!["put", "--help"],
+        vec!["get", "--help"],
+        vec!["rm", "--help"],
+        vec!["ls", "--help"],
+        vec!["import", "--help"],
+        vec!["export", "--help"],
+        vec!["identity", "--help"],
+        vec!["identity", "create", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        peerlite()
+            .args(&args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage"));
+    }
+}
+
+#[test]
+fn document_commands_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    peerlite()
+        .args(["put", "--db", &db, "a", r#"{"n": 1}"#])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("1-"));
+    peerlite()
+        .args(["put", "--db", &db, "b", r#"{"n": 2}"#])
+        .assert()
+        .success();
+    peerlite()
+        .args(["put", "--db", &db, "--collection", "app.notes", "c", "{}"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["get", "--db", &db, "a"])
+        .assert()
+        .success()
+        .stdout("{\"n\":1}\n");
+    peerlite()
+        .args(["ls", "--db", &db])
+        .assert()
+        .success()
+        .stdout("a\nb\n");
+    peerlite()
+        .args(["ls", "--db", &db, "--collection", "app.notes"])
+        .assert()
+        .success()
+        .stdout("c\n");
+    peerlite()
+        .args(["rm", "--db", &db, "b"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("2-"));
+    peerlite()
+        .args(["ls", "--db", &db])
+        .assert()
+        .success()
+        .stdout("a\n");
+
+    // Errors: one clear line, non-zero exit.
+    for (args, says) in [
+        (vec!["get", "--db", &db, "b"], "not found"),
+        (vec!["rm", "--db", &db, "b"], "not found"),
+        (vec!["put", "--db", &db, "x", "[1, 2]"], "must be a map"),
+        (vec!["put", "--db", &db, "x", "{nope"], "invalid JSON"),
+        (vec!["put", "--db", &db, "", "{}"], "invalid document ID"),
+        (
+            vec!["put", "--db", &db, "--collection", "a.b.c", "x", "{}"],
+            "invalid collection",
+        ),
+    ] {
+        peerlite()
+            .args(&args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::starts_with("error: ").and(predicate::str::contains(says)));
+    }
+}
+
+#[test]
+fn import_and_export_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("db"));
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        "{\"_id\": \"k1\", \"v\": 1}\n\n{\"_id\": \"k2\", \"v\": [true, null]}\n",
+    )
+    .unwrap();
+    peerlite()
+        .args(["import", "--db", &db, file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("imported 2 documents"));
+    peerlite()
+        .args(["export", "--db", &db])
+        .assert()
+        .success()
+        .stdout("{\"_id\":\"k1\",\"v\":1}\n{\"_id\":\"k2\",\"v\":[true,null]}\n");
+    // A bad line anywhere imports nothing.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"_id\": \"k3\"}\n{\"v\": 1}\n").unwrap();
+    peerlite()
+        .args(["import", "--db", &db, bad.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("line 2").and(predicate::str::contains("_id")));
+    peerlite()
+        .args(["get", "--db", &db, "k3"])
+        .assert()
+        .failure();
+    peerlite()
+        .args(["import", "--db", &db, "/no/such/file.jsonl"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot read"));
+}
+
+#[test]
+fn identity_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(dir.path());
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &db,
+            "create",
+            "my-server-identity",
+            "--common-name",
+            "My Server",
+            "--organization",
+            "My Company",
+            "--organization-unit",
+            "Mobile",
+            "--email",
+            "admin@mycompany.com",
+            "--expiration",
+            "2031-01-01T00:00:00Z",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "created my-server-identity sha256 ",
+        ));
+    peerlite()
+        .args(["identity", "--db", &db, "create", "my-server-identity"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("exists"));
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &db,
+            "create",
+            "old",
+            "--expiration",
+            "2001-01-01T00:00:00Z",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("in the past"));
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &db,
+            "create",
+            "x",
+            "--expiration",
+            "next tuesday",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("RFC 3339"));
+    peerlite()
+        .args(["identity", "--db", &db, "list"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("my-server-identity\tsha256 ")
+                .and(predicate::str::contains("expires 2031-01-01")),
+        );
+    let pem = peerlite()
+        .args(["identity", "--db", &db, "export-cert", "my-server-identity"])
+        .output()
+        .unwrap();
+    let pem = String::from_utf8(pem.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // openssl reads it and sees the attributes.
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, &pem).unwrap();
+    let text = StdCommand::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        subject.contains("My Server")
+            && subject.contains("My Company")
+            && subject.contains("Mobile"),
+        "{subject}"
+    );
+    peerlite()
+        .args(["identity", "--db", &db, "delete", "my-server-identity"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["identity", "--db", &db, "delete", "my-server-identity"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no identity"));
+}
+
+/// A `peerlite serve` child process; its URL and certificate fingerprint.
+struct Server {
+    child: Child,
+    url: String,
+    fingerprint: Option<String>,
+}
+
+impl Server {
+    fn start(db: &str, extra: &[&str]) -> Server {
+        let bin = assert_cmd::cargo::cargo_bin("peerlite");
+        let mut child = StdCommand::new(bin)
+            .args(["serve", "--db", db, "--host", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {first}"))
+            .to_owned();
+        let fingerprint = if url.starts_with("wss") {
+            let second = lines.next().unwrap().unwrap();
+            Some(
+                second
+                    .strip_prefix("certificate sha256 ")
+                    .unwrap()
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        Server {
+            child,
+            url,
+            fingerprint,
+        }
+    }
+
+    /// Stops it with SIGTERM and checks that it exits cleanly.
+    fn stop(mut self) {
+        let status = StdCommand::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "serve exited with {exit:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn serve_and_sync_as_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    for i in 0..50 {
+        peerlite()
+            .args(["put", "--db", &a, &format!("a{i}"), r#"{"from": "a"}"#])
+            .assert()
+            .success();
+    }
+    peerlite()
+        .args(["put", "--db", &b, "b0", r#"{"from": "b"}"#])
+        .assert()
+        .success();
+    let server = Server::start(&a, &["--user", "alice:s3cret"]);
+    assert!(server.url.starts_with("wss://127.0.0.1:") && server.url.ends_with("/db"));
+    assert_eq!(server.fingerprint.as_ref().unwrap().len(), 64);
+
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--user",
+            "alice:s3cret",
+            "--accept-self-signed",
+        ])
+        .assert()
+        .success()
+        .stdout("pushed 1, pulled 50, conflicts resolved 0\n");
+    let export = |db: &str| {
+        peerlite()
+            .args(["export", "--db", db])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    // The listener holds its database open; compare after stopping it.
+    let from_b = export(&b);
+
+    // Failure paths: wrong password, no trust configured, TLS required.
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--user",
+            "alice:wrong",
+            "--accept-self-signed",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("401"));
+    peerlite()
+        .args(["sync", &server.url, "--db", &b, "--user", "alice:s3cret"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not trusted"));
+    let plain = server.url.replacen("wss://", "ws://", 1);
+    peerlite()
+        .args(["sync", &plain, "--db", &b, "--user", "alice:s3cret"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("wss://"));
+    server.stop();
+    assert_eq!(export(&a), from_b);
+    assert_eq!(String::from_utf8(from_b).unwrap().lines().count(), 51);
+}
+
+#[test]
+fn sync_with_a_pinned_certificate_and_push_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &a,
+            "create",
+            "server",
+            "--common-name",
+            "localhost",
+        ])
+        .assert()
+        .success();
+    let pem = peerlite()
+        .args(["identity", "--db", &a, "export-cert", "server"])
+        .output()
+        .unwrap()
+        .stdout;
+    let pin = dir.path().join("server.pem");
+    std::fs::write(&pin, pem).unwrap();
+    peerlite()
+        .args(["put", "--db", &b, "only-b", "{}"])
+        .assert()
+        .success();
+    let server = Server::start(&a, &["--tls-self-signed", "server"]);
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--push",
+            "--pinned-cert",
+            pin.to_str().unwrap(),
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("pushed 1, pulled 0"));
+    // A pin that does not match.
+    let other = dir.path().join("other");
+    peerlite()
+        .args(["identity", "--db", other.to_str().unwrap(), "create", "x"])
+        .assert()
+        .success();
+    let other_pem = peerlite()
+        .args([
+            "identity",
+            "--db",
+            other.to_str().unwrap(),
+            "export-cert",
+            "x",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other_pem).unwrap();
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--pinned-cert",
+            wrong.to_str().unwrap(),
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "does not match the pinned certificate",
+        ));
+    server.stop();
+}
+
+#[test]
+fn demo_runs_and_converges() {
+    peerlite()
+        .args(["demo", "--docs", "300"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("pushed 300")
+                .and(predicate::str::contains("conflicts resolved 10"))
+                .and(predicate::str::contains(
+                    "both devices hold the same 295 documents",
+                )),
+        );
+}
