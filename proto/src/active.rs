@@ -698,7 +698,8 @@ impl ActiveReplicator {
 
     fn push_read(&mut self, name: CollectionName, changes: Vec<Change>, now: Instant) {
         let limit = self.config.changes_batch;
-        let max_history = self.config.max_history;
+        // Deep enough to reach back to whatever the receiver knows (see fit_history).
+        let max_history = crate::bundle::READ_HISTORY;
         let Some(c) = self.cols.get_mut(&name) else {
             return;
         };
@@ -814,9 +815,10 @@ impl ActiveReplicator {
         name: &CollectionName,
         batch: u64,
         docs: Vec<DocId>,
-        flags: Vec<bool>,
+        flags: Vec<Option<Vec<RevId>>>,
         now: Instant,
     ) {
+        let max_history = self.config.max_history;
         if flags.len() != docs.len() {
             let msg = format!(
                 "Wanted has {} flags for {} proposed changes",
@@ -837,9 +839,13 @@ impl ActiveReplicator {
         let mut bundles = Vec::new();
         for (doc_id, want) in docs.into_iter().zip(flags) {
             match (want, b.revs.get(&doc_id)) {
-                (true, Some((revisions, seq))) => bundles.push(RevBundle {
+                (Some(known), Some((revisions, seq))) => bundles.push(RevBundle {
                     doc_id,
-                    revisions: revisions.clone(),
+                    revisions: {
+                        let mut revisions = revisions.clone();
+                        crate::bundle::fit_history(&mut revisions, &known, max_history);
+                        revisions
+                    },
                     seq: *seq,
                 }),
                 _ => {
@@ -1020,7 +1026,7 @@ impl ActiveReplicator {
         });
         if chosen.is_empty() {
             self.conn
-                .respond(n, Response::Wanted(vec![false; changes.len()]));
+                .respond(n, Response::Wanted(vec![None; changes.len()]));
             self.progress(total, total);
             return self.finish_pull_batches(&name, now);
         }
@@ -1056,8 +1062,12 @@ impl ActiveReplicator {
         let mut flags = Vec::with_capacity(changes.len());
         let mut wanted = BTreeSet::new();
         for (change, sel) in changes.iter().zip(&selected) {
-            let want = *sel && chosen_wanted.next().unwrap_or(false);
-            if want {
+            let want = if *sel {
+                chosen_wanted.next().flatten()
+            } else {
+                None
+            };
+            if want.is_some() {
                 wanted.insert(change.doc_id.clone());
             }
             flags.push(want);

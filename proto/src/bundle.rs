@@ -47,17 +47,37 @@ pub(crate) fn diff_query(changes: &[Change]) -> (Vec<(DocId, RevId)>, Vec<usize>
     (revs, counts)
 }
 
-/// Per change: wanted when the store misses any of its revisions.
-pub(crate) fn wanted_from_diff(counts: &[usize], diff: Vec<RevsDiff>) -> Vec<bool> {
+/// Per change: `None` when the store has all of its revisions, otherwise the store's
+/// leaf revisions of the document (what the sender's history should reach back to).
+pub(crate) fn wanted_from_diff(counts: &[usize], diff: Vec<RevsDiff>) -> Vec<Option<Vec<RevId>>> {
     let mut diff = diff.into_iter();
     counts
         .iter()
         .map(|n| {
-            diff.by_ref().take(*n).fold(false, |want, d| {
-                want | matches!(d, RevsDiff::Missing { .. })
+            diff.by_ref().take(*n).fold(None, |want, d| match d {
+                RevsDiff::Missing { leaves } => Some(want.unwrap_or(leaves)),
+                RevsDiff::Present => want,
             })
         })
         .collect()
+}
+
+/// Ancestors to read when building a bundle: enough to reach back to what the receiver
+/// knows (the store keeps at most its pruning depth anyway).
+pub(crate) const READ_HISTORY: usize = crate::MAX_HISTORY;
+
+/// Trims each revision's history so it reaches back to (and includes) the newest
+/// ancestor the receiver already has; with none in sight, to `max_history` ancestors.
+pub(crate) fn fit_history(bundle: &mut [Revision], known: &[RevId], max_history: usize) {
+    for r in bundle {
+        let keep = match r.history.iter().position(|h| known.contains(h)) {
+            Some(i) => i + 1,
+            None => max_history.max(1),
+        };
+        r.history.truncate(keep);
+        let history = &r.history;
+        r.deleted_ancestors.retain(|d| history.contains(d));
+    }
 }
 
 #[cfg(test)]

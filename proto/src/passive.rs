@@ -165,7 +165,8 @@ enum Op {
     Propose(RequestNumber, Vec<usize>),
     ReadRevs {
         collection: CollectionName,
-        changes: Vec<Change>,
+        /// Each wanted change with the receiver's known leaves of its document.
+        changes: Vec<(Change, Vec<RevId>)>,
     },
     Insert {
         request: RequestNumber,
@@ -189,8 +190,9 @@ struct Feed {
     /// A local change arrived since the last read.
     dirty: bool,
     changes_in_flight: usize,
-    /// Wanted changes whose revisions are still to be sent.
-    wanted: VecDeque<Change>,
+    /// Wanted changes whose revisions are still to be sent, with the receiver's known
+    /// leaves of each document.
+    wanted: VecDeque<(Change, Vec<RevId>)>,
     revs_reading: bool,
     rev_bytes_in_flight: usize,
 }
@@ -692,7 +694,7 @@ impl PassivePeer {
                         changes
                             .into_iter()
                             .zip(flags)
-                            .filter_map(|(c, want)| want.then_some(c)),
+                            .filter_map(|(c, want)| want.map(|known| (c, known))),
                     );
                 }
                 self.pump(&collection);
@@ -839,21 +841,25 @@ impl PassivePeer {
     fn send_revs(
         &mut self,
         collection: CollectionName,
-        changes: Vec<Change>,
+        changes: Vec<(Change, Vec<RevId>)>,
         leaves: Vec<Vec<Revision>>,
     ) {
+        let max_history = self.config.max_history;
         let mut docs = Vec::new();
         let mut unavailable = Vec::new();
-        for (change, leaves) in changes
+        for ((change, known), leaves) in changes
             .into_iter()
             .zip(leaves.into_iter().chain(std::iter::repeat_with(Vec::new)))
         {
             match crate::bundle_from_leaves(leaves, &change.rev) {
-                Some(revisions) => docs.push(RevBundle {
-                    doc_id: change.doc_id,
-                    revisions,
-                    seq: change.seq,
-                }),
+                Some(mut revisions) => {
+                    crate::bundle::fit_history(&mut revisions, &known, max_history);
+                    docs.push(RevBundle {
+                        doc_id: change.doc_id,
+                        revisions,
+                        seq: change.seq,
+                    })
+                }
                 None => unavailable.push(change.doc_id),
             }
         }
@@ -900,14 +906,14 @@ impl PassivePeer {
             && f.rev_bytes_in_flight < config.max_rev_bytes_in_flight
         {
             let take = f.wanted.len().min(config.revs_per_message);
-            let changes: Vec<Change> = f.wanted.drain(..take).collect();
+            let changes: Vec<(Change, Vec<RevId>)> = f.wanted.drain(..take).collect();
             f.revs_reading = true;
-            let ids = changes.iter().map(|c| c.doc_id.clone()).collect();
+            let ids = changes.iter().map(|(c, _)| c.doc_id.clone()).collect();
             self.conn.storage(
                 StorageOp::GetLeaves {
                     collection: collection.clone(),
                     ids,
-                    max_history: config.max_history,
+                    max_history: crate::bundle::READ_HISTORY,
                 },
                 Op::ReadRevs {
                     collection: collection.clone(),

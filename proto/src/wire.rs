@@ -199,8 +199,10 @@ pub enum Response {
     Checkpoint(Option<Checkpoint>),
     /// Done.
     Ok,
-    /// One flag per proposed or announced change: send it (true) or not (false).
-    Wanted(Vec<bool>),
+    /// One entry per proposed or announced change: `None` when it is not wanted, or the
+    /// receiver's leaf revisions of that document (empty if it has none), so the sender
+    /// includes history back to one of them and the chain connects.
+    Wanted(Vec<Option<Vec<RevId>>>),
     /// One status per document of a `Revs` request.
     RevStatuses(Vec<RevStatus>),
     /// Answer to `Ping`.
@@ -395,7 +397,13 @@ impl Frame {
                 Request::GetCheckpoint { .. } | Request::Ping => Ok(()),
             },
             Frame::Response(_, resp) => match resp {
-                Response::Wanted(w) => check("Wanted", w.len(), limits.max_batch),
+                Response::Wanted(w) => {
+                    check("Wanted", w.len(), limits.max_batch)?;
+                    for known in w.iter().flatten() {
+                        check("Wanted.known", known.len(), 64)?;
+                    }
+                    Ok(())
+                }
                 Response::RevStatuses(s) => check("RevStatuses", s.len(), limits.max_batch),
                 Response::Checkpoint(Some(cp)) => check(
                     "Checkpoint.collections",
@@ -422,6 +430,7 @@ mod tests {
         )
         .unwrap();
         let r2 = r1.child(true, Body::empty(), 20).unwrap();
+        let r2_rev = r2.rev;
         let c: CollectionName = "s.c".parse().unwrap();
         let id = DocId::new("doc").unwrap();
         let mut cp = Checkpoint::default();
@@ -502,7 +511,10 @@ mod tests {
             Frame::Response(2, Response::Checkpoint(Some(cp))),
             Frame::Response(2, Response::Checkpoint(None)),
             Frame::Response(3, Response::Ok),
-            Frame::Response(5, Response::Wanted(vec![true, false])),
+            Frame::Response(
+                5,
+                Response::Wanted(vec![Some(vec![]), None, Some(vec![r2_rev])]),
+            ),
             Frame::Response(
                 7,
                 Response::RevStatuses(vec![
@@ -558,7 +570,7 @@ mod tests {
             Frame::decode(&big.encode(), &limits),
             Err(FrameError::TooLarge { .. })
         ));
-        let wanted = Frame::Response(1, Response::Wanted(vec![true; 3]));
+        let wanted = Frame::Response(1, Response::Wanted(vec![None; 3]));
         assert!(matches!(
             Frame::decode(&wanted.encode(), &limits),
             Err(FrameError::TooManyEntries {
@@ -567,7 +579,7 @@ mod tests {
                 max: 2
             })
         ));
-        let many = Frame::Response(1, Response::Wanted(vec![true; 60]));
+        let many = Frame::Response(1, Response::Wanted(vec![None; 60]));
         let roomy = FrameLimits {
             max_frame_bytes: 1 << 20,
             ..limits

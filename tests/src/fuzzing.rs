@@ -331,7 +331,13 @@ pub fn convergence(data: &[u8]) {
     }
     w.run_until_quiet(Duration::from_secs(3600))
         .expect("replication settles");
-    w.check_converged(&peers).expect("peers converge");
+    if let Err(e) = w.check_converged(&peers) {
+        let doc = match &e {
+            crate::SimError::Diverged { doc, .. } => w.describe_doc(doc),
+            _ => String::new(),
+        };
+        panic!("peers diverge: {e}\n{doc}");
+    }
     w.check_acknowledged_kept(hub, &[hub])
         .expect("nothing acknowledged is lost");
 }

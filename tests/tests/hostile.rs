@@ -210,7 +210,7 @@ fn passive_bounds_requests_in_flight_and_closes_idle_connections() {
 fn passive_answers_out_of_order_responses_with_a_protocol_error() {
     let (mut p, t) = open_passive();
     p.handle_input(
-        Input::Frame(Frame::Response(42, Response::Wanted(vec![true])).encode()),
+        Input::Frame(Frame::Response(42, Response::Wanted(vec![Some(vec![])])).encode()),
         t,
     )
     .unwrap();

@@ -603,3 +603,40 @@ fn reconnect_storm_converges_without_duplicates() {
     assert!(feed.iter().all(|c| c.rev.generation() == 1));
     assert_eq!(w.stats().dropped_connections, 100);
 }
+
+#[test]
+fn long_edit_streaks_connect_to_what_the_peer_has() {
+    // Found by the convergence fuzzer: more edits than the default history length (20)
+    // made a pushed revision's history stop short of the peer's revision: a false
+    // conflict, refused forever. The receiver now says which revisions it has.
+    let (mut w, hub, client) = hub_and_client(18);
+    w.save(hub, "doc", r#"{"v": 0}"#).unwrap();
+    let link = w.replicate(client, hub, |_| {});
+    one_shot(&mut w, link);
+    for v in 1..=30 {
+        w.save(client, "doc", &format!(r#"{{"v": {v}}}"#)).unwrap();
+    }
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(body_of(&w, hub, "doc").unwrap()["v"], 30);
+    for v in 31..=60 {
+        w.save(hub, "doc", &format!(r#"{{"v": {v}}}"#)).unwrap();
+    }
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(body_of(&w, client, "doc").unwrap()["v"], 60);
+    let trouble: Vec<_> = w
+        .events(link)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Documents(d) => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|d| d.error.is_some() || d.conflict_resolved)
+        .collect();
+    assert!(
+        trouble.is_empty(),
+        "no conflict should have happened: {trouble:?}"
+    );
+}
