@@ -138,7 +138,9 @@ async fn sync(
     let bar = crate::net::progress_bar();
     if let Some(bar) = bar.clone() {
         replicator.add_change_listener(move |s| {
-            bar.set_length(s.progress.total);
+            if s.progress.total > 0 {
+                bar.set_length(s.progress.total);
+            }
             bar.set_position(s.progress.completed);
         });
     }

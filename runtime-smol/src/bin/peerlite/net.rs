@@ -266,7 +266,9 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     let bar = progress_bar();
     if let Some(bar) = bar.clone() {
         replicator.add_change_listener(move |s| {
-            bar.set_length(s.progress.total);
+            if s.progress.total > 0 {
+                bar.set_length(s.progress.total);
+            }
             bar.set_position(s.progress.completed);
             bar.set_message(format!("{:?}", s.activity));
         });
@@ -330,7 +332,7 @@ pub(crate) fn progress_bar() -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(0);
+    let bar = indicatif::ProgressBar::new(1);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{spinner} {msg:8} [{bar:40}] {pos}/{len} ({per_sec})",
     ) {
