@@ -462,3 +462,45 @@ fn demo_runs_and_converges() {
                 )),
         );
 }
+
+#[test]
+fn serve_and_sync_argument_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("a"));
+    peerlite()
+        .args(["serve", "--db", &db, "--port", "0", "--user", "no-password"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("NAME:PASSWORD"));
+    // A port that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    peerlite()
+        .args(["serve", "--db", &db, "--host", "127.0.0.1", "--port", &port])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot listen"));
+    // Options that cannot go together are refused by the parser.
+    peerlite()
+        .args(["serve", "--db", &db, "--no-tls", "--tls-self-signed", "x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
+    peerlite()
+        .args(["sync", "http://example.com/db", "--db", &db])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid endpoint"));
+    peerlite()
+        .args([
+            "sync",
+            "ws://127.0.0.1:1/db",
+            "--db",
+            &db,
+            "--push",
+            "--pull",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
+}
