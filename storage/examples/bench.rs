@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use peerlite_proto::{Body, CollectionName, DocId, Seq};
+use peerlite_proto::{CollectionName, Seq};
 use peerlite_storage::{Database, DatabaseConfig, Durability};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(100_000);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
-    let bodies = generate(docs);
+    let bodies = peerlite_storage::sample::documents(docs, 12345);
     let avg_json = bodies
         .iter()
         .map(|(_, b)| b.to_json_string().len())
@@ -94,36 +94,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-/// Deterministic documents (mulberry32, seed 12345) of about 350 bytes of JSON.
-fn generate(n: usize) -> Vec<(DocId, Body)> {
-    let mut state: u32 = 12345;
-    let mut next = move || {
-        state = state.wrapping_add(0x6d2b_79f5);
-        let mut t = state;
-        t = (t ^ (t >> 15)).wrapping_mul(t | 1);
-        t ^= t.wrapping_add((t ^ (t >> 7)).wrapping_mul(t | 61));
-        t ^ (t >> 14)
-    };
-    const WORDS: &[&str] = &[
-        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-    ];
-    (0..n)
-        .map(|i| {
-            let text: String = (0..240)
-                .map(|_| char::from(b'a' + (next() % 26) as u8))
-                .collect();
-            let tags: Vec<&str> = (0..3).map(|_| WORDS[(next() % 8) as usize]).collect();
-            let json = serde_json::json!({
-                "type": "bench",
-                "n": i,
-                "text": text,
-                "tags": tags,
-                "nested": { "a": next() % 1000, "b": "x" },
-            });
-            let id = DocId::new(format!("doc-{i:06}")).expect("valid id");
-            (id, Body::from_json(&json).expect("valid body"))
-        })
-        .collect()
 }

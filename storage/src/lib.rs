@@ -45,6 +45,7 @@ mod notify;
 mod pending;
 mod record;
 mod replication;
+pub mod sample;
 
 pub use database::{
     Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage, Expected, FORMAT_VERSION,

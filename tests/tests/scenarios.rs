@@ -45,6 +45,18 @@ fn one_shot(w: &mut World, link: LinkId) {
     assert_eq!(status.error, None);
 }
 
+/// Every document event a link reported.
+fn doc_events(w: &World, link: LinkId) -> Vec<peerlite_proto::DocumentEvent> {
+    w.events(link)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Documents(d) => Some(d.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn revisions_in(w: &mut World, f: impl FnOnce(&mut World)) -> u64 {
     let before = w.stats().revisions_transferred;
     f(w);
@@ -129,15 +141,7 @@ fn one_shot_pull_and_document_events() {
     let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Pull);
     one_shot(&mut w, link);
     w.check_converged(&[hub, client]).unwrap();
-    let pulled: Vec<_> = w
-        .events(link)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Documents(d) => Some(d.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let pulled: Vec<_> = doc_events(&w, link).into_iter().collect();
     assert_eq!(pulled.len(), 300);
     assert!(pulled.iter().all(|d| d.error.is_none()));
     assert!(pulled.iter().any(|d| d.doc_id == id("d7") && d.deleted));
@@ -169,14 +173,8 @@ fn push_and_pull_resolves_conflicts_with_the_default_rule() {
     let doc = w.db(client).get(&dc(), &id("shared")).unwrap().unwrap();
     assert!(!doc.conflicted);
     // Both conflicts were reported as resolved to the application.
-    let resolved: Vec<String> = w
-        .events(link)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Documents(d) => Some(d.clone()),
-            _ => None,
-        })
-        .flatten()
+    let resolved: Vec<String> = doc_events(&w, link)
+        .into_iter()
         .filter(|d| d.conflict_resolved)
         .map(|d| d.doc_id.to_string())
         .collect();
@@ -407,14 +405,8 @@ fn validator_rejections_reach_the_pusher() {
     one_shot(&mut w, link);
     assert!(body_of(&w, hub, "good").is_some());
     assert_eq!(body_of(&w, hub, "bad"), None);
-    let rejected: Vec<_> = w
-        .events(link)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Documents(d) => Some(d.clone()),
-            _ => None,
-        })
-        .flatten()
+    let rejected: Vec<_> = doc_events(&w, link)
+        .into_iter()
         .filter(|d| d.error.is_some())
         .collect();
     assert_eq!(rejected.len(), 1);
@@ -625,14 +617,8 @@ fn long_edit_streaks_connect_to_what_the_peer_has() {
     one_shot(&mut w, link);
     w.check_converged(&[hub, client]).unwrap();
     assert_eq!(body_of(&w, client, "doc").unwrap()["v"], 60);
-    let trouble: Vec<_> = w
-        .events(link)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Documents(d) => Some(d.clone()),
-            _ => None,
-        })
-        .flatten()
+    let trouble: Vec<_> = doc_events(&w, link)
+        .into_iter()
         .filter(|d| d.error.is_some() || d.conflict_resolved)
         .collect();
     assert!(

@@ -22,7 +22,7 @@ pub(crate) fn run(n: usize) -> Result<(), String> {
     let phone = Database::open(dir.path().join("phone")).map_err(|x| e(&x))?;
     let laptop = Database::open(dir.path().join("laptop")).map_err(|x| e(&x))?;
     let c = CollectionName::default();
-    let docs = generate(n);
+    let docs = peerlite_storage::sample::documents(n, 12345);
     let avg = docs
         .iter()
         .map(|(_, b)| b.to_json_string().len())
@@ -175,33 +175,4 @@ fn export(db: &Database, c: &CollectionName) -> Result<Vec<(String, String, Stri
             None => return Ok(out),
         }
     }
-}
-
-/// Deterministic documents of about 330 bytes of JSON.
-fn generate(n: usize) -> Vec<(DocId, Body)> {
-    let mut state: u32 = 12345;
-    let mut next = move || {
-        state = state.wrapping_add(0x6d2b_79f5);
-        let mut t = state;
-        t = (t ^ (t >> 15)).wrapping_mul(t | 1);
-        t ^= t.wrapping_add((t ^ (t >> 7)).wrapping_mul(t | 61));
-        t ^ (t >> 14)
-    };
-    const TAGS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
-    (0..n)
-        .filter_map(|i| {
-            let text: String = (0..200)
-                .map(|_| char::from(b'a' + (next() % 26) as u8))
-                .collect();
-            let tags: Vec<&str> = (0..3).map(|_| TAGS[(next() % 6) as usize]).collect();
-            let json = serde_json::json!({
-                "type": "demo", "n": i, "text": text, "tags": tags,
-                "nested": { "a": next() % 1000, "b": "x" },
-            });
-            Some((
-                DocId::new(format!("doc-{i:06}")).ok()?,
-                Body::from_json(&json).ok()?,
-            ))
-        })
-        .collect()
 }

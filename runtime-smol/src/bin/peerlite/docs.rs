@@ -43,22 +43,30 @@ pub(crate) fn rm(args: &DbArgs, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn ls(args: &DbArgs) -> Result<(), String> {
+/// Calls `f` for every live document of the collection, in ID order.
+fn each_document(
+    args: &DbArgs,
+    mut f: impl FnMut(&peerlite_storage::Document) -> std::io::Result<()>,
+) -> Result<(), String> {
     let (db, c) = args.open()?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
     let mut after = None;
     loop {
         let page = db
             .documents(&c, after.as_ref(), 1000)
             .map_err(|e| e.to_string())?;
         for d in &page.documents {
-            writeln!(out, "{}", d.id).map_err(|e| e.to_string())?;
+            f(d).map_err(|e| e.to_string())?;
         }
         match page.next {
             Some(next) => after = Some(next),
-            None => break,
+            None => return Ok(()),
         }
     }
+}
+
+pub(crate) fn ls(args: &DbArgs) -> Result<(), String> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    each_document(args, |d| writeln!(out, "{}", d.id))?;
     out.flush().map_err(|e| e.to_string())
 }
 
@@ -102,25 +110,14 @@ pub(crate) fn import(args: &DbArgs, file: &Path) -> Result<(), String> {
 }
 
 pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
-    let (db, c) = args.open()?;
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut after = None;
-    loop {
-        let page = db
-            .documents(&c, after.as_ref(), 1000)
-            .map_err(|e| e.to_string())?;
-        for d in &page.documents {
-            let mut line = serde_json::Map::new();
-            line.insert("_id".into(), d.id.as_str().into());
-            if let serde_json::Value::Object(body) = d.body.to_json() {
-                line.extend(body);
-            }
-            writeln!(out, "{}", serde_json::Value::Object(line)).map_err(|e| e.to_string())?;
+    each_document(args, |d| {
+        let mut line = serde_json::Map::new();
+        line.insert("_id".into(), d.id.as_str().into());
+        if let serde_json::Value::Object(body) = d.body.to_json() {
+            line.extend(body);
         }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+        writeln!(out, "{}", serde_json::Value::Object(line))
+    })?;
     out.flush().map_err(|e| e.to_string())
 }
