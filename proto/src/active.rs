@@ -924,11 +924,26 @@ impl ActiveReplicator {
             return self.fail(ReplicationError::Protocol(msg), now, true);
         }
         // A conflict is resolved by pulling: the pull brings the remote revision, the
-        // resolver decides, and the resolution is pushed as a new local change.
-        let events: Vec<DocumentEvent> = docs
-            .into_iter()
-            .zip(statuses)
-            .map(|((doc_id, rev, deleted), status)| DocumentEvent {
+        // resolver decides, and the resolution is pushed as a new local change. One
+        // exception: the receiver's current revision is an ancestor of ours that our
+        // trimmed history did not reach (it changed after it answered the proposal).
+        // That is no conflict, so the bundle goes again, once, with history reaching it.
+        let max_history = self.config.max_history;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut batch_state = c.push.batches.iter_mut().find(|b| b.id == batch);
+        let mut retries = Vec::new();
+        let mut events = Vec::with_capacity(docs.len());
+        for ((doc_id, rev, deleted), status) in docs.into_iter().zip(statuses) {
+            if let RevStatus::Conflict { current: Some(cur) } = &status
+                && let Some(b) = batch_state.as_deref_mut()
+                && let Some(bundle) = retry_bundle(b, &doc_id, cur, max_history)
+            {
+                retries.push(bundle);
+                continue;
+            }
+            events.push(DocumentEvent {
                 collection: name.clone(),
                 doc_id,
                 rev,
@@ -944,12 +959,15 @@ impl ActiveReplicator {
                     }
                 },
                 conflict_resolved: false,
-            })
-            .collect();
+            });
+        }
+        if !retries.is_empty() {
+            if let Some(b) = batch_state {
+                b.outstanding += 1;
+            }
+            c.push.queue.push_front((batch, retries));
+        }
         let done = events.len() as u64;
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
         c.push.bytes_in_flight = c.push.bytes_in_flight.saturating_sub(bytes);
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
             b.outstanding -= 1;
@@ -1646,4 +1664,26 @@ impl ActiveReplicator {
             self.set_activity(Activity::Stopped);
         }
     }
+}
+
+/// The bundle to send again when the receiver answered "conflict" with a current
+/// revision that is in fact an ancestor of what was pushed, beyond the trimmed
+/// history. Takes the bundle out of the batch, so a document is retried at most once.
+fn retry_bundle(
+    batch: &mut PushBatch,
+    doc_id: &DocId,
+    remote_current: &RevId,
+    max_history: usize,
+) -> Option<RevBundle> {
+    let (revisions, _) = batch.revs.get(doc_id)?;
+    if !revisions.iter().any(|r| r.history.contains(remote_current)) {
+        return None;
+    }
+    let (mut revisions, seq) = batch.revs.remove(doc_id)?;
+    crate::bundle::fit_history(&mut revisions, &[*remote_current], max_history);
+    Some(RevBundle {
+        doc_id: doc_id.clone(),
+        revisions,
+        seq,
+    })
 }

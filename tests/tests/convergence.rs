@@ -3,7 +3,9 @@
 //! Every case is one seed; the seed drives the topology, the workload, the faults and
 //! the network. A failure prints `SIM_SEED=<n>`; replay it with
 //! `SIM_SEED=<n> cargo test -p peerlite-sim --test convergence replay -- --nocapture`.
-//! `PEERLITE_SIM_CASES` sets the number of cases (default 200).
+//! `PEERLITE_SIM_CASES` sets the number of cases (default 200). The cases are the same
+//! on every run (CI is reproducible); `PEERLITE_SIM_SEED_BASE=<n>` draws another set,
+//! `PEERLITE_SIM_SEED_BASE=random` a fresh one each run, to explore.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use peerlite_proto::{PassiveConfig, ReplicatorType};
 use peerlite_sim::{LinkId, PeerId, SimConfig, SimError, World};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 const DOCS: u64 = 8;
 
@@ -33,6 +36,18 @@ fn cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
+}
+
+/// Where proptest's generator starts: fixed unless `PEERLITE_SIM_SEED_BASE` says otherwise.
+fn rng_seed() -> RngSeed {
+    match std::env::var("PEERLITE_SIM_SEED_BASE").as_deref() {
+        Ok("random") => RngSeed::Random,
+        Ok(n) => RngSeed::Fixed(
+            n.parse()
+                .expect("PEERLITE_SIM_SEED_BASE is a u64 or `random`"),
+        ),
+        Err(_) => RngSeed::Fixed(0x5EED_CAFE),
+    }
 }
 
 /// Random writes, deletes and faults for a while, on random peers.
@@ -209,7 +224,7 @@ fn check(name: &str, seed: u64, f: fn(u64) -> Result<(), SimError>) -> Result<()
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, rng_seed: rng_seed(), ..ProptestConfig::default() })]
 
     #[test]
     fn star_with_faults_converges_and_keeps_acknowledged_writes(seed in any::<u64>()) {
