@@ -27,11 +27,16 @@ fn main() -> std::io::Result<()> {
         "session",
         &chunks(&from_active[1..]),
     )?;
-    write(
-        &root.join("active_frames"),
-        "session",
-        &chunks(&from_passive),
-    )?;
+    // The active target's first byte is its storage fault rate (out of 256).
+    for rate in [0u8, 16, 96, 255] {
+        let mut input = vec![rate];
+        input.extend(chunks(&from_passive));
+        write(
+            &root.join("active_frames"),
+            &format!("session-faults-{rate:03}"),
+            &input,
+        )?;
+    }
     for (i, json) in [
         r#"{}"#,
         r#"{"a": 1, "b": [true, null, 1.5, -7], "c": {"d": "text"}}"#,

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlite_proto::{
-    ActiveReplicator, Body, CollectionName, DocId, Frame, FrameLimits, Hello, Input, Output,
-    PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, Response, RevTree, Revision,
+    ActiveReplicator, Body, CollectionName, DocId, Frame, FrameLimits, Hello, Input, InsertOutcome,
+    Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, Response, RevTree,
+    Revision, StorageFailure, StorageReply,
 };
 use peerlite_storage::Database;
 
-use crate::{SimConfig, World};
+use crate::{Rng, SimConfig, World};
 
 /// Reads fuzz input as a stream of choices; runs out gracefully.
 pub struct ByteReader<'a> {
@@ -165,20 +166,27 @@ pub fn passive_frames(data: &[u8]) {
     }
 }
 
-/// An active replicator past its handshake, fed arbitrary frames: it never panics.
+/// An active replicator past its handshake, fed arbitrary frames and, when the first
+/// byte is not zero, distorted storage replies (failures, replies of the wrong kind or
+/// length, garbage checkpoints) at a rate of `first byte / 256`: it never panics.
 pub fn active_frames(data: &[u8]) {
+    let (fault_rate, data) = data.split_first().map_or((0, data), |(f, rest)| (*f, rest));
+    let mut faults = Rng::new(u64::from(fault_rate));
     let db = Database::in_memory().expect("in-memory database");
     let mut t = now();
     let mut config = ReplicatorConfig::new(db.uuid().0, "ws://fuzz/db");
     config.continuous = true;
     let mut a = ActiveReplicator::new(config);
     a.start(t);
-    let settle = |a: &mut ActiveReplicator, t: Instant| {
+    let mut settle = |a: &mut ActiveReplicator, t: Instant| {
         for _ in 0..10_000 {
             let mut progressed = false;
             while let Some(out) = a.poll_output() {
                 if let Output::Storage(id, op) = out {
-                    let reply = db.execute(op);
+                    let mut reply = db.execute(op);
+                    if faults.below(256) < u64::from(fault_rate) {
+                        reply = distort(reply, &mut faults);
+                    }
                     a.handle_input(Input::Storage(id, reply), t)
                         .expect("reply to a pending op");
                     progressed = true;
@@ -210,6 +218,45 @@ pub fn active_frames(data: &[u8]) {
         settle(&mut a, t);
         a.handle_timeout(t);
         settle(&mut a, t);
+    }
+}
+
+/// A storage reply as a broken or hostile store might give it.
+fn distort(reply: StorageReply, rng: &mut Rng) -> StorageReply {
+    match rng.below(6) {
+        0 => StorageReply::Failed(StorageFailure {
+            message: "injected I/O error".into(),
+            transient: true,
+        }),
+        1 => StorageReply::Failed(StorageFailure {
+            message: "injected permanent failure".into(),
+            transient: false,
+        }),
+        2 => StorageReply::Done,
+        3 => StorageReply::Local(Some(Bytes::from_static(b"\xa1\x61x\xff not cbor"))),
+        4 => match reply {
+            StorageReply::Changes(_) => StorageReply::Changes(Vec::new()),
+            StorageReply::RevsDiff(_) => StorageReply::RevsDiff(Vec::new()),
+            StorageReply::Revisions(_) => StorageReply::Revisions(Vec::new()),
+            StorageReply::Leaves(_) => StorageReply::Leaves(Vec::new()),
+            StorageReply::Inserted(_) => StorageReply::Inserted(Vec::new()),
+            other => other,
+        },
+        _ => match reply {
+            StorageReply::Revisions(mut v) => {
+                v.push(None);
+                StorageReply::Revisions(v)
+            }
+            StorageReply::Leaves(mut v) => {
+                v.push(Vec::new());
+                StorageReply::Leaves(v)
+            }
+            StorageReply::Inserted(mut v) => {
+                v.push(InsertOutcome::Conflict { current: None });
+                StorageReply::Inserted(v)
+            }
+            other => other,
+        },
     }
 }
 
