@@ -1262,12 +1262,19 @@ impl ActiveReplicator {
             return;
         };
         let local = leaves.iter().max_by_key(|r| (!r.deleted, r.rev));
-        let (expected, revisions) = match local {
-            None => (None, Ok(bundle.clone())),
+        let superseded_here = leaves.iter().any(|l| l.history.contains(&remote.rev));
+        let (expected, revisions, resolved) = match local {
+            None => (None, Ok(bundle.clone()), false),
             Some(local) if local.rev == remote.rev || local.history.contains(&remote.rev) => {
                 // The remote revision arrived meanwhile: nothing to resolve.
                 self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
                 return self.pull_op_done(request, now);
+            }
+            Some(local) if superseded_here => {
+                // The remote revision is already here with a descendant (say a tombstone
+                // that closed it): the sender is behind and there is nothing to resolve.
+                // Keep what else the bundle brings (the branches it closed).
+                (Some(local.rev), Ok(bundle.clone()), false)
             }
             Some(local) => {
                 let conflict = Conflict {
@@ -1288,7 +1295,7 @@ impl ActiveReplicator {
                     all.extend(extra);
                     all
                 });
-                (Some(local.rev), revs)
+                (Some(local.rev), revs, true)
             }
         };
         match revisions {
@@ -1307,7 +1314,7 @@ impl ActiveReplicator {
                     doc,
                     bundle,
                     attempt,
-                    resolved: expected.is_some(),
+                    resolved,
                 },
             ),
             Err(e) => {
