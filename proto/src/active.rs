@@ -1262,7 +1262,8 @@ impl ActiveReplicator {
             return;
         };
         let local = leaves.iter().max_by_key(|r| (!r.deleted, r.rev));
-        let superseded_here = leaves.iter().any(|l| l.history.contains(&remote.rev));
+        let superseded_here = leaves.iter().any(|l| l.history.contains(&remote.rev))
+            && local.is_some_and(|local| !bundle_touches_branch(&bundle, &leaves, local));
         let (expected, revisions, resolved) = match local {
             None => (None, Ok(bundle.clone()), false),
             Some(local) if local.rev == remote.rev || local.history.contains(&remote.rev) => {
@@ -1692,5 +1693,22 @@ fn retry_bundle(
         doc_id: doc_id.clone(),
         revisions,
         seq,
+    })
+}
+
+/// Whether `bundle` brings a revision that is new here and grows from the local current
+/// revision's branch (say a tombstone of one of its ancestors): writing it would put
+/// that branch in conflict, so the document needs a real resolution.
+fn bundle_touches_branch(bundle: &[Revision], leaves: &[Revision], local: &Revision) -> bool {
+    let known = |rev: &RevId| {
+        leaves
+            .iter()
+            .any(|l| l.rev == *rev || l.history.contains(rev))
+    };
+    bundle.iter().any(|r| {
+        !known(&r.rev)
+            && r.history
+                .first()
+                .is_some_and(|parent| *parent == local.rev || local.history.contains(parent))
     })
 }

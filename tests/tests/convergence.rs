@@ -294,6 +294,8 @@ fn pinned_seeds() {
         6930199145992375554,
         // ... while a remote tombstone that is a leaf here still is a real conflict.
         16919718854864322807,
+        // ... and so is one whose bundle brings a tombstone of the local branch.
+        5742374719234222963,
     ] {
         star(seed).unwrap();
     }
