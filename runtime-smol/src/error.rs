@@ -26,6 +26,15 @@ pub enum ConnectError {
     /// The listener refused the credentials (HTTP 401).
     #[error("the listener refused the credentials (401): check the user name and password")]
     Unauthorized,
+    /// The listener refuses this address for a while after too many failed
+    /// authentications (HTTP 429).
+    #[error(
+        "the listener refuses this address after too many failed authentications (429): check the user name and password, then retry in {retry_after_secs} s"
+    )]
+    TooManyFailedAttempts {
+        /// Seconds until the listener accepts attempts again (its `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// The listener refused the request for another reason.
     #[error("the listener refused the connection with HTTP status {status}: {message}")]
     Refused {

@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod auth_limit;
 mod error;
 mod listener;
 mod replicator;
@@ -46,6 +47,7 @@ mod tls;
 mod transport;
 
 pub use auth::{Credentials, ListenerAuthenticator, User};
+pub use auth_limit::AuthFailureLimit;
 pub use error::{ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError};
 pub use listener::{ConnectionStatus, Listener, ListenerConfig, ListenerTls};
 pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};

@@ -21,8 +21,11 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 
 use crate::auth::Authenticator;
+use crate::auth_limit::FailedAuthLimiter;
 use crate::transport::{AcceptOptions, Io, accept};
-use crate::{IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity};
+use crate::{
+    AuthFailureLimit, IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity,
+};
 
 /// Where a listener's TLS identity comes from (the seed's `tlsIdentityConfig`).
 #[derive(Clone, Debug)]
@@ -80,6 +83,10 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Largest WebSocket message accepted (default 16 MiB).
     pub max_frame_bytes: usize,
+    /// Failed authentications allowed per client address before it is refused for a
+    /// while (default: 10 per minute, then 60 s of HTTP 429). `None` disables the limit.
+    /// Applies only with an [`authenticator`](ListenerConfig::authenticator).
+    pub auth_failure_limit: Option<AuthFailureLimit>,
 }
 
 impl Default for ListenerConfig {
@@ -98,6 +105,7 @@ impl Default for ListenerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_frame_bytes: 16 << 20,
+            auth_failure_limit: Some(AuthFailureLimit::default()),
         }
     }
 }
@@ -242,6 +250,10 @@ impl Listener {
                 .authenticator
                 .as_ref()
                 .map(|a| Arc::new(Authenticator::new(a))),
+            limiter: config
+                .auth_failure_limit
+                .filter(|_| config.authenticator.is_some())
+                .map(|l| Arc::new(FailedAuthLimiter::new(l))),
             path: format!("/{}", config.database_name),
             max_frame_bytes: config.max_frame_bytes,
         });

@@ -1,7 +1,7 @@
 //! Connections: TCP, optional TLS, WebSocket upgrade with Basic authentication.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -17,6 +17,7 @@ use smol::net::TcpStream;
 
 use crate::ConnectError;
 use crate::auth::{Authenticator, Credentials};
+use crate::auth_limit::FailedAuthLimiter;
 use peerlite_proto::{Principal, SUBPROTOCOL};
 
 /// Any byte stream a WebSocket can run on (TCP, or TLS over TCP).
@@ -234,6 +235,14 @@ fn classify_ws(e: WsError, tls: bool) -> ConnectError {
                 .unwrap_or_default();
             if status == 401 {
                 ConnectError::Unauthorized
+            } else if status == 429 {
+                let retry_after_secs = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                ConnectError::TooManyFailedAttempts { retry_after_secs }
             } else {
                 ConnectError::Refused { status, message }
             }
@@ -255,6 +264,8 @@ fn classify_ws(e: WsError, tls: bool) -> ConnectError {
 pub(crate) struct AcceptOptions {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) authenticator: Option<Arc<Authenticator>>,
+    /// Failed authentications per address (with an authenticator only).
+    pub(crate) limiter: Option<Arc<FailedAuthLimiter>>,
     pub(crate) path: String,
     pub(crate) max_frame_bytes: usize,
 }
@@ -275,6 +286,7 @@ pub(crate) async fn accept(
     options: &AcceptOptions,
 ) -> Result<(Ws, Principal), AcceptError> {
     let _ = tcp.set_nodelay(true);
+    let peer_ip = tcp.peer_addr().ok().map(|a| a.ip());
     let (io, peer_certs): (
         Box<dyn Io>,
         Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
@@ -306,6 +318,12 @@ pub(crate) async fn accept(
                 &format!("the WebSocket subprotocol {SUBPROTOCOL} is required"),
             ));
         }
+        let limiter = options.limiter.as_deref().zip(peer_ip);
+        if let Some((limiter, ip)) = limiter
+            && let Some(wait) = limiter.locked_for(ip, Instant::now())
+        {
+            return Err(too_many_failures(wait));
+        }
         let who = match &options.authenticator {
             None => Ok(Principal::default()),
             Some(auth) => auth.authenticate(
@@ -314,8 +332,18 @@ pub(crate) async fn accept(
             ),
         };
         match who {
-            Ok(p) => principal = Some(p),
+            Ok(p) => {
+                if let Some((limiter, ip)) = limiter {
+                    limiter.succeeded(ip);
+                }
+                principal = Some(p);
+            }
             Err(challenge) => {
+                if let Some((limiter, ip)) = limiter
+                    && let Some(wait) = limiter.failed(ip, Instant::now())
+                {
+                    return Err(too_many_failures(wait));
+                }
                 let mut e = error_response(StatusCode::UNAUTHORIZED, "authentication required");
                 if let Some(challenge) = challenge {
                     e.headers_mut().insert(
@@ -340,6 +368,19 @@ pub(crate) async fn accept(
     .await
     .map_err(AcceptError::WebSocket)?;
     Ok((ws, principal.unwrap_or_default()))
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up).
+#[allow(clippy::result_large_err)]
+fn too_many_failures(wait: Duration) -> ErrorResponse {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut e = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many failed authentications from this address",
+    );
+    e.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    e
 }
 
 #[allow(clippy::result_large_err)]

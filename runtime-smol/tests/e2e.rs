@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use peerlite_proto::{Activity, Body, CollectionName, DocId, ReplicatorType};
 use peerlite_smol::{
-    ConnectError, Credentials, IdentityAttributes, Listener, ListenerAuthenticator, ListenerConfig,
-    ListenerTls, Replicator, ReplicatorConfiguration, ReplicatorError, ServerTrust, TlsIdentity,
-    User,
+    AuthFailureLimit, ConnectError, Credentials, IdentityAttributes, Listener,
+    ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator, ReplicatorConfiguration,
+    ReplicatorError, ServerTrust, TlsIdentity, User,
 };
 use peerlite_storage::Database;
 
@@ -156,6 +156,58 @@ fn wrong_credentials_are_refused_before_any_frame() {
             Some(ConnectError::Unauthorized)
         );
         wait_for(|| listener.status().rejected_connection_count >= 3).await;
+        listener.stop().await;
+    });
+}
+
+#[test]
+fn repeated_failed_authentications_lock_the_address_out_for_a_while() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let listener = Listener::start(
+            server,
+            ListenerConfig {
+                authenticator: basic(&[("alice", "s3cret")]),
+                auth_failure_limit: Some(AuthFailureLimit {
+                    max_failures: 2,
+                    window: Duration::from_secs(60),
+                    lockout: Duration::from_secs(2),
+                }),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let client = Database::in_memory().unwrap();
+        for _ in 0..2 {
+            let status = sync(&client, pinned_config(&listener, "alice", "guess")).await;
+            assert_eq!(connect_error(&status), Some(ConnectError::Unauthorized));
+        }
+        // The third failure starts the lockout; during it even the right password is
+        // refused, with the time to wait.
+        let status = sync(&client, pinned_config(&listener, "alice", "guess")).await;
+        assert_eq!(
+            connect_error(&status),
+            Some(ConnectError::TooManyFailedAttempts {
+                retry_after_secs: 2
+            })
+        );
+        let status = sync(&client, pinned_config(&listener, "alice", "s3cret")).await;
+        assert!(
+            matches!(
+                connect_error(&status),
+                Some(ConnectError::TooManyFailedAttempts {
+                    retry_after_secs: 1..=2
+                })
+            ),
+            "{status:?}"
+        );
+        // Once it is over, the right password works (and clears the count).
+        smol::Timer::after(Duration::from_millis(2100)).await;
+        let status = sync(&client, pinned_config(&listener, "alice", "s3cret")).await;
+        assert_eq!(status.error, None);
+        let status = sync(&client, pinned_config(&listener, "alice", "guess")).await;
+        assert_eq!(connect_error(&status), Some(ConnectError::Unauthorized));
         listener.stop().await;
     });
 }
