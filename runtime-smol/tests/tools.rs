@@ -12,9 +12,9 @@ use peerlite_proto::{
     Body, CollectionConfig, CollectionName, DocId, ReplicationError, ReplicatorType,
 };
 use peerlite_smol::{
-    ConnectError, Credentials, IdentityAttributes, IdentityError, Listener, ListenerAuthenticator,
-    ListenerConfig, ListenerTls, Replicator, ReplicatorConfiguration, ReplicatorError, ServerTrust,
-    TlsIdentity, User,
+    AuthFailureLimit, ConnectError, Credentials, IdentityAttributes, IdentityError, Listener,
+    ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator, ReplicatorConfiguration,
+    ReplicatorError, ServerTrust, TlsIdentity, User,
 };
 use peerlite_storage::Database;
 
@@ -208,7 +208,7 @@ fn pkcs12_archives_import_with_their_password() {
 }
 
 #[test]
-fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401() {
+fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401_then_429() {
     smol::block_on(async {
         let attributes = IdentityAttributes {
             common_name: "My Server".into(),
@@ -227,6 +227,11 @@ fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401() {
                 authenticator: Some(ListenerAuthenticator::Basic(vec![User::new(
                     "alice", "s3cret",
                 )])),
+                auth_failure_limit: Some(AuthFailureLimit {
+                    max_failures: 1,
+                    window: Duration::from_secs(60),
+                    lockout: Duration::from_secs(30),
+                }),
                 ..loopback(tls)
             },
         )
@@ -264,7 +269,7 @@ fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401() {
                 "s_client output lacks {part:?}:\n{s_client}"
             );
         }
-        let curl = smol::unblock(move || {
+        let upgrade = move || {
             let out = Command::new("curl")
                 .args([
                     "-sk",
@@ -285,12 +290,19 @@ fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401() {
                 .output()
                 .expect("install curl");
             String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-        .await;
+        };
+        let curl = smol::unblock(upgrade.clone()).await;
         assert!(curl.starts_with("HTTP/1.1 401"), "{curl}");
         assert!(
             curl.to_ascii_lowercase()
                 .contains("www-authenticate: basic"),
+            "{curl}"
+        );
+        // One failure allowed: the second starts a 30 s lockout.
+        let curl = smol::unblock(upgrade).await;
+        assert!(curl.starts_with("HTTP/1.1 429"), "{curl}");
+        assert!(
+            curl.to_ascii_lowercase().contains("retry-after: 30"),
             "{curl}"
         );
         listener.stop().await;
