@@ -212,6 +212,106 @@ fn repeated_failed_authentications_lock_the_address_out_for_a_while() {
     });
 }
 
+/// A raw WebSocket connection to the listener, speaking the subprotocol.
+async fn raw_ws(listener: &Listener) -> async_tungstenite::WebSocketStream<smol::net::TcpStream> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url(listener, "ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        peerlite_proto::SUBPROTOCOL.parse().unwrap(),
+    );
+    let tcp = smol::net::TcpStream::connect(("127.0.0.1", listener.port()))
+        .await
+        .unwrap();
+    async_tungstenite::client_async(request, tcp)
+        .await
+        .unwrap()
+        .0
+}
+
+/// True when the listener closes the connection within 5 s.
+async fn closed_by_listener(
+    ws: &mut async_tungstenite::WebSocketStream<smol::net::TcpStream>,
+) -> bool {
+    use async_tungstenite::tungstenite::Message;
+    use smol::stream::StreamExt;
+    let read = async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    smol::future::or(read, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        false
+    })
+    .await
+}
+
+#[test]
+fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_unchanged() {
+    use async_tungstenite::tungstenite::Message;
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        for i in 0..10 {
+            put(&server, &format!("doc-{i}"), r#"{"v": 1}"#);
+        }
+        let before = server.changes(&dc(), Default::default(), 1000).unwrap();
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                disable_tls: true,
+                max_frame_bytes: 1 << 20,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        // A connection that never speaks stays open meanwhile.
+        let _idle = raw_ws(&listener).await;
+        // Garbage in a binary frame.
+        let mut garbage = raw_ws(&listener).await;
+        garbage
+            .send(Message::Binary(vec![0xff; 64].into()))
+            .await
+            .unwrap();
+        assert!(closed_by_listener(&mut garbage).await, "garbage frame");
+        // A message over the listener's size limit.
+        let mut oversized = raw_ws(&listener).await;
+        let _ = oversized
+            .send(Message::Binary(vec![0u8; 2 << 20].into()))
+            .await;
+        assert!(closed_by_listener(&mut oversized).await, "oversized frame");
+        // A well-formed frame out of order: a checkpoint request before Hello.
+        let mut early = raw_ws(&listener).await;
+        let frame = peerlite_proto::Frame::Request(
+            1,
+            peerlite_proto::Request::GetCheckpoint { id: "x".into() },
+        )
+        .encode();
+        early
+            .send(Message::Binary(frame.to_vec().into()))
+            .await
+            .unwrap();
+        assert!(closed_by_listener(&mut early).await, "frame before Hello");
+
+        // Others are still served.
+        let client = Database::in_memory().unwrap();
+        let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
+        c.max_attempts = 2;
+        assert_eq!(sync(&client, c).await.error, None);
+        assert!((0..10).all(|i| has(&client, &format!("doc-{i}"))));
+        // And the store is unchanged.
+        assert_eq!(
+            server.changes(&dc(), Default::default(), 1000).unwrap(),
+            before
+        );
+        listener.stop().await;
+    });
+}
+
 #[test]
 fn certificate_checks_fail_with_distinct_errors() {
     smol::block_on(async {
