@@ -422,6 +422,20 @@ mod tests {
     }
 
     #[test]
+    fn hostile_nesting_is_refused_without_exhausting_the_stack() {
+        // {"a": [[[[...]]]]} nested 200,000 deep: refused at the default depth of 64.
+        let mut cbor = vec![0xa1, 0x61, b'a'];
+        cbor.extend(std::iter::repeat_n(0x81, 200_000));
+        cbor.push(0x00);
+        assert!(matches!(
+            Body::from_cbor(cbor.clone()),
+            Err(BodyError::TooDeep(64))
+        ));
+        // As a frame: bare nesting, refused by the frame decoder's own bound.
+        assert!(crate::Frame::decode(&cbor[3..], &crate::FrameLimits::default()).is_err());
+    }
+
+    #[test]
     fn limits_are_enforced() {
         let limits = BodyLimits {
             max_bytes: 16,
