@@ -504,3 +504,27 @@ fn serve_and_sync_argument_errors() {
         .failure()
         .stderr(predicate::str::contains("cannot be used with"));
 }
+
+#[test]
+fn serve_limits_failed_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    let server = Server::start(&a, &["--user", "alice:s3cret", "--max-auth-failures", "1"]);
+    let attempt = |user: &str| {
+        peerlite()
+            .args(["sync", &server.url, "--db", &b, "--user", user])
+            .arg("--accept-self-signed")
+            .assert()
+    };
+    attempt("alice:wrong")
+        .failure()
+        .stderr(predicate::str::contains("401"));
+    attempt("alice:wrong")
+        .failure()
+        .stderr(predicate::str::contains("429").and(predicate::str::contains("retry in 60 s")));
+    // Locked out: even the right password waits.
+    attempt("alice:s3cret")
+        .failure()
+        .stderr(predicate::str::contains("429"));
+    server.stop();
+}

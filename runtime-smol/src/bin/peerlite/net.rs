@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Args;
 use peerlite_proto::{CollectionConfig, Direction, DocId, ReplicatorType};
 use peerlite_smol::{
-    Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator,
-    ReplicatorConfiguration, ServerTrust, TlsIdentity, User,
+    AuthFailureLimit, Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls,
+    Replicator, ReplicatorConfiguration, ServerTrust, TlsIdentity, User,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -36,6 +36,10 @@ pub(crate) struct ServeArgs {
     /// Refuse pushes: clients may only pull.
     #[arg(long)]
     read_only: bool,
+    /// Failed logins allowed per client address per minute before it is refused (HTTP
+    /// 429) for a minute; 0 turns the limit off.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_auth_failures: u32,
     /// Serve plain WebSockets (development only: data and passwords travel in clear).
     #[arg(long, conflicts_with_all = ["tls_self_signed", "tls_cert", "tls_p12"])]
     no_tls: bool,
@@ -183,6 +187,10 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         tls,
         authenticator,
         read_only: args.read_only,
+        auth_failure_limit: (args.max_auth_failures > 0).then(|| AuthFailureLimit {
+            max_failures: args.max_auth_failures,
+            ..AuthFailureLimit::default()
+        }),
         ..ListenerConfig::default()
     };
     smol::block_on(async {
