@@ -1262,16 +1262,17 @@ impl ActiveReplicator {
             return;
         };
         let local = leaves.iter().max_by_key(|r| (!r.deleted, r.rev));
-        let superseded_here = leaves.iter().any(|l| l.history.contains(&remote.rev))
-            && local.is_some_and(|local| !bundle_touches_branch(&bundle, &leaves, local));
         let (expected, revisions, resolved) = match local {
             None => (None, Ok(bundle.clone()), false),
-            Some(local) if local.rev == remote.rev || local.history.contains(&remote.rev) => {
+            Some(local) if local.is_or_descends_from(&remote.rev) => {
                 // The remote revision arrived meanwhile: nothing to resolve.
                 self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
                 return self.pull_op_done(request, now);
             }
-            Some(local) if superseded_here => {
+            Some(local)
+                if leaves.iter().any(|l| l.history.contains(&remote.rev))
+                    && !bundle_touches_branch(&bundle, &leaves, local) =>
+            {
                 // The remote revision is already here with a descendant (say a tombstone
                 // that closed it): the sender is behind and there is nothing to resolve.
                 // Keep what else the bundle brings (the branches it closed).
@@ -1700,15 +1701,8 @@ fn retry_bundle(
 /// revision's branch (say a tombstone of one of its ancestors): writing it would put
 /// that branch in conflict, so the document needs a real resolution.
 fn bundle_touches_branch(bundle: &[Revision], leaves: &[Revision], local: &Revision) -> bool {
-    let known = |rev: &RevId| {
-        leaves
-            .iter()
-            .any(|l| l.rev == *rev || l.history.contains(rev))
-    };
     bundle.iter().any(|r| {
-        !known(&r.rev)
-            && r.history
-                .first()
-                .is_some_and(|parent| *parent == local.rev || local.history.contains(parent))
+        !leaves.iter().any(|l| l.is_or_descends_from(&r.rev))
+            && r.parent().is_some_and(|p| local.is_or_descends_from(p))
     })
 }

@@ -132,6 +132,21 @@ impl Revision {
         self.history.first()
     }
 
+    /// True when `rev` is this revision or one of the ancestors it carries.
+    ///
+    /// ```
+    /// use peerlite_proto::{Body, Revision};
+    ///
+    /// let first = Revision::first(false, Body::empty()).unwrap();
+    /// let second = first.child(true, Body::empty(), 20).unwrap();
+    /// assert!(second.is_or_descends_from(&first.rev));
+    /// assert!(second.is_or_descends_from(&second.rev));
+    /// assert!(!first.is_or_descends_from(&second.rev));
+    /// ```
+    pub fn is_or_descends_from(&self, rev: &RevId) -> bool {
+        self.rev == *rev || self.history.contains(rev)
+    }
+
     /// Checks that the history chains one generation at a time back from the revision.
     pub fn check_history(&self) -> Result<(), RevisionError> {
         if self.history.len() > MAX_HISTORY {

@@ -9,14 +9,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use peerlite_proto::{CollectionName, DocId, RevId};
 use peerlite_storage::{Database, sample};
+
+use common::{serve, terminate};
 
 const DOCS: usize = 3000;
 
@@ -53,23 +56,6 @@ fn peerlite() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerlite"))
 }
 
-/// Starts `peerlite serve` on `db` and `port` (0: any); returns the child and its URL.
-fn serve(db: &Path, port: u16) -> (Child, String) {
-    let mut child = peerlite()
-        .args(["serve", "--db"])
-        .arg(db)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--user", "sync:pw"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_owned();
-    (child, url)
-}
-
 fn sync(url: &str, db: &Path, direction: &str) -> Command {
     let mut c = peerlite();
     c.args(["sync", url, "--db"]).arg(db).args([
@@ -79,13 +65,6 @@ fn sync(url: &str, db: &Path, direction: &str) -> Command {
         "--accept-self-signed",
     ]);
     c
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
 }
 
 /// Every document's (current revision, body as JSON), read through a fresh open.
@@ -159,7 +138,7 @@ fn a_listener_killed_during_a_large_push_loses_nothing_it_acknowledged() {
         let (server, url) = serve(&server_db, port_of(&url));
         let out = sync(&url, &client, "--push").output().unwrap();
         let pushed = counted(&out, "pushed ");
-        terminate(server);
+        let _ = terminate(server);
         assert_eq!(
             pushed,
             DOCS - survived.len(),
@@ -199,7 +178,7 @@ fn a_replicator_killed_during_a_large_pull_resumes_with_only_what_is_missing() {
         check_subset(&survived, &source, seed);
         let out = sync(&url, &client, "--pull").output().unwrap();
         let pulled = counted(&out, "pulled ");
-        terminate(server);
+        let _ = terminate(server);
         assert_eq!(
             pulled,
             DOCS - survived.len(),

@@ -7,13 +7,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use peerlite_proto::{Body, CollectionName, DocId};
+use peerlite_proto::{Body, CollectionName, DocId, RevId};
 use peerlite_smol::{Credentials, Replicator, ReplicatorConfiguration, ServerTrust};
 use peerlite_storage::Database;
+
+use common::{serve, terminate};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -37,6 +41,15 @@ fn count(db: &Database) -> usize {
         .len()
 }
 
+/// Every document's current revision.
+fn revisions(db: &Database) -> BTreeSet<(DocId, RevId)> {
+    db.changes(&CollectionName::default(), Default::default(), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.doc_id, c.rev))
+        .collect()
+}
+
 fn put(db: &Database, doc: &str, client: usize) {
     let body = Body::from_json_str(&format!(r#"{{"client": {client}, "doc": "{doc}"}}"#)).unwrap();
     db.save(&CollectionName::default(), &DocId::new(doc).unwrap(), body)
@@ -48,22 +61,7 @@ fn fifty_writing_replicators_converge_and_the_listener_stays_bounded() {
     let clients = env_or("PEERLITE_LOAD_CLIENTS", 50);
     let docs = env_or("PEERLITE_LOAD_DOCS", 20).max(2);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_peerlite"))
-        .args(["serve", "--db"])
-        .arg(dir.path().join("server"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--user", "sync:pw"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (server, url) = serve(&dir.path().join("server"), 0);
     let rss_idle = rss_kib(&server);
 
     let started = Instant::now();
@@ -113,30 +111,14 @@ fn fifty_writing_replicators_converge_and_the_listener_stays_bounded() {
         assert_eq!(r.status().error, None);
     }
     // Every client holds the same revision of every document.
-    let reference: Vec<_> = dbs[0]
-        .changes(&CollectionName::default(), Default::default(), usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.doc_id, c.rev))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let reference = revisions(&dbs[0]);
     for db in &dbs[1..] {
-        let mine: std::collections::BTreeSet<_> = db
-            .changes(&CollectionName::default(), Default::default(), usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.doc_id, c.rev))
-            .collect();
-        assert!(mine.iter().eq(reference.iter()));
+        assert_eq!(revisions(db), reference);
     }
     for r in &replicators {
         r.stop();
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
+    assert!(terminate(server));
 
     let delivered = expected * clients; // every document reaches every client
     println!(
