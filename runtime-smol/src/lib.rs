@@ -40,6 +40,7 @@
 
 mod auth;
 mod auth_limit;
+pub mod bench;
 mod error;
 mod listener;
 mod replicator;

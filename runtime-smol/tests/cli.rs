@@ -32,6 +32,7 @@ fn every_command_has_help() {
         vec!["identity", "--help"],
         vec!["identity", "create", "--help"],
         vec!["demo", "--help"],
+        vec!["bench", "--help"],
     ] {
         peerlite()
             .args(&args)
@@ -527,4 +528,128 @@ fn serve_limits_failed_logins() {
         .failure()
         .stderr(predicate::str::contains("429"));
     server.stop();
+}
+
+#[test]
+fn bench_prints_one_checked_json_line_per_run() {
+    let work = tempfile::tempdir().unwrap();
+    for tls in [true, false] {
+        let mut args = vec![
+            "bench",
+            "--docs",
+            "700",
+            "--runs",
+            "2",
+            "--json",
+            "--live-writes",
+            "8",
+            "--live-rate",
+            "200",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ];
+        if !tls {
+            args.push("--no-tls");
+        }
+        let out = peerlite()
+            .args(&args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for (i, r) in lines.iter().enumerate() {
+            assert_eq!(r["run"], i + 1);
+            assert_eq!(r["docs"], 700);
+            assert_eq!(r["incr_docs"], 7);
+            assert_eq!(r["tls"], tls);
+            assert_eq!(r["durability"], "sync");
+            for rate in [
+                "store_ingest_docs_per_s",
+                "push_docs_per_s",
+                "pull_docs_per_s",
+            ] {
+                assert!(r[rate].as_f64().unwrap() > 0.0, "{rate}: {r}");
+            }
+            for ms in [
+                "noop_sync_ms",
+                "noop_push_ms",
+                "noop_pull_ms",
+                "incr_push_ms",
+                "incr_pull_ms",
+                "live_p50_ms",
+                "live_p99_ms",
+                "live_pull_p50_ms",
+                "live_pull_p99_ms",
+            ] {
+                let v = r[ms].as_f64().unwrap();
+                assert!(v > 0.0 && v < 30_000.0, "{ms}: {r}");
+            }
+            assert!(r["live_p99_ms"].as_f64() >= r["live_p50_ms"].as_f64());
+            if Path::new("/proc/self/status").exists() {
+                for mb in ["replicator_peak_rss_mb", "listener_peak_rss_mb"] {
+                    assert!(r[mb].as_f64().unwrap() > 1.0, "{mb}: {r}");
+                }
+                assert!(r["listener_cpu_s"].as_f64().is_some(), "{r}");
+            }
+        }
+    }
+    // Nothing is left behind in the work directory.
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_argument_and_peer_errors() {
+    for (args, message) in [
+        (
+            vec!["bench", "--runs", "0"],
+            "--runs and --docs must be at least 1",
+        ),
+        (
+            vec!["bench", "--live-rate", "0"],
+            "--live-rate must be a positive number",
+        ),
+    ] {
+        peerlite()
+            .args(&args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message));
+    }
+    // The listener process answers every command, and says what is wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "digest\nfrobnicate\nload 1\nopen 0 u p {}\nload 0 10 1\ndigest\nwatch\nseen\nquit\nignored\n",
+        dir.path().join("db").display()
+    );
+    let out = peerlite()
+        .arg("bench-peer")
+        .write_stdin(script)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 9, "{out}");
+    assert_eq!(lines[0], "error no database: send open first");
+    assert_eq!(lines[1], "error unknown command \"frobnicate\"");
+    assert_eq!(lines[2], "error load: expected a number");
+    assert!(lines[3].starts_with("ready "), "{out}");
+    assert!(
+        lines[3].ends_with(" -"),
+        "plain WebSocket: no certificate: {out}"
+    );
+    assert_eq!(lines[4], "ok");
+    assert!(lines[5].starts_with("digest 10 "), "{out}");
+    assert_eq!(lines[6], "ok");
+    assert_eq!(lines[7], "seen");
+    assert_eq!(lines[8], "bye");
 }

@@ -1,6 +1,7 @@
 //! `peerlite`: serve a database, sync with a peer, edit documents, manage TLS identities,
 //! and run a demo.
 
+mod bench;
 mod demo;
 mod docs;
 mod identity;
@@ -82,6 +83,12 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         docs: usize,
     },
+    /// Measure sync speed: a listener process and a replicator over loopback, on disk,
+    /// with TLS and Basic auth; prints figures per run and their medians.
+    Bench(bench::BenchArgs),
+    /// The listener process of `peerlite bench` (driven over standard input).
+    #[command(hide = true)]
+    BenchPeer,
 }
 
 /// A database directory and a collection.
@@ -127,6 +134,8 @@ fn main() -> ExitCode {
         Command::Export { db } => docs::export(&db),
         Command::Identity { db, command } => identity::run(&db, command),
         Command::Demo { docs } => demo::run(docs),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPeer => bench::peer(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,155 @@
+//! `peerlite bench`: measured sync speed, and `peerlite bench-peer`, its listener process.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use peerlite_smol::bench::{self, BenchOptions, BenchReport};
+
+/// Options of `peerlite bench`.
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Documents in the data set.
+    #[arg(long, default_value_t = 100_000)]
+    docs: u64,
+    /// Number of runs; the summary gives the median and spread.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Plain WebSockets between the peers instead of TLS.
+    #[arg(long)]
+    no_tls: bool,
+    /// Print one JSON line per run and nothing else on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the generated documents.
+    #[arg(long, default_value_t = 12345)]
+    seed: u32,
+    /// Single writes each way in the live-latency step.
+    #[arg(long, default_value_t = 200)]
+    live_writes: u64,
+    /// Rate of those writes, per second.
+    #[arg(long, default_value_t = 20.0)]
+    live_rate: f64,
+    /// Directory for the temporary databases (default: the system's temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// Targets shown next to the medians: (figure, target, higher is better).
+const TARGETS: &[(&str, &str)] = &[
+    ("push_docs_per_s", ">= 100,000"),
+    ("pull_docs_per_s", ">= 100,000"),
+    ("noop_sync_ms", "<= 10"),
+    ("incr_push_ms", "<= 20"),
+    ("incr_pull_ms", "<= 20"),
+    ("live_p50_ms", "<= 1"),
+    ("live_p99_ms", "<= 5"),
+    ("replicator_peak_rss_mb", "<= 50"),
+    ("listener_peak_rss_mb", "<= 50"),
+];
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
+    if args.runs == 0 || args.docs == 0 {
+        return Err("--runs and --docs must be at least 1".into());
+    }
+    if !(args.live_rate > 0.0 && args.live_rate.is_finite()) {
+        return Err("--live-rate must be a positive number".into());
+    }
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let options = BenchOptions {
+        docs: args.docs,
+        seed: args.seed,
+        tls: !args.no_tls,
+        live_writes: args.live_writes,
+        live_rate: args.live_rate,
+        work_dir: args.work_dir,
+        ..BenchOptions::new(program, ["bench-peer"])
+    };
+    if !args.json {
+        println!(
+            "peerlite bench: {} documents, {} run(s), {}, Basic auth, fjall on disk with durability sync (fdatasync per commit)",
+            options.docs,
+            args.runs,
+            if options.tls { "TLS 1.3" } else { "no TLS" },
+        );
+    }
+    let mut reports = Vec::new();
+    for run in 1..=args.runs {
+        let report = bench::run(&options, run).map_err(|e| format!("run {run}: {e}"))?;
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print_run(&report);
+        }
+        let _ = std::io::stdout().flush();
+        reports.push(report);
+    }
+    if !args.json {
+        print_summary(&reports);
+    }
+    Ok(())
+}
+
+fn print_run(r: &BenchReport) {
+    println!(
+        "run {}: ingest {:.0}/s, push {:.0}/s, pull {:.0}/s, no-op {:.1} ms, 1% push {:.1} ms, 1% pull {:.1} ms, live p50 {:.2} ms p99 {:.2} ms",
+        r.run,
+        r.store_ingest_docs_per_s,
+        r.push_docs_per_s,
+        r.pull_docs_per_s,
+        r.noop_sync_ms,
+        r.incr_push_ms,
+        r.incr_pull_ms,
+        r.live_p50_ms,
+        r.live_p99_ms,
+    );
+}
+
+fn print_summary(reports: &[BenchReport]) {
+    println!(
+        "\n{:<26} {:>12} {:>25}  target",
+        "figure", "median", "[min - max]"
+    );
+    for m in bench::summarize(reports) {
+        let target = TARGETS
+            .iter()
+            .find(|(name, _)| *name == m.name)
+            .map(|(_, t)| *t)
+            .unwrap_or("");
+        println!(
+            "{:<26} {:>12} {:>25}  {target}",
+            m.name,
+            fmt(m.median),
+            format!("[{} - {}]", fmt(m.min), fmt(m.max)),
+        );
+    }
+    if let Some(s) = bench::summarize(reports)
+        .iter()
+        .find(|m| m.name == "push_docs_per_s")
+        .zip(
+            bench::summarize(reports)
+                .iter()
+                .find(|m| m.name == "store_ingest_docs_per_s"),
+        )
+        .map(|(push, ingest)| push.median / ingest.median.max(1e-9))
+    {
+        println!("push / store ingest: {:.0}% (target >= 50%)", s * 100.0);
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// `peerlite bench-peer`: the listener process of `peerlite bench`.
+pub(crate) fn peer() -> Result<(), String> {
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    bench::serve_peer(stdin, stdout).map_err(|e| e.to_string())
+}
