@@ -164,6 +164,8 @@ pub struct ActiveReplicator {
     failed_attempts: u32,
     timers: TimerTable,
     status: Status,
+    /// Progress changed since the last status event.
+    progress_dirty: bool,
     reset_checkpoint: bool,
     local_cp: Option<Option<Checkpoint>>,
     remote_cp: Option<Option<Checkpoint>>,
@@ -222,6 +224,7 @@ impl ActiveReplicator {
                 progress: Progress::default(),
                 error: None,
             },
+            progress_dirty: false,
             reset_checkpoint: false,
             local_cp: None,
             remote_cp: None,
@@ -267,6 +270,7 @@ impl ActiveReplicator {
         self.status.error = None;
         self.status.progress = Progress::default();
         self.connect();
+        self.flush_progress();
     }
 
     /// Stops replication and closes the connection. Storage replies still arriving for
@@ -285,10 +289,17 @@ impl ActiveReplicator {
         self.phase = Phase::Stopped;
         self.timers.clear();
         self.set_activity(Activity::Stopped);
+        self.flush_progress();
     }
 
     /// Feeds one input. Drain [`ActiveReplicator::poll_output`] afterwards.
     pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<(), ApiError> {
+        let result = self.handle_input_inner(input, now);
+        self.flush_progress();
+        result
+    }
+
+    fn handle_input_inner(&mut self, input: Input, now: Instant) -> Result<(), ApiError> {
         match input {
             Input::Connected => {
                 if self.phase != Phase::Connecting {
@@ -359,6 +370,11 @@ impl ActiveReplicator {
     /// Fires due timers (heartbeat, dead peer, retry, checkpoint). Spurious calls are
     /// harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_inner(now);
+        self.flush_progress();
+    }
+
+    fn handle_timeout_inner(&mut self, now: Instant) {
         for timer in self.timers.expired(now) {
             match timer {
                 Timer::Retry if self.phase == Phase::Offline => self.connect(),
@@ -493,16 +509,25 @@ impl ActiveReplicator {
 
     fn set_activity_forced(&mut self, activity: Activity) {
         self.status.activity = activity;
+        self.progress_dirty = false;
         self.conn.event(Event::Status(self.status.clone()));
     }
 
+    /// Counts progress. One status event per input carries it (not one per document).
     fn progress(&mut self, completed: u64, total: u64) {
         if completed == 0 && total == 0 {
             return;
         }
         self.status.progress.completed += completed;
         self.status.progress.total += total;
-        self.conn.event(Event::Status(self.status.clone()));
+        self.progress_dirty = true;
+    }
+
+    fn flush_progress(&mut self) {
+        if self.progress_dirty {
+            self.progress_dirty = false;
+            self.conn.event(Event::Status(self.status.clone()));
+        }
     }
 
     fn op(&mut self, op: StorageOp, kind: Op) {

@@ -41,11 +41,14 @@
 mod auth;
 mod auth_limit;
 pub mod bench;
+mod change_feed;
 mod error;
 mod listener;
 mod replicator;
+mod storage_worker;
 mod tls;
 mod transport;
+mod wake;
 
 pub use auth::{Credentials, ListenerAuthenticator, User};
 pub use auth_limit::AuthFailureLimit;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_rustls::TlsAcceptor;
 use peerlite_proto::{
     CloseCode, CollectionName, Disconnect, Input, OpId, Output, PassiveConfig, PassivePeer,
-    Principal, Seq, StorageReply, Validator,
+    Principal, StorageReply, Validator,
 };
 use peerlite_storage::Database;
 use smol::net::TcpListener;
@@ -23,6 +23,7 @@ use smol::stream::StreamExt;
 use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
 use crate::transport::{AcceptOptions, Io, accept};
+use crate::wake::{ReaderMsg, Wake};
 use crate::{
     AuthFailureLimit, IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity,
 };
@@ -430,13 +431,15 @@ async fn accept_loop(
 }
 
 enum ConnMsg {
-    Frame(Bytes),
-    Closed(String),
     Storage(OpId, StorageReply),
-    LocalChange(CollectionName, Seq),
     Stop,
-    Tick,
 }
+
+/// Frames read ahead of the passive peer. The protocol's windows keep a well-behaved
+/// peer far below this (a few change batches and 2 MiB of revisions unanswered); the
+/// bound stops a peer that ignores them from growing this side's memory without limit:
+/// it waits in TCP flow control instead.
+pub(crate) const READ_AHEAD: usize = 128;
 
 /// Drives one connection's passive peer until it closes.
 async fn serve(
@@ -451,14 +454,12 @@ async fn serve(
     if let Ok(mut open) = shared.open.lock() {
         open.insert(id, tx.clone());
     }
-    let notify = tx.clone();
-    let token = db.add_change_listener(move |notices| {
-        for n in notices {
-            let _ = notify.try_send(ConnMsg::LocalChange(n.collection.clone(), n.seq));
-        }
-    });
+    let (token, changes) = crate::change_feed::watch(&db);
+    let storage = crate::storage_worker::spawn(db.clone(), tx.clone(), ConnMsg::Storage);
     let (mut sender, receiver) = ws.split();
-    spawn_reader(receiver, tx.clone());
+    let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
+    let mut frames = Some(frames_rx);
+    spawn_reader(receiver, frames_tx);
     let mut peer = PassivePeer::new(config, principal, Instant::now());
     let mut busy = false;
     loop {
@@ -476,12 +477,7 @@ async fn serve(
                     }
                 }
                 Output::Storage(op_id, op) => {
-                    let (db, tx) = (db.clone(), tx.clone());
-                    smol::spawn(async move {
-                        let reply = smol::unblock(move || db.execute(op)).await;
-                        let _ = tx.send(ConnMsg::Storage(op_id, reply)).await;
-                    })
-                    .detach();
+                    let _ = storage.try_send((op_id, op));
                 }
                 Output::Close(reason) => {
                     let frame = CloseFrame {
@@ -505,31 +501,35 @@ async fn serve(
         if peer.is_closed() {
             break;
         }
-        let msg = match peer.poll_timeout() {
-            Some(deadline) => {
-                smol::future::or(async { rx.recv().await.ok() }, async {
-                    smol::Timer::at(deadline).await;
-                    Some(ConnMsg::Tick)
-                })
-                .await
-            }
-            None => rx.recv().await.ok(),
-        };
+        let deadline = peer.poll_timeout();
+        let wake = crate::wake::next(&rx, frames.as_ref(), &changes, deadline).await;
         let now = Instant::now();
-        let input = match msg {
-            None => break,
-            Some(ConnMsg::Tick) => {
+        let input = match wake {
+            Wake::Msg(None) => break,
+            Wake::Tick => {
                 peer.handle_timeout(now);
                 continue;
             }
-            Some(ConnMsg::Stop) => {
+            Wake::Msg(Some(ConnMsg::Stop)) => {
                 peer.close(CloseCode::GoingAway, "the listener is stopping");
                 continue;
             }
-            Some(ConnMsg::Frame(bytes)) => Input::Frame(bytes),
-            Some(ConnMsg::Closed(why)) => Input::Disconnected(Disconnect::transient(why)),
-            Some(ConnMsg::Storage(op, reply)) => Input::Storage(op, reply),
-            Some(ConnMsg::LocalChange(c, seq)) => Input::LocalChange(c, seq),
+            Wake::Msg(Some(ConnMsg::Storage(op, reply))) => Input::Storage(op, reply),
+            Wake::Reader(Some(ReaderMsg::Frame(bytes))) => Input::Frame(bytes),
+            Wake::Reader(Some(ReaderMsg::Closed(why))) => {
+                frames = None;
+                Input::Disconnected(Disconnect::transient(why))
+            }
+            Wake::Reader(None) => {
+                frames = None;
+                continue;
+            }
+            Wake::Changes(changed) => {
+                for (c, seq) in changed {
+                    let _ = peer.handle_input(Input::LocalChange(c, seq), now);
+                }
+                continue;
+            }
         };
         let _ = peer.handle_input(input, now);
     }
@@ -544,13 +544,13 @@ async fn serve(
 
 fn spawn_reader(
     mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn Io>>,
-    tx: Sender<ConnMsg>,
+    tx: Sender<ReaderMsg>,
 ) {
     smol::spawn(async move {
         let why = loop {
             match receiver.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if tx.send(ConnMsg::Frame(bytes)).await.is_err() {
+                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -558,7 +558,7 @@ fn spawn_reader(
                 // A text message is not a Peerlite frame: the peer rejects it as such.
                 Some(Ok(Message::Text(text))) => {
                     let _ = tx
-                        .send(ConnMsg::Frame(Bytes::copy_from_slice(text.as_bytes())))
+                        .send(ReaderMsg::Frame(Bytes::copy_from_slice(text.as_bytes())))
                         .await;
                 }
                 Some(Ok(_)) => {}
@@ -566,7 +566,7 @@ fn spawn_reader(
                 None => break "connection closed".into(),
             }
         };
-        let _ = tx.send(ConnMsg::Closed(why)).await;
+        let _ = tx.send(ReaderMsg::Closed(why)).await;
     })
     .detach();
 }

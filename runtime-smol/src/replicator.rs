@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
-use bytes::Bytes;
 use peerlite_proto::{
     ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
     Event, Input, OpId, Output, Progress, ReplicationError, ReplicatorConfig, ReplicatorType,
@@ -18,6 +17,7 @@ use peerlite_storage::{Database, ListenerToken, StorageError};
 use smol::stream::StreamExt;
 
 use crate::transport::{DialOptions, Endpoint, dial};
+use crate::wake::{ReaderMsg, Wake};
 use crate::{
     ConnectError, Credentials, ReplicatorConfigError, ReplicatorError, ServerTrust, TlsIdentity,
 };
@@ -116,10 +116,7 @@ enum Msg {
     Stop,
     Tick,
     Dialed(u64, Box<Result<crate::transport::Ws, ConnectError>>),
-    Frame(u64, Bytes),
-    Closed(u64, String),
     Storage(OpId, StorageReply),
-    LocalChange(CollectionName, peerlite_proto::Seq),
 }
 
 /// The active peer: replicates a local [`Database`] with a listener.
@@ -199,24 +196,20 @@ impl Replicator {
             stopped_waiters: Mutex::new(Vec::new()),
         });
         let (tx, rx) = async_channel::unbounded();
-        let notify = tx.clone();
-        let db_listener = db.add_change_listener(move |notices| {
-            for n in notices {
-                let _ = notify.try_send(Msg::LocalChange(n.collection.clone(), n.seq));
-            }
-        });
+        let (db_listener, changes) = crate::change_feed::watch(&db);
         let driver = Driver {
             machine: ActiveReplicator::new(proto.clone()),
-            db: db.clone(),
             endpoint,
             dial: Arc::new(dial),
             shared: shared.clone(),
             tx: tx.clone(),
             conn: 0,
             sender: None,
+            storage: crate::storage_worker::spawn(db.clone(), tx.clone(), Msg::Storage),
+            frames: None,
             last_connect_error: None,
         };
-        let task = smol::spawn(driver.run(rx));
+        let task = smol::spawn(driver.run(rx, changes));
         Ok(Replicator {
             db,
             config: proto,
@@ -359,7 +352,6 @@ impl Drop for Replicator {
 /// The task that owns the state machine.
 struct Driver {
     machine: ActiveReplicator,
-    db: Database,
     endpoint: Endpoint,
     dial: Arc<DialOptions>,
     shared: Arc<Shared>,
@@ -367,25 +359,55 @@ struct Driver {
     /// Number of the current connection attempt.
     conn: u64,
     sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
+    /// Runs the state machine's storage operations in order.
+    storage: Sender<(OpId, peerlite_proto::StorageOp)>,
+    /// The current connection's frames, read ahead by its reader task.
+    frames: Option<Receiver<ReaderMsg>>,
     last_connect_error: Option<ConnectError>,
 }
 
 impl Driver {
-    async fn run(mut self, rx: Receiver<Msg>) {
+    async fn run(mut self, rx: Receiver<Msg>, changes: crate::change_feed::ChangeFeed) {
         loop {
             self.drain().await;
-            let msg = match self.machine.poll_timeout() {
-                Some(deadline) => {
-                    smol::future::or(async { rx.recv().await.ok() }, async {
-                        smol::Timer::at(deadline).await;
-                        Some(Msg::Tick)
-                    })
-                    .await
+            let deadline = self.machine.poll_timeout();
+            let frames = self.frames.clone();
+            let wake = crate::wake::next(&rx, frames.as_ref(), &changes, deadline).await;
+            let msg = match wake {
+                // All senders gone: the replicator was dropped.
+                Wake::Msg(None) => return,
+                Wake::Msg(Some(msg)) => msg,
+                Wake::Tick => Msg::Tick,
+                Wake::Reader(Some(ReaderMsg::Frame(bytes))) => {
+                    if self.sender.is_some() {
+                        let _ = self
+                            .machine
+                            .handle_input(Input::Frame(bytes), Instant::now());
+                    }
+                    continue;
                 }
-                None => rx.recv().await.ok(),
+                Wake::Reader(Some(ReaderMsg::Closed(why))) => {
+                    self.frames = None;
+                    if self.sender.take().is_some() {
+                        let _ = self.machine.handle_input(
+                            Input::Disconnected(Disconnect::transient(why)),
+                            Instant::now(),
+                        );
+                    }
+                    continue;
+                }
+                Wake::Reader(None) => {
+                    self.frames = None;
+                    continue;
+                }
+                Wake::Changes(changed) => {
+                    let now = Instant::now();
+                    for (c, seq) in changed {
+                        let _ = self.machine.handle_input(Input::LocalChange(c, seq), now);
+                    }
+                    continue;
+                }
             };
-            // All senders gone: the replicator was dropped.
-            let Some(msg) = msg else { return };
             if !self.handle(msg).await {
                 return;
             }
@@ -417,7 +439,10 @@ impl Driver {
                     let (sender, receiver) = ws.split();
                     self.sender = Some(sender);
                     self.last_connect_error = None;
-                    spawn_reader(id, receiver, self.tx.clone());
+                    let (frames_tx, frames_rx) =
+                        async_channel::bounded(crate::listener::READ_AHEAD);
+                    self.frames = Some(frames_rx);
+                    spawn_reader(receiver, frames_tx);
                     Input::Connected
                 }
                 Err(e) => {
@@ -430,16 +455,7 @@ impl Driver {
                 }
             },
             Msg::Dialed(..) => return true, // a stale attempt
-            Msg::Frame(id, bytes) if id == self.conn && self.sender.is_some() => {
-                Input::Frame(bytes)
-            }
-            Msg::Closed(id, why) if id == self.conn && self.sender.is_some() => {
-                self.sender = None;
-                Input::Disconnected(Disconnect::transient(why))
-            }
-            Msg::Frame(..) | Msg::Closed(..) => return true,
             Msg::Storage(id, reply) => Input::Storage(id, reply),
-            Msg::LocalChange(c, seq) => Input::LocalChange(c, seq),
         };
         // A misrouted storage reply is a bug in this driver, not the peer's fault.
         let _ = self.machine.handle_input(input, now);
@@ -479,12 +495,7 @@ impl Driver {
                     }
                 }
                 Output::Storage(id, op) => {
-                    let (db, tx) = (self.db.clone(), self.tx.clone());
-                    smol::spawn(async move {
-                        let reply = smol::unblock(move || db.execute(op)).await;
-                        let _ = tx.send(Msg::Storage(id, reply)).await;
-                    })
-                    .detach();
+                    let _ = self.storage.try_send((id, op));
                 }
                 Output::Event(event) => self.publish(event),
                 Output::Close(reason) => {
@@ -562,15 +573,14 @@ impl Driver {
 
 /// Forwards a connection's messages to the driver until it closes.
 fn spawn_reader(
-    id: u64,
     mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn crate::transport::Io>>,
-    tx: Sender<Msg>,
+    tx: Sender<ReaderMsg>,
 ) {
     smol::spawn(async move {
         let why = loop {
             match receiver.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if tx.send(Msg::Frame(id, bytes)).await.is_err() {
+                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -591,7 +601,7 @@ fn spawn_reader(
                 None => break "connection closed".into(),
             }
         };
-        let _ = tx.send(Msg::Closed(id, why)).await;
+        let _ = tx.send(ReaderMsg::Closed(why)).await;
     })
     .detach();
 }

@@ -13,7 +13,7 @@ use crate::keys::{self, CollectionId};
 use crate::kv::{Durability, KvBackend, Space, WriteBatch};
 use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners};
 use crate::record::{DocRecord, SeqEntry};
-use crate::{FjallKv, KvError, MemKv, StorageError};
+use crate::{FjallKv, FjallMemory, KvError, MemKv, StorageError};
 
 /// Version of the database layout written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,6 +57,8 @@ pub struct DatabaseConfig {
     /// The UUID to give a *new* database (default: random). Ignored when opening an
     /// existing one. Simulations set it for reproducibility.
     pub uuid: Option<DatabaseUuid>,
+    /// Memory limits of the on-disk store (ignored by other backends).
+    pub memory: FjallMemory,
 }
 
 impl Default for DatabaseConfig {
@@ -65,6 +67,7 @@ impl Default for DatabaseConfig {
             durability: Durability::Sync,
             max_rev_depth: DEFAULT_MAX_DEPTH,
             uuid: None,
+            memory: FjallMemory::default(),
         }
     }
 }
@@ -195,7 +198,7 @@ impl Database {
         path: impl AsRef<Path>,
         config: DatabaseConfig,
     ) -> Result<Database, StorageError> {
-        Self::with_backend(Arc::new(FjallKv::open(path)?), config)
+        Self::with_backend(Arc::new(FjallKv::open_with(path, &config.memory)?), config)
     }
 
     /// A new, empty in-memory database.

@@ -8,6 +8,35 @@ use fjall::{Database as FjallDb, Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::KvError;
 use crate::kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 
+/// How much memory a fjall database may hold, besides the data being read or written.
+///
+/// fjall's own defaults (a 32 MiB block cache, 64 MiB memtables per keyspace) let one
+/// database grow past 150 MB of resident memory during a bulk sync. Peerlite's
+/// defaults keep it near 30 MB: an 8 MiB block cache, and memtables flushed to disk at
+/// 8 MiB (each keyspace). Bulk writes then flush more often, in the background.
+///
+/// ```
+/// use peerlite_storage::FjallMemory;
+/// let m = FjallMemory::default();
+/// assert_eq!((m.cache_bytes, m.memtable_bytes), (8 << 20, 8 << 20));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FjallMemory {
+    /// Block cache shared by every keyspace, in bytes.
+    pub cache_bytes: u64,
+    /// Size at which a keyspace's write buffer (memtable) is flushed to disk, in bytes.
+    pub memtable_bytes: u64,
+}
+
+impl Default for FjallMemory {
+    fn default() -> Self {
+        FjallMemory {
+            cache_bytes: 8 << 20,
+            memtable_bytes: 8 << 20,
+        }
+    }
+}
+
 /// A [`KvBackend`] on a fjall LSM database: one fjall keyspace per [`Space`], and one
 /// fjall write batch per commit, which fjall applies atomically across keyspaces.
 pub struct FjallKv {
@@ -22,9 +51,22 @@ impl FjallKv {
     /// may hold private keys of TLS identities. Fails with [`KvError::Locked`] when another
     /// handle has it open.
     pub fn open(path: impl AsRef<Path>) -> Result<FjallKv, KvError> {
+        Self::open_with(path, &FjallMemory::default())
+    }
+
+    /// Like [`FjallKv::open`], with explicit memory limits.
+    pub fn open_with(path: impl AsRef<Path>, memory: &FjallMemory) -> Result<FjallKv, KvError> {
         create_private_dir(path.as_ref())?;
-        let db = FjallDb::builder(path.as_ref()).open().map_err(map_err)?;
-        let open = |space: Space| db.keyspace(space.name(), KeyspaceCreateOptions::default);
+        let db = FjallDb::builder(path.as_ref())
+            .cache_size(memory.cache_bytes)
+            .open()
+            .map_err(map_err)?;
+        let memtable = memory.memtable_bytes;
+        let open = |space: Space| {
+            db.keyspace(space.name(), || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+        };
         let spaces = [
             open(Space::Docs).map_err(map_err)?,
             open(Space::Seq).map_err(map_err)?,

@@ -52,7 +52,7 @@ pub use database::{
     MAX_LOCAL_ID_LEN, WriteResult,
 };
 pub use error::{KvError, StorageError};
-pub use fjall_backend::FjallKv;
+pub use fjall_backend::{FjallKv, FjallMemory};
 pub use kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 pub use mem::MemKv;
 pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken};

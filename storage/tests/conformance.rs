@@ -973,3 +973,91 @@ proptest! {
         prop_assert_eq!(all_a, all_b);
     }
 }
+
+/// Group commit: running operations together gives the replies of running them one by
+/// one, with consecutive inserts of one collection in a single commit.
+#[test]
+fn execute_many_matches_one_by_one() {
+    use peerlite_proto::{InsertMode, Revision, RevisionInsert, StorageOp, StorageReply};
+    let c = CollectionName::default();
+    let other: CollectionName = "app.other".parse().unwrap();
+    let rev = |json: &str| Revision::first(false, Body::from_json_str(json).unwrap()).unwrap();
+    let insert = |collection: &CollectionName, id: &str, r: &Revision| StorageOp::InsertRevisions {
+        collection: collection.clone(),
+        inserts: vec![RevisionInsert {
+            doc_id: DocId::new(id).unwrap(),
+            revisions: vec![r.clone()],
+            mode: InsertMode::NoConflicts,
+        }],
+    };
+    let (a, b) = (rev(r#"{"v": 1}"#), rev(r#"{"v": 2}"#));
+    let ops = || {
+        vec![
+            insert(&c, "x", &a),
+            insert(&c, "y", &a),
+            // The same document again, conflicting with the first insert of the group.
+            insert(&c, "x", &b),
+            StorageOp::Changes {
+                collection: c.clone(),
+                since: Seq::ZERO,
+                limit: 10,
+            },
+            insert(&other, "x", &b),
+            insert(&c, "z", &b),
+            insert(&c, "z", &b),
+        ]
+    };
+    let (one, many) = (
+        Database::in_memory().unwrap(),
+        Database::in_memory().unwrap(),
+    );
+    for db in [&one, &many] {
+        db.create_collection(&other).unwrap();
+    }
+    let singly: Vec<StorageReply> = ops().into_iter().map(|op| one.execute(op)).collect();
+    let grouped = many.execute_many(ops());
+    assert_eq!(grouped.len(), singly.len());
+    // Outcomes agree, except that a group assigns one sequence per document.
+    let strip = |r: &StorageReply| match r {
+        StorageReply::Inserted(o) => format!(
+            "{:?}",
+            o.iter()
+                .map(|o| match o {
+                    peerlite_proto::InsertOutcome::Inserted { rev, deleted, .. } => {
+                        format!("inserted {rev} {deleted}")
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        ),
+        StorageReply::Changes(ch) => format!(
+            "{:?}",
+            ch.iter()
+                .map(|c| (c.doc_id.clone(), c.rev))
+                .collect::<Vec<_>>()
+        ),
+        other => format!("{other:?}"),
+    };
+    for (s, g) in singly.iter().zip(&grouped) {
+        assert_eq!(strip(s), strip(g));
+    }
+    assert!(matches!(
+        &grouped[2],
+        StorageReply::Inserted(o) if matches!(o[0], peerlite_proto::InsertOutcome::Conflict { .. })
+    ));
+    for name in [&c, &other] {
+        let docs = |db: &Database| {
+            db.documents(name, None, 100)
+                .unwrap()
+                .documents
+                .iter()
+                .map(|d| (d.id.clone(), d.rev))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(docs(&one), docs(&many));
+    }
+    assert_eq!(
+        many.last_sequence(&c).unwrap(),
+        one.last_sequence(&c).unwrap()
+    );
+}

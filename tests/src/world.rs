@@ -1015,6 +1015,7 @@ fn open(kv: &Arc<MemKv>, uuid: DatabaseUuid, depth: usize) -> Database {
         durability: Durability::Sync,
         max_rev_depth: depth,
         uuid: Some(uuid),
+        ..DatabaseConfig::default()
     };
     match Database::with_backend(kv.clone(), config) {
         Ok(db) => db,

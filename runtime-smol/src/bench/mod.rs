@@ -210,7 +210,9 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
     incr_push.expect("incremental push", incr, 0)?;
     r.incr_push_ms = incr_push.secs * 1e3;
 
-    // Pull N into a new, empty database, then nothing, then 1% changed there.
+    // Pull N into a new, empty database, then nothing, then 1% changed there. The first
+    // database is closed: a device holds one.
+    drop(local);
     let fresh = Database::open(tmp.path().join("replicator-2"))?;
     let pull = target.sync(&fresh, ReplicatorType::Pull, "pull")?;
     pull.expect("pull", 0, n)?;

@@ -14,6 +14,12 @@ use clap::{Args, Parser, Subcommand};
 use peerlite_proto::CollectionName;
 use peerlite_storage::Database;
 
+// glibc's allocator spends up to a fifth of sync CPU in malloc and free (its
+// consolidation of freed chunks); mimalloc makes storage and decoding ~1.7x faster
+// (`peerlite-storage`'s replication_bench).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Peer-to-peer document sync: serve a database, sync with a peer, edit documents.
 #[derive(Parser)]
 #[command(name = "peerlite", version, about, propagate_version = true)]
