@@ -876,7 +876,16 @@ impl PassivePeer {
             docs,
             unavailable,
         };
-        let bytes = Frame::Request(0, request.clone()).encode().len();
+        // The window counts bodies plus a generous allowance per revision for IDs and
+        // history, rather than encoding the message a second time to measure it.
+        let bytes = match &request {
+            Request::Revs { docs, .. } => docs
+                .iter()
+                .flat_map(|d| &d.revisions)
+                .map(|r| r.body.len() + 64 + 24 * r.history.len())
+                .sum::<usize>(),
+            _ => 0,
+        };
         if let Some(f) = self.feeds.get_mut(&collection) {
             f.revs_reading = false;
             f.rev_bytes_in_flight += bytes;
