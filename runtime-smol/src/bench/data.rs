@@ -1,10 +1,12 @@
 //! The benchmark's data set and the checks on it, shared by both processes.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerlite_proto::{CollectionName, DocId};
-use peerlite_storage::{Database, StorageError, sample};
+use peerlite_storage::{ChangeOrigin, Database, ListenerToken, StorageError, sample};
 use sha2::{Digest, Sha256};
 
 /// Documents saved per batch when a peer loads the data set.
@@ -105,6 +107,32 @@ pub(crate) fn live_write(
     let t0 = unix_nanos();
     db.save(collection, &id, body)?;
     Ok(t0)
+}
+
+/// When each live-latency write made on side `side` arrived here by replication:
+/// write number → Unix nanoseconds. Returns the listener token and the shared map.
+pub(crate) fn watch_live(
+    db: &Database,
+    side: &'static str,
+) -> (ListenerToken, Arc<Mutex<BTreeMap<u64, u128>>>) {
+    let arrived: Arc<Mutex<BTreeMap<u64, u128>>> = Arc::default();
+    let seen = arrived.clone();
+    let prefix = format!("live-{side}-");
+    let token = db.add_change_listener(move |notices| {
+        let now = unix_nanos();
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        for n in notices
+            .iter()
+            .filter(|n| n.origin == ChangeOrigin::Replicated)
+        {
+            if let Some(i) = n.doc_id.as_str().strip_prefix(prefix.as_str())
+                && let Ok(i) = i.parse()
+            {
+                seen.entry(i).or_insert(now);
+            }
+        }
+    });
+    (token, arrived)
 }
 
 /// Nanoseconds since the Unix epoch.

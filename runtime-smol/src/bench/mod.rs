@@ -38,13 +38,13 @@ mod report;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use peerlite_proto::{Activity, CollectionName, Direction, ReplicatorType};
-use peerlite_storage::{ChangeOrigin, Database, DatabaseUuid, StorageError};
+use peerlite_storage::{Database, DatabaseUuid, StorageError};
 
 pub use peer::serve_peer;
 pub use report::{BenchReport, MetricSummary, summarize};
@@ -358,22 +358,7 @@ fn live(
     replicator.add_change_listener(move |s| {
         let _ = idle_tx.try_send((s.activity, s.error.clone()));
     });
-    let arrived: Arc<Mutex<BTreeMap<u64, u128>>> = Arc::default();
-    let seen = arrived.clone();
-    let token = db.add_change_listener(move |notices| {
-        let now = data::unix_nanos();
-        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        for n in notices
-            .iter()
-            .filter(|n| n.origin == ChangeOrigin::Replicated)
-        {
-            if let Some(i) = n.doc_id.as_str().strip_prefix("live-pull-")
-                && let Ok(i) = i.parse()
-            {
-                seen.entry(i).or_insert(now);
-            }
-        }
-    });
+    let (token, arrived) = data::watch_live(db, "pull");
     replicator.start();
     // Wait until it has caught up and is idle.
     let deadline = Instant::now() + LIVE_DEADLINE;

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use peerlite_proto::CollectionName;
-use peerlite_storage::{ChangeOrigin, Database};
+use peerlite_storage::Database;
 
 use super::{BenchError, data};
 use crate::{
@@ -63,7 +63,8 @@ pub fn serve_peer(input: impl BufRead, mut output: impl Write) -> Result<(), Ben
 struct PeerState {
     db: Option<Database>,
     listener: Option<Listener>,
-    seen: Arc<Mutex<BTreeMap<u64, u128>>>,
+    /// Arrival times of the replicator's live writes, once `watch` was sent.
+    seen: Option<Arc<Mutex<BTreeMap<u64, u128>>>>,
 }
 
 impl PeerState {
@@ -105,21 +106,9 @@ impl PeerState {
                 format!("digest {n} {hex}")
             }
             "watch" => {
-                let seen = self.seen.clone();
-                self.db()?.add_change_listener(move |notices| {
-                    let now = data::unix_nanos();
-                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    for n in notices {
-                        if n.origin != ChangeOrigin::Replicated {
-                            continue;
-                        }
-                        if let Some(i) = n.doc_id.as_str().strip_prefix("live-push-")
-                            && let Ok(i) = i.parse()
-                        {
-                            seen.entry(i).or_insert(now);
-                        }
-                    }
-                });
+                if self.seen.is_none() {
+                    self.seen = Some(data::watch_live(self.db()?, "push").1);
+                }
                 "ok".into()
             }
             "write" => {
@@ -128,10 +117,12 @@ impl PeerState {
                 format!("ok {t0}")
             }
             "seen" => {
-                let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
                 let mut reply = String::from("seen");
-                for (i, t) in seen.iter() {
-                    reply.push_str(&format!(" {i}:{t}"));
+                if let Some(seen) = &self.seen {
+                    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    for (i, t) in seen.iter() {
+                        reply.push_str(&format!(" {i}:{t}"));
+                    }
                 }
                 reply
             }

@@ -106,11 +106,12 @@ fn print_run(r: &BenchReport) {
 }
 
 fn print_summary(reports: &[BenchReport]) {
+    let summary = bench::summarize(reports);
     println!(
         "\n{:<26} {:>12} {:>25}  target",
         "figure", "median", "[min - max]"
     );
-    for m in bench::summarize(reports) {
+    for m in &summary {
         let target = TARGETS
             .iter()
             .find(|(name, _)| *name == m.name)
@@ -123,17 +124,14 @@ fn print_summary(reports: &[BenchReport]) {
             format!("[{} - {}]", fmt(m.min), fmt(m.max)),
         );
     }
-    if let Some(s) = bench::summarize(reports)
-        .iter()
-        .find(|m| m.name == "push_docs_per_s")
-        .zip(
-            bench::summarize(reports)
-                .iter()
-                .find(|m| m.name == "store_ingest_docs_per_s"),
-        )
-        .map(|(push, ingest)| push.median / ingest.median.max(1e-9))
+    let median = |name: &str| summary.iter().find(|m| m.name == name).map(|m| m.median);
+    if let (Some(push), Some(ingest)) =
+        (median("push_docs_per_s"), median("store_ingest_docs_per_s"))
     {
-        println!("push / store ingest: {:.0}% (target >= 50%)", s * 100.0);
+        println!(
+            "push / store ingest: {:.0}% (target >= 50%)",
+            push / ingest.max(1e-9) * 100.0
+        );
     }
 }
 
