@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::passive::request_name;
+use crate::peer_knows::PeerKnows;
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
 use crate::{
@@ -21,6 +22,9 @@ use crate::{
 /// How many times a conflict resolution is recomputed when the local document keeps
 /// changing underneath it.
 const MAX_RESOLVE_ATTEMPTS: u8 = 5;
+
+/// Most body bytes a batch may hold to be pushed without a proposal.
+const DIRECT_PUSH_BYTES: usize = 64 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -141,6 +145,8 @@ struct CollectionState {
     config: CollectionConfig,
     push: PushState,
     pull: PullState,
+    /// What the peer sent lately: never pushed back to it.
+    peer_knows: PeerKnows,
 }
 
 /// The active side of replication, for one remote peer across reconnections.
@@ -207,6 +213,7 @@ impl ActiveReplicator {
                         config: c.clone(),
                         push: PushState::default(),
                         pull: PullState::default(),
+                        peer_knows: PeerKnows::default(),
                     },
                 )
             })
@@ -307,6 +314,10 @@ impl ActiveReplicator {
                 }
                 self.phase = Phase::Handshaking;
                 self.arm_heartbeat(now);
+                // A new connection may reach a peer that lost what it sent before.
+                for c in self.cols.values_mut() {
+                    c.peer_knows.clear();
+                }
                 let hello = Hello {
                     versions: vec![PROTOCOL_VERSION],
                     collections: self.cols.keys().cloned().collect(),
@@ -773,7 +784,8 @@ impl ActiveReplicator {
         self.finish_push_batches(&name, now);
     }
 
-    /// The documents of a push batch are read: filter them and propose them.
+    /// The documents of a push batch are read: filter them, then propose them or, for a
+    /// small batch, send them at once.
     fn push_leaves_read(
         &mut self,
         name: CollectionName,
@@ -782,6 +794,8 @@ impl ActiveReplicator {
         leaves: Vec<Vec<Revision>>,
         now: Instant,
     ) {
+        let direct_max = self.config.push_without_proposal;
+        let max_history = self.config.max_history;
         let Some(c) = self.cols.get_mut(&name) else {
             return;
         };
@@ -806,17 +820,49 @@ impl ActiveReplicator {
                 }),
                 _ => true,
             };
-            if !include {
+            let other_leaves = crate::other_leaf_ids(&bundle);
+            if !include
+                || c.peer_knows
+                    .peer_has(&change.doc_id, &change.rev, &other_leaves)
+            {
                 skipped += 1;
                 continue;
             }
             proposal.push(Change {
-                other_leaves: crate::other_leaf_ids(&bundle),
+                other_leaves,
                 ..change.clone()
             });
             b.revs.insert(change.doc_id, (bundle, change.seq));
         }
-        if !proposal.is_empty() {
+        let direct = !proposal.is_empty()
+            && proposal.len() <= direct_max
+            && proposal
+                .iter()
+                .filter_map(|ch| b.revs.get(&ch.doc_id))
+                .map(|(revisions, _)| revisions.iter().map(|r| r.body.len()).sum::<usize>())
+                .sum::<usize>()
+                <= DIRECT_PUSH_BYTES;
+        if direct {
+            // Sent whole, without asking: history reaches back `max_history` ancestors,
+            // and a receiver further behind answers Conflict, which sends it again with
+            // history reaching its revision (see `retry_bundle`).
+            let bundles = proposal
+                .iter()
+                .filter_map(|ch| {
+                    let (revisions, seq) = b.revs.get(&ch.doc_id)?;
+                    let mut revisions = revisions.clone();
+                    crate::bundle::fit_history(&mut revisions, &[], max_history);
+                    Some(RevBundle {
+                        doc_id: ch.doc_id.clone(),
+                        revisions,
+                        seq: *seq,
+                    })
+                })
+                .collect();
+            b.outstanding += 1;
+            c.push.queue.push_back((batch, bundles));
+            self.send_queued_revs(&name);
+        } else if !proposal.is_empty() {
             b.outstanding += 1;
             let docs = proposal.iter().map(|ch| ch.doc_id.clone()).collect();
             self.conn.request(
@@ -912,12 +958,12 @@ impl ActiveReplicator {
                         .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
                 })
                 .collect();
+            let bytes = crate::bundle::window_bytes(&docs);
             let request = Request::Revs {
                 collection: name.clone(),
                 docs,
                 unavailable: Vec::new(),
             };
-            let bytes = Frame::Request(0, request.clone()).encode().len();
             c.push.bytes_in_flight += bytes;
             self.conn.request(
                 request,
@@ -1191,6 +1237,12 @@ impl ActiveReplicator {
         }
         if !to_insert.is_empty() {
             entry.pending = 1;
+            if let Some(c) = self.cols.get_mut(&name) {
+                for (doc_id, revisions) in &to_insert {
+                    c.peer_knows
+                        .record(doc_id, revisions.iter().map(|r| r.rev).collect());
+                }
+            }
             let inserts = to_insert
                 .iter()
                 .map(|(doc_id, revisions)| RevisionInsert {

@@ -26,6 +26,16 @@ pub fn bundle_from_leaves(leaves: Vec<Revision>, rev: &RevId) -> Option<Vec<Revi
     Some(closed)
 }
 
+/// What a `Revs` message of these bundles counts against a byte window: the bodies plus a
+/// generous allowance per revision for IDs and history. An estimate, so that flow control
+/// never has to encode a message twice to measure it.
+pub(crate) fn window_bytes(docs: &[crate::RevBundle]) -> usize {
+    docs.iter()
+        .flat_map(|d| &d.revisions)
+        .map(|r| r.body.len() + 64 + 24 * r.history.len())
+        .sum()
+}
+
 /// The IDs of a document's leaves other than its current revision.
 pub fn other_leaf_ids(bundle: &[Revision]) -> Vec<RevId> {
     match bundle.split_last() {

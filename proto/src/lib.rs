@@ -102,6 +102,7 @@ mod conn;
 mod doc_id;
 mod io;
 mod passive;
+mod peer_knows;
 mod replicator_config;
 mod rev_id;
 mod revision;

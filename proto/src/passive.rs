@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
+use crate::peer_knows::PeerKnows;
 use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
@@ -206,6 +207,8 @@ pub struct PassivePeer {
     phase: Phase,
     hello: Option<Hello>,
     feeds: BTreeMap<CollectionName, Feed>,
+    /// Per collection, what the peer pushed lately: never announced back to it.
+    pushed: BTreeMap<CollectionName, PeerKnows>,
     timers: TimerTable,
 }
 
@@ -232,6 +235,7 @@ impl PassivePeer {
             phase: Phase::AwaitingHello,
             hello: None,
             feeds: BTreeMap::new(),
+            pushed: BTreeMap::new(),
             timers,
         }
     }
@@ -603,6 +607,13 @@ impl PassivePeer {
         if inserts.is_empty() {
             return self.finish_insert(n, collection, statuses, summary, Vec::new());
         }
+        let pushed = self.pushed.entry(collection.clone()).or_default();
+        for insert in &inserts {
+            pushed.record(
+                &insert.doc_id,
+                insert.revisions.iter().map(|r| r.rev).collect(),
+            );
+        }
         self.conn.storage(
             StorageOp::InsertRevisions {
                 collection: collection.clone(),
@@ -805,13 +816,12 @@ impl PassivePeer {
         if let Some(last) = changes.last() {
             f.since = f.since.max(last.seq);
         }
-        let selected: Vec<Change> = match &f.doc_ids {
-            Some(ids) => changes
-                .into_iter()
-                .filter(|c| ids.contains(&c.doc_id))
-                .collect(),
-            None => changes,
-        };
+        let pushed = self.pushed.get(&collection);
+        let selected: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| f.doc_ids.as_ref().is_none_or(|ids| ids.contains(&c.doc_id)))
+            .filter(|c| pushed.is_none_or(|p| !p.peer_has(&c.doc_id, &c.rev, &c.other_leaves)))
+            .collect();
         f.at_end = !full;
         let mut batches = Vec::new();
         if !selected.is_empty() {
@@ -871,20 +881,11 @@ impl PassivePeer {
                     .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
             })
             .collect();
+        let bytes = crate::bundle::window_bytes(&docs);
         let request = Request::Revs {
             collection: collection.clone(),
             docs,
             unavailable,
-        };
-        // The window counts bodies plus a generous allowance per revision for IDs and
-        // history, rather than encoding the message a second time to measure it.
-        let bytes = match &request {
-            Request::Revs { docs, .. } => docs
-                .iter()
-                .flat_map(|d| &d.revisions)
-                .map(|r| r.body.len() + 64 + 24 * r.history.len())
-                .sum::<usize>(),
-            _ => 0,
         };
         if let Some(f) = self.feeds.get_mut(&collection) {
             f.revs_reading = false;

@@ -141,8 +141,14 @@ pub struct ReplicatorConfig {
     pub frame_limits: FrameLimits,
     /// Changes per push batch (default 200).
     pub changes_batch: usize,
-    /// Push batches in flight (default 2).
+    /// Push batches in flight (default 4).
     pub max_push_batches: usize,
+    /// A push batch of at most this many documents (and 64 KiB of bodies) is sent with
+    /// its revisions at once instead of being proposed first, which saves a round trip
+    /// per live change; the receiver may then get a revision it already has (default 8;
+    /// 0 proposes every batch). Revisions just pulled from the same peer are never
+    /// pushed back to it either way.
+    pub push_without_proposal: usize,
     /// Revisions per `Revs` message (default 100).
     pub revs_per_message: usize,
     /// Unacknowledged pushed bytes allowed (default 2 MiB).
@@ -167,7 +173,8 @@ impl ReplicatorConfig {
             checkpoint_interval: Duration::from_secs(5),
             frame_limits: FrameLimits::DEFAULT,
             changes_batch: 200,
-            max_push_batches: 2,
+            max_push_batches: 4,
+            push_without_proposal: 8,
             revs_per_message: 100,
             max_rev_bytes_in_flight: 2 << 20,
             max_history: 20,

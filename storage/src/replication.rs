@@ -377,5 +377,26 @@ fn would_conflict(before: &RevTree, after: &RevTree, inserted: &[Revision]) -> b
         });
         return !recreated;
     }
+    // Nor may a live branch grow again from a line of history the receiver deleted and
+    // abandoned (no live leaf here continues it), unless the sender saw that deletion (its
+    // bundle carries the tombstone): an edit made concurrently with a deletion is a
+    // conflict, for the puller to resolve, even when another branch keeps the document
+    // alive. The receiver's changes feed carries the tombstone, so pulling resolves it.
+    if let Some((winner, node)) = after.current()
+        && !node.is_deleted()
+        && !before.contains(winner)
+    {
+        return before.leaves().any(|(t, n)| {
+            n.is_deleted()
+                && !inserted.iter().any(|r| r.rev == *t)
+                && n.parent().is_some_and(|p| {
+                    after.descends_from(winner, p)
+                        && !before
+                            .live_leaves()
+                            .any(|(l, _)| before.descends_from(l, p))
+                })
+                && !after.descends_from(winner, t)
+        });
+    }
     false
 }

@@ -485,6 +485,56 @@ fn insert_deletion_rules(h: &mut dyn Harness) {
     assert!(
         matches!(insert_one(&db, "b", &recreated), InsertOutcome::Inserted { deleted: false, rev, .. } if rev == recreated.rev)
     );
+
+    // Found by the convergence fuzzer: a branch deleted here, while another branch keeps
+    // the document alive. A peer that never saw the deletion closes the live branch and
+    // continues the deleted one: that revives what was deleted here — a conflict.
+    let root = Revision::first(false, body(r#"{"v": "root"}"#)).unwrap();
+    let kept = root.child(false, body(r#"{"v": "kept"}"#), 20).unwrap();
+    let gone = root.child(false, body(r#"{"v": "gone"}"#), 20).unwrap();
+    let c_id = "c";
+    insert_one(&db, c_id, &kept);
+    let both = db
+        .insert_revisions(&dc(), vec![ins(c_id, vec![gone.clone()])])
+        .unwrap();
+    assert!(matches!(both[0], InsertOutcome::Conflict { .. }));
+    // Build the two-branch state with a guarded write, as a resolution would.
+    let gone_del = gone.child(true, Body::empty(), 20).unwrap();
+    let out = db
+        .insert_revisions(
+            &dc(),
+            vec![RevisionInsert {
+                doc_id: id(c_id),
+                revisions: vec![gone.clone(), gone_del.clone()],
+                mode: InsertMode::Guarded {
+                    expected: Some(kept.rev),
+                },
+            }],
+        )
+        .unwrap();
+    assert!(matches!(out[0], InsertOutcome::Inserted { rev, .. } if rev == kept.rev));
+    let kept_closed = kept.child(true, Body::empty(), 20).unwrap();
+    let revived = gone.child(false, body(r#"{"v": "revived"}"#), 20).unwrap();
+    assert_eq!(
+        db.insert_revisions(
+            &dc(),
+            vec![ins(c_id, vec![kept_closed.clone(), revived.clone()])]
+        )
+        .unwrap()[0],
+        InsertOutcome::Conflict {
+            current: Some(kept.rev)
+        }
+    );
+    // Having seen the deletion (its tombstone comes along), the same resolution is fine.
+    let out = db
+        .insert_revisions(
+            &dc(),
+            vec![ins(c_id, vec![gone_del, kept_closed, revived.clone()])],
+        )
+        .unwrap();
+    assert!(
+        matches!(out[0], InsertOutcome::Inserted { rev, deleted: false, .. } if rev == revived.rev)
+    );
 }
 
 fn insert_bundle_that_closes_a_branch(h: &mut dyn Harness) {

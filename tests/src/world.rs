@@ -60,6 +60,9 @@ pub struct Stats {
     pub crashes: u64,
     /// Storage operations executed.
     pub storage_ops: u64,
+    /// Requests delivered, by kind (`"Revs"`, `"ProposeChanges"`, `"Changes"`, an empty
+    /// `Changes` batch as `"Changes (caught up)"`, …).
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// What a peer holds of a document: current revision, deleted flag and body as JSON.
@@ -768,9 +771,23 @@ impl World {
     fn count_frame(&mut self, frame: &Bytes) {
         self.stats.frames += 1;
         self.stats.bytes += frame.len() as u64;
-        if let Ok(Frame::Request(_, Request::Revs { docs, .. })) =
-            Frame::decode(frame, &Default::default())
-        {
+        let Ok(Frame::Request(_, request)) = Frame::decode(frame, &Default::default()) else {
+            return;
+        };
+        let kind = match &request {
+            Request::Hello(_) => "Hello",
+            Request::GetCheckpoint { .. } => "GetCheckpoint",
+            Request::SetCheckpoint { .. } => "SetCheckpoint",
+            Request::SubChanges { .. } => "SubChanges",
+            Request::Changes { changes, .. } if changes.is_empty() => "Changes (caught up)",
+            Request::Changes { .. } => "Changes",
+            Request::ProposeChanges { .. } => "ProposeChanges",
+            Request::Revs { .. } => "Revs",
+            Request::Ping => "Ping",
+            _ => "other",
+        };
+        *self.stats.requests.entry(kind).or_default() += 1;
+        if let Request::Revs { docs, .. } = request {
             self.stats.revisions_transferred +=
                 docs.iter().map(|d| d.revisions.len() as u64).sum::<u64>();
         }

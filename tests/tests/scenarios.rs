@@ -626,3 +626,81 @@ fn long_edit_streaks_connect_to_what_the_peer_has() {
         "no conflict should have happened: {trouble:?}"
     );
 }
+
+#[test]
+fn a_live_change_takes_one_round_trip_and_is_not_echoed_back() {
+    // Requests delivered, by kind, until all is quiet after one write on `writer`
+    // (checkpoint saves left out).
+    fn requests_for_one_write(
+        w: &mut World,
+        writer: PeerId,
+        doc: &str,
+    ) -> Vec<(&'static str, u64)> {
+        let before = w.stats().requests.clone();
+        w.save(writer, doc, r#"{"live": true}"#).unwrap();
+        w.run_until_quiet(LIMIT).unwrap();
+        w.stats()
+            .requests
+            .iter()
+            .map(|(k, n)| (*k, n - before.get(k).copied().unwrap_or(0)))
+            .filter(|(k, n)| *n > 0 && *k != "SetCheckpoint")
+            .collect()
+    }
+    for direct in [8, 0] {
+        let (mut w, hub, client) = hub_and_client(31);
+        let link = w.replicate(client, hub, |c| {
+            c.continuous = true;
+            c.push_without_proposal = direct;
+        });
+        w.start(link);
+        w.run_until_quiet(LIMIT).unwrap();
+        // Pushed: the revision goes at once, or after a proposal when that is turned
+        // off. The hub does not announce it back to the client.
+        let pushed = requests_for_one_write(&mut w, client, "from-client");
+        if direct > 0 {
+            assert_eq!(pushed, [("Revs", 1)]);
+        } else {
+            assert_eq!(pushed, [("ProposeChanges", 1), ("Revs", 1)]);
+        }
+        // Pulled: announced, then sent; the client does not push it back.
+        assert_eq!(
+            requests_for_one_write(&mut w, hub, "from-hub"),
+            [("Changes", 1), ("Changes (caught up)", 1), ("Revs", 1)]
+        );
+        w.check_converged(&[hub, client]).unwrap();
+        assert_eq!(body_of(&w, hub, "from-client").unwrap()["live"], true);
+        // A local edit of a pulled document is pushed as usual.
+        w.save(client, "from-hub", r#"{"live": "edited"}"#).unwrap();
+        w.run_until_quiet(LIMIT).unwrap();
+        assert_eq!(body_of(&w, hub, "from-hub").unwrap()["live"], "edited");
+        w.check_converged(&[hub, client]).unwrap();
+    }
+}
+
+#[test]
+fn a_direct_push_reaches_a_peer_far_behind() {
+    // Sent without a proposal, a revision carries `max_history` ancestors; a peer whose
+    // revision is older than that answers Conflict, and the revision goes again with
+    // history reaching it: no conflict is reported and both converge.
+    let (mut w, hub, client) = hub_and_client(32);
+    w.save(hub, "doc", r#"{"v": 0}"#).unwrap();
+    let link = w.replicate(client, hub, |c| c.max_history = 5);
+    one_shot(&mut w, link);
+    for v in 1..=12 {
+        w.save(client, "doc", &format!(r#"{{"v": {v}}}"#)).unwrap();
+    }
+    let revs_before = w.stats().requests.get("Revs").copied().unwrap_or(0);
+    one_shot(&mut w, link);
+    assert_eq!(
+        w.stats().requests.get("Revs").copied().unwrap_or(0) - revs_before,
+        2
+    );
+    assert_eq!(w.stats().requests.get("ProposeChanges"), None);
+    w.check_converged(&[hub, client]).unwrap();
+    assert_eq!(body_of(&w, hub, "doc").unwrap()["v"], 12);
+    let trouble: Vec<_> = doc_events(&w, link)
+        .into_iter()
+        .filter(|d| d.error.is_some() || d.conflict_resolved)
+        .collect();
+    assert!(trouble.is_empty(), "{trouble:?}");
+}
