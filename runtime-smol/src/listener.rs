@@ -477,7 +477,9 @@ async fn serve(
                     }
                 }
                 Output::Storage(op_id, op) => {
-                    let _ = storage.try_send((op_id, op));
+                    if let Some(reply) = storage.submit(op_id, op) {
+                        let _ = peer.handle_input(Input::Storage(op_id, reply), Instant::now());
+                    }
                 }
                 Output::Close(reason) => {
                     let frame = CloseFrame {

@@ -360,7 +360,7 @@ struct Driver {
     conn: u64,
     sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
     /// Runs the state machine's storage operations in order.
-    storage: Sender<(OpId, peerlite_proto::StorageOp)>,
+    storage: crate::storage_worker::Storage,
     /// The current connection's frames, read ahead by its reader task.
     frames: Option<Receiver<ReaderMsg>>,
     last_connect_error: Option<ConnectError>,
@@ -495,7 +495,12 @@ impl Driver {
                     }
                 }
                 Output::Storage(id, op) => {
-                    let _ = self.storage.try_send((id, op));
+                    if let Some(reply) = self.storage.submit(id, op) {
+                        // A misrouted reply is a bug in this driver, not the peer's fault.
+                        let _ = self
+                            .machine
+                            .handle_input(Input::Storage(id, reply), Instant::now());
+                    }
                 }
                 Output::Event(event) => self.publish(event),
                 Output::Close(reason) => {

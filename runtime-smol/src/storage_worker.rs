@@ -8,8 +8,12 @@
 //!
 //! The worker is a plain thread blocked on its queue rather than a task that hands each
 //! group to the blocking pool: an operation then costs one wake-up there and one back,
-//! instead of four (task, pool thread, task, driver). On an idle connection that is most
-//! of the latency of a live change.
+//! instead of four (task, pool thread, task, driver). And a small read submitted while
+//! nothing is queued runs at once on the caller's thread, with no wake-up at all: on an
+//! idle connection, a live change is read that way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_channel::{Receiver, Sender};
 use peerlite_proto::{OpId, StorageOp, StorageReply};
@@ -18,25 +22,70 @@ use peerlite_storage::Database;
 /// Most operations run in one group.
 const MAX_GROUP: usize = 64;
 
+/// Most documents a read may name to run on the caller's thread.
+const SMALL_READ: usize = 16;
+
+/// One state machine's storage: the worker and what it still has to do.
+pub(crate) struct Storage {
+    db: Database,
+    queue: Sender<(OpId, StorageOp)>,
+    /// Operations queued or running on the worker, whose replies are not yet sent.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Storage {
+    /// Runs `op` at once and returns its reply when it is a small read and nothing is
+    /// queued before it (so it sees every earlier write); otherwise queues it for the
+    /// worker, whose reply arrives on the replies channel.
+    pub(crate) fn submit(&self, id: OpId, op: StorageOp) -> Option<StorageReply> {
+        if self.pending.load(Ordering::Acquire) == 0 && is_small_read(&op) {
+            return self.db.execute_many(vec![op]).pop();
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.queue.try_send((id, op)).is_err() {
+            // The worker is gone (the connection is ending): nothing will answer.
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        None
+    }
+}
+
+fn is_small_read(op: &StorageOp) -> bool {
+    match op {
+        StorageOp::GetLocal { .. } | StorageOp::Changes { .. } => true,
+        StorageOp::GetLeaves { ids, .. } => ids.len() <= SMALL_READ,
+        StorageOp::RevsDiff { revs, .. } | StorageOp::GetRevisions { revs, .. } => {
+            revs.len() <= SMALL_READ
+        }
+        _ => false,
+    }
+}
+
 /// Starts a worker for `db`. It sends each reply, wrapped by `wrap`, to `replies`, in
-/// the order the operations were queued, and ends when the returned sender is dropped
-/// (after running what is queued) or `replies` is closed.
+/// the order the operations were queued, and ends when the returned [`Storage`] is
+/// dropped (after running what is queued) or `replies` is closed.
 pub(crate) fn spawn<M: Send + 'static>(
     db: Database,
     replies: Sender<M>,
     wrap: fn(OpId, StorageReply) -> M,
-) -> Sender<(OpId, StorageOp)> {
-    let (tx, ops) = async_channel::unbounded::<(OpId, StorageOp)>();
-    let thread_ops = ops.clone();
-    let thread_db = db.clone();
+) -> Storage {
+    let (queue, ops) = async_channel::unbounded::<(OpId, StorageOp)>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let worker = Worker {
+        db: db.clone(),
+        ops,
+        pending: pending.clone(),
+    };
+    let thread_worker = worker.clone();
     let thread_replies = replies.clone();
     let spawned = std::thread::Builder::new()
         .name("peerlite-storage".into())
         .spawn(move || {
-            while let Ok(first) = thread_ops.recv_blocking() {
-                let (ids, results) = run_group(&thread_db, first, &thread_ops);
-                for (id, reply) in ids.into_iter().zip(results) {
-                    if thread_replies.send_blocking(wrap(id, reply)).is_err() {
+            while let Ok(first) = thread_worker.ops.recv_blocking() {
+                for (id, reply) in thread_worker.run_group(first) {
+                    let sent = thread_replies.send_blocking(wrap(id, reply));
+                    thread_worker.pending.fetch_sub(1, Ordering::AcqRel);
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -45,12 +94,12 @@ pub(crate) fn spawn<M: Send + 'static>(
     if spawned.is_err() {
         // No thread to be had: run the groups on the blocking pool instead.
         smol::spawn(async move {
-            while let Ok(first) = ops.recv().await {
-                let db = db.clone();
-                let queue = ops.clone();
-                let (ids, results) = smol::unblock(move || run_group(&db, first, &queue)).await;
-                for (id, reply) in ids.into_iter().zip(results) {
-                    if replies.send(wrap(id, reply)).await.is_err() {
+            while let Ok(first) = worker.ops.recv().await {
+                let group = worker.clone();
+                for (id, reply) in smol::unblock(move || group.run_group(first)).await {
+                    let sent = replies.send(wrap(id, reply)).await;
+                    worker.pending.fetch_sub(1, Ordering::AcqRel);
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -58,22 +107,27 @@ pub(crate) fn spawn<M: Send + 'static>(
         })
         .detach();
     }
-    tx
+    Storage { db, queue, pending }
 }
 
-/// Runs `first` and whatever else is queued (up to [`MAX_GROUP`]) as one group.
-fn run_group(
-    db: &Database,
-    first: (OpId, StorageOp),
-    ops: &Receiver<(OpId, StorageOp)>,
-) -> (Vec<OpId>, Vec<StorageReply>) {
-    let mut group = vec![first];
-    while group.len() < MAX_GROUP {
-        match ops.try_recv() {
-            Ok(op) => group.push(op),
-            Err(_) => break,
+#[derive(Clone)]
+struct Worker {
+    db: Database,
+    ops: Receiver<(OpId, StorageOp)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    /// Runs `first` and whatever else is queued (up to [`MAX_GROUP`]) as one group.
+    fn run_group(&self, first: (OpId, StorageOp)) -> Vec<(OpId, StorageReply)> {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match self.ops.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
         }
+        let (ids, group): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
+        ids.into_iter().zip(self.db.execute_many(group)).collect()
     }
-    let (ids, group): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
-    (ids, db.execute_many(group))
 }
