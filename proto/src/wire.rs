@@ -11,7 +11,8 @@
 //!    side then sends `Changes` batches (an empty batch: caught up), answered with
 //!    `Wanted`, and `Revs` with the wanted revisions, answered with `RevStatuses` once
 //!    they are stored.
-//! 4. Push: `ProposeChanges` → `Wanted`; `Revs` → `RevStatuses` once stored.
+//! 4. Push: `ProposeChanges` → `Wanted`; `Revs` → `RevStatuses` once stored. A small
+//!    batch may skip the proposal and send its `Revs` directly.
 //! 5. `Ping` → `Pong` keeps an idle connection checked.
 //!
 //! Decoding is bounded before anything is allocated: the frame size, nesting depth and
