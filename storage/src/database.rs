@@ -728,11 +728,7 @@ impl Database {
         batch.put(
             Space::Docs,
             keys::doc_key(cid, id),
-            DocRecord {
-                seq,
-                tree: tree.clone(),
-            }
-            .encode(),
+            DocRecord::encode(seq, tree),
         );
         let others = tree.leaf_ids().into_iter().filter(|l| *l != rev).collect();
         batch.put(

@@ -21,9 +21,9 @@ struct StoredNode(RevId, Option<RevId>, bool, Option<Body>);
 struct StoredDoc(u8, Seq, Vec<StoredNode>);
 
 impl DocRecord {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let nodes = self
-            .tree
+    /// Encodes a record from its parts (no tree is cloned into a `DocRecord` to write it).
+    pub(crate) fn encode(seq: Seq, tree: &RevTree) -> Vec<u8> {
+        let nodes = tree
             .nodes()
             .map(|(rev, n)| {
                 StoredNode(*rev, n.parent().copied(), n.is_deleted(), n.body().cloned())
@@ -31,7 +31,7 @@ impl DocRecord {
             .collect();
         let mut out = Vec::with_capacity(128);
         // Writing CBOR into a Vec cannot fail.
-        let _ = ciborium::into_writer(&StoredDoc(RECORD_VERSION, self.seq, nodes), &mut out);
+        let _ = ciborium::into_writer(&StoredDoc(RECORD_VERSION, seq, nodes), &mut out);
         out
     }
 
@@ -93,7 +93,7 @@ mod tests {
         let mut tree = RevTree::new();
         tree.insert(&r2).unwrap();
         let rec = DocRecord { seq: Seq(9), tree };
-        let bytes = rec.encode();
+        let bytes = DocRecord::encode(rec.seq, &rec.tree);
         assert_eq!(DocRecord::decode(b"k", &bytes).unwrap(), rec);
         for cut in 0..bytes.len() {
             assert!(DocRecord::decode(b"k", &bytes[..cut]).is_err());

@@ -340,17 +340,17 @@ fn apply_insert(
         return (conflict(), None);
     }
     next.prune(depth);
-    match next.current() {
-        Some((rev, node)) => (
-            InsertOutcome::Inserted {
-                rev: *rev,
-                deleted: node.is_deleted(),
-                seq: Seq::ZERO,
-            },
-            Some(next.clone()),
-        ),
-        None => (conflict(), None),
-    }
+    let Some((rev, deleted)) = next.current().map(|(r, n)| (*r, n.is_deleted())) else {
+        return (conflict(), None);
+    };
+    (
+        InsertOutcome::Inserted {
+            rev,
+            deleted,
+            seq: Seq::ZERO,
+        },
+        Some(next),
+    )
 }
 
 /// The [`InsertMode::NoConflicts`] rule.
