@@ -76,36 +76,13 @@ pub(crate) fn spawn<M: Send + 'static>(
         ops,
         pending: pending.clone(),
     };
-    let thread_worker = worker.clone();
-    let thread_replies = replies.clone();
+    let (thread_worker, thread_replies) = (worker.clone(), replies.clone());
     let spawned = std::thread::Builder::new()
         .name("peerlite-storage".into())
-        .spawn(move || {
-            while let Ok(first) = thread_worker.ops.recv_blocking() {
-                for (id, reply) in thread_worker.run_group(first) {
-                    let sent = thread_replies.send_blocking(wrap(id, reply));
-                    thread_worker.pending.fetch_sub(1, Ordering::AcqRel);
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        .spawn(move || thread_worker.serve(&thread_replies, wrap));
     if spawned.is_err() {
-        // No thread to be had: run the groups on the blocking pool instead.
-        smol::spawn(async move {
-            while let Ok(first) = worker.ops.recv().await {
-                let group = worker.clone();
-                for (id, reply) in smol::unblock(move || group.run_group(first)).await {
-                    let sent = replies.send(wrap(id, reply)).await;
-                    worker.pending.fetch_sub(1, Ordering::AcqRel);
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .detach();
+        // No thread to be had: serve from a thread of the blocking pool instead.
+        smol::unblock(move || worker.serve(&replies, wrap)).detach();
     }
     Storage { db, queue, pending }
 }
@@ -118,6 +95,19 @@ struct Worker {
 }
 
 impl Worker {
+    /// Runs groups until the queue's sender is dropped or `replies` is closed.
+    fn serve<M>(&self, replies: &Sender<M>, wrap: fn(OpId, StorageReply) -> M) {
+        while let Ok(first) = self.ops.recv_blocking() {
+            for (id, reply) in self.run_group(first) {
+                let sent = replies.send_blocking(wrap(id, reply));
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs `first` and whatever else is queued (up to [`MAX_GROUP`]) as one group.
     fn run_group(&self, first: (OpId, StorageOp)) -> Vec<(OpId, StorageReply)> {
         let mut group = vec![first];
