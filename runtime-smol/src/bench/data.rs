@@ -42,7 +42,8 @@ pub(crate) fn edit_indices(count: u64, total: u64, offset: u64) -> impl Iterator
         .filter(move |i| *i < total)
 }
 
-/// Saves edit `round` of `count` documents spread over `total` (one batch).
+/// Saves edit `round` of `count` documents spread over `total`, in batches of
+/// [`LOAD_BATCH`] (so that the bench's own batches do not set a process's peak memory).
 pub(crate) fn edit(
     db: &Database,
     collection: &CollectionName,
@@ -52,10 +53,15 @@ pub(crate) fn edit(
     seed: u32,
     round: u32,
 ) -> Result<(), StorageError> {
-    let docs: Vec<_> = edit_indices(count, total, offset)
-        .map(|i| sample::edited_document(i, seed, round))
-        .collect();
-    db.save_batch(collection, docs)?;
+    let mut indices = edit_indices(count, total, offset).peekable();
+    while indices.peek().is_some() {
+        let docs: Vec<_> = indices
+            .by_ref()
+            .take(LOAD_BATCH as usize)
+            .map(|i| sample::edited_document(i, seed, round))
+            .collect();
+        db.save_batch(collection, docs)?;
+    }
     Ok(())
 }
 

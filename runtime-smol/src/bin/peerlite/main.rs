@@ -1,6 +1,7 @@
 //! `peerlite`: serve a database, sync with a peer, edit documents, manage TLS identities,
 //! and run a demo.
 
+mod allocator;
 mod bench;
 mod demo;
 mod docs;
@@ -16,7 +17,8 @@ use peerlite_storage::Database;
 
 // glibc's allocator spends up to a fifth of sync CPU in malloc and free (its
 // consolidation of freed chunks); mimalloc makes storage and decoding ~1.7x faster
-// (`peerlite-storage`'s replication_bench).
+// (`peerlite-storage`'s replication_bench). `allocator::tune` keeps its resident memory
+// close to what is in use.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -128,6 +130,7 @@ fn parse_collection(s: &str) -> Result<CollectionName, String> {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => net::serve(args),
