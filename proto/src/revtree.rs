@@ -329,8 +329,22 @@ impl RevTree {
         })
     }
 
-    fn parent_set(&self) -> BTreeSet<RevId> {
-        self.nodes.values().filter_map(|n| n.parent).collect()
+    /// The revisions that are some node's parent (one allocation, searched by bisection:
+    /// this runs on every read of a document's leaves).
+    fn parent_set(&self) -> ParentSet {
+        let mut parents: Vec<RevId> = self.nodes.values().filter_map(|n| n.parent).collect();
+        parents.sort_unstable();
+        parents.dedup();
+        ParentSet(parents)
+    }
+}
+
+/// A sorted set of revision IDs.
+struct ParentSet(Vec<RevId>);
+
+impl ParentSet {
+    fn contains(&self, rev: &RevId) -> bool {
+        self.0.binary_search(rev).is_ok()
     }
 }
 

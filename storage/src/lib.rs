@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cbor_io;
 mod database;
 mod error;
 mod fjall_backend;

@@ -3,6 +3,7 @@
 use peerlite_proto::{Body, DocId, RevId, RevNode, RevTree, Seq};
 
 use crate::StorageError;
+use crate::cbor_io::{ReadError, Reader, Writer};
 
 /// Version of the document record layout.
 pub(crate) const RECORD_VERSION: u8 = 1;
@@ -14,52 +15,126 @@ pub(crate) struct DocRecord {
     pub(crate) tree: RevTree,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredNode(RevId, Option<RevId>, bool, Option<Body>);
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredDoc(u8, Seq, Vec<StoredNode>);
+// Layout (CBOR, written and read by `cbor_io` exactly as serde + ciborium did for these
+// tuple structs, so databases written before the hand-written codec read the same):
+//   document: [version, seq, [node, …]]
+//   node:     [rev, parent rev or null, deleted, body bytes or null]
+//   rev:      [generation, digest bytes]
+//   sequence: [doc id text, rev, deleted, [other leaf rev, …]]
 
 impl DocRecord {
     /// Encodes a record from its parts (no tree is cloned into a `DocRecord` to write it).
     pub(crate) fn encode(seq: Seq, tree: &RevTree) -> Vec<u8> {
-        let nodes = tree
+        let bodies: usize = tree
             .nodes()
-            .map(|(rev, n)| {
-                StoredNode(*rev, n.parent().copied(), n.is_deleted(), n.body().cloned())
-            })
-            .collect();
-        let mut out = Vec::with_capacity(128);
-        // Writing CBOR into a Vec cannot fail.
-        let _ = ciborium::into_writer(&StoredDoc(RECORD_VERSION, seq, nodes), &mut out);
-        out
+            .filter_map(|(_, n)| n.body())
+            .map(|b| b.as_bytes().len() + 5)
+            .sum();
+        let mut w = Writer::with_capacity(16 + 24 * tree.len() + bodies);
+        w.array(3);
+        w.uint(u64::from(RECORD_VERSION));
+        w.uint(seq.0);
+        w.array(tree.len());
+        for (rev, node) in tree.nodes() {
+            w.array(4);
+            write_rev(&mut w, rev);
+            match node.parent() {
+                Some(parent) => write_rev(&mut w, parent),
+                None => w.null(),
+            }
+            w.bool(node.is_deleted());
+            match node.body() {
+                Some(body) => w.bytes(body.as_bytes()),
+                None => w.null(),
+            }
+        }
+        w.into_vec()
     }
 
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<DocRecord, StorageError> {
-        let StoredDoc(version, seq, nodes) =
-            ciborium::de::from_reader_with_recursion_limit(bytes, 96)
-                .map_err(|e| StorageError::corrupt("document", key, e))?;
-        if version != RECORD_VERSION {
-            return Err(StorageError::corrupt(
-                "document",
-                key,
-                format!("record version {version}, expected {RECORD_VERSION}"),
-            ));
-        }
-        let tree = RevTree::from_nodes(nodes.into_iter().map(
-            |StoredNode(rev, parent, deleted, body)| (rev, RevNode::new(parent, deleted, body)),
-        ))
-        .map_err(|e| StorageError::corrupt("document", key, e))?;
-        if tree.is_empty() {
-            return Err(StorageError::corrupt("document", key, "no revisions"));
-        }
-        Ok(DocRecord { seq, tree })
+        let read = || -> Result<DocRecord, FieldError> {
+            let mut r = Reader::new(bytes);
+            r.array_of(3)?;
+            let version = r.uint()?;
+            if version != u64::from(RECORD_VERSION) {
+                return Err(FieldError::Version(version));
+            }
+            let seq = Seq(r.uint()?);
+            let count = r.array()?;
+            let mut nodes = Vec::with_capacity(count);
+            for _ in 0..count {
+                nodes.push(read_node(&mut r)?);
+            }
+            r.finish()?;
+            let tree = RevTree::from_nodes(nodes)?;
+            if tree.is_empty() {
+                return Err(FieldError::NoRevisions);
+            }
+            Ok(DocRecord { seq, tree })
+        };
+        read().map_err(|e| StorageError::corrupt("document", key, e))
     }
+}
+
+/// Why one field of a record is unreadable.
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    #[error("{0}")]
+    Cbor(ReadError),
+    #[error("{0}")]
+    Rev(#[from] peerlite_proto::RevIdError),
+    #[error("{0}")]
+    Body(#[from] peerlite_proto::BodyError),
+    #[error("{0}")]
+    DocId(#[from] peerlite_proto::DocIdError),
+    #[error("{0}")]
+    Tree(#[from] peerlite_proto::RevTreeError),
+    #[error("revision digest is {0} bytes long")]
+    DigestLength(usize),
+    #[error("record version {0}, expected {RECORD_VERSION}")]
+    Version(u64),
+    #[error("no revisions")]
+    NoRevisions,
+}
+
+impl From<ReadError> for FieldError {
+    fn from(e: ReadError) -> FieldError {
+        FieldError::Cbor(e)
+    }
+}
+
+fn write_rev(w: &mut Writer, rev: &RevId) {
+    w.array(2);
+    w.uint(rev.generation());
+    w.bytes(rev.digest());
+}
+
+fn read_rev(r: &mut Reader<'_>) -> Result<RevId, FieldError> {
+    r.array_of(2)?;
+    let generation = r.uint()?;
+    let digest = r.bytes()?;
+    let digest = digest
+        .try_into()
+        .map_err(|_| FieldError::DigestLength(digest.len()))?;
+    Ok(RevId::from_parts(generation, digest)?)
+}
+
+fn read_node(r: &mut Reader<'_>) -> Result<(RevId, RevNode), FieldError> {
+    r.array_of(4)?;
+    let rev = read_rev(r)?;
+    let parent = if r.null() { None } else { Some(read_rev(r)?) };
+    let deleted = r.bool()?;
+    let body = if r.null() {
+        None
+    } else {
+        Some(Body::from_cbor(r.bytes()?.to_vec())?)
+    };
+    Ok((rev, RevNode::new(parent, deleted, body)))
 }
 
 /// One entry of the changes feed as stored: enough to list a change without reading the
 /// document record.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SeqEntry(
     pub(crate) DocId,
     pub(crate) RevId,
@@ -70,14 +145,35 @@ pub(crate) struct SeqEntry(
 
 impl SeqEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        let _ = ciborium::into_writer(self, &mut out);
-        out
+        let SeqEntry(id, rev, deleted, others) = self;
+        let mut w = Writer::with_capacity(32 + id.as_str().len() + 24 * others.len());
+        w.array(4);
+        w.text(id.as_str());
+        write_rev(&mut w, rev);
+        w.bool(*deleted);
+        w.array(others.len());
+        for other in others {
+            write_rev(&mut w, other);
+        }
+        w.into_vec()
     }
 
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<SeqEntry, StorageError> {
-        ciborium::de::from_reader_with_recursion_limit(bytes, 8)
-            .map_err(|e| StorageError::corrupt("sequence", key, e))
+        let read = || -> Result<SeqEntry, FieldError> {
+            let mut r = Reader::new(bytes);
+            r.array_of(4)?;
+            let id = DocId::new(r.text()?)?;
+            let rev = read_rev(&mut r)?;
+            let deleted = r.bool()?;
+            let count = r.array()?;
+            let mut others = Vec::with_capacity(count);
+            for _ in 0..count {
+                others.push(read_rev(&mut r)?);
+            }
+            r.finish()?;
+            Ok(SeqEntry(id, rev, deleted, others))
+        };
+        read().map_err(|e| StorageError::corrupt("sequence", key, e))
     }
 }
 
@@ -85,6 +181,117 @@ impl SeqEntry {
 mod tests {
     use super::*;
     use peerlite_proto::Revision;
+
+    // The serde layout the store wrote before the hand-written codec: both must agree
+    // byte for byte, so that existing databases read the same.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct StoredNode(RevId, Option<RevId>, bool, Option<Body>);
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct StoredDoc(u8, Seq, Vec<StoredNode>);
+    #[derive(serde::Serialize)]
+    struct StoredSeq(DocId, RevId, bool, Vec<RevId>);
+
+    fn serde_bytes(seq: Seq, tree: &RevTree) -> Vec<u8> {
+        let nodes = tree
+            .nodes()
+            .map(|(rev, n)| {
+                StoredNode(*rev, n.parent().copied(), n.is_deleted(), n.body().cloned())
+            })
+            .collect();
+        let mut out = Vec::new();
+        ciborium::into_writer(&StoredDoc(RECORD_VERSION, seq, nodes), &mut out).unwrap();
+        out
+    }
+
+    /// A tree with a long line, a deleted side branch and bodies of several sizes.
+    fn sample_tree() -> RevTree {
+        let mut tree = RevTree::new();
+        let mut rev = Revision::first(false, Body::from_json_str(r#"{"n": 0}"#).unwrap()).unwrap();
+        tree.insert(&rev).unwrap();
+        for i in 1..30u32 {
+            let text = "x".repeat(i as usize * 13);
+            let body = Body::from_json_str(&format!(r#"{{"n": {i}, "t": "{text}"}}"#)).unwrap();
+            let next = rev.child(false, body, 1000).unwrap();
+            if i == 7 {
+                tree.insert(&rev.child(true, Body::empty(), 1000).unwrap())
+                    .unwrap();
+            }
+            tree.insert(&next).unwrap();
+            rev = next;
+        }
+        tree.prune(20);
+        tree
+    }
+
+    #[test]
+    fn records_are_byte_for_byte_what_serde_and_ciborium_wrote() {
+        let tree = sample_tree();
+        for seq in [Seq(0), Seq(23), Seq(24), Seq(70_000), Seq(u64::MAX)] {
+            let ours = DocRecord::encode(seq, &tree);
+            assert_eq!(ours, serde_bytes(seq, &tree));
+            let back = DocRecord::decode(b"k", &ours).unwrap();
+            assert_eq!(
+                back,
+                DocRecord {
+                    seq,
+                    tree: tree.clone()
+                }
+            );
+        }
+        let others = tree.leaf_ids();
+        for (id, others) in [("a", vec![]), ("user:42-ünï", others)] {
+            let entry = SeqEntry(
+                DocId::new(id).unwrap(),
+                *tree.current().unwrap().0,
+                true,
+                others.clone(),
+            );
+            let mut theirs = Vec::new();
+            ciborium::into_writer(
+                &StoredSeq(entry.0.clone(), entry.1, entry.2, others),
+                &mut theirs,
+            )
+            .unwrap();
+            assert_eq!(entry.encode(), theirs);
+            assert_eq!(SeqEntry::decode(b"k", &theirs).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn damaged_records_are_errors_never_panics() {
+        let tree = sample_tree();
+        let good = DocRecord::encode(Seq(5), &tree);
+        let entry = SeqEntry(
+            DocId::new("doc").unwrap(),
+            *tree.current().unwrap().0,
+            false,
+            tree.leaf_ids(),
+        )
+        .encode();
+        // Every truncation, and single-byte changes at every position (deterministic).
+        for bytes in [&good, &entry] {
+            for cut in 0..bytes.len() {
+                assert!(DocRecord::decode(b"k", &bytes[..cut]).is_err());
+                assert!(SeqEntry::decode(b"k", &bytes[..cut]).is_err());
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..good.len() {
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut bad = good.clone();
+                bad[i] = x as u8;
+                // May decode (a changed body byte can still be a valid body); must not panic.
+                let _ = DocRecord::decode(b"k", &bad);
+                let mut bad = entry.clone();
+                let j = i % bad.len();
+                bad[j] = x as u8;
+                let _ = SeqEntry::decode(b"k", &bad);
+            }
+        }
+    }
 
     #[test]
     fn record_round_trip_and_corruption() {

@@ -1,0 +1,294 @@
+//! A small CBOR reader and writer for the store's own records.
+//!
+//! Document records and changes-feed entries are read on every sync step (a push reads
+//! each document it sends, a receiver each document it is sent), and decoding them
+//! through serde and ciborium was the largest single cost of a resync. Their layout is
+//! fixed and tiny — arrays, unsigned integers, byte and text strings, booleans and null —
+//! so this module reads and writes exactly that subset, byte for byte as ciborium does
+//! (minimal-length headers, definite lengths), and the on-disk format is unchanged.
+//!
+//! Every read is bounds-checked: a truncated or malformed record is an error, never a
+//! panic, and a declared length larger than the bytes that remain is refused before
+//! anything is allocated for it.
+
+use std::fmt;
+
+/// Why a record could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The input ended inside an item.
+    Truncated,
+    /// An item of another type than the layout has at this place.
+    Unexpected {
+        /// What the layout has here.
+        expected: &'static str,
+        /// The initial byte found.
+        found: u8,
+    },
+    /// A length that cannot fit in the input.
+    TooLong(u64),
+    /// A text string that is not UTF-8.
+    InvalidUtf8,
+    /// Bytes after the end of the record.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Truncated => f.write_str("record ends inside an item"),
+            ReadError::Unexpected { expected, found } => {
+                write!(f, "expected {expected}, found initial byte {found:#04x}")
+            }
+            ReadError::TooLong(n) => write!(f, "length {n} exceeds the record"),
+            ReadError::InvalidUtf8 => f.write_str("text string is not UTF-8"),
+            ReadError::TrailingBytes(n) => write!(f, "{n} bytes after the end of the record"),
+        }
+    }
+}
+
+const UINT: u8 = 0;
+const BYTES: u8 = 2;
+const TEXT: u8 = 3;
+const ARRAY: u8 = 4;
+const FALSE: u8 = 0xf4;
+const TRUE: u8 = 0xf5;
+const NULL: u8 = 0xf6;
+
+/// Reads items from a byte slice, front to back.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
+        if n > self.remaining() {
+            return Err(ReadError::Truncated);
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    /// Reads an item head of major type `major`; returns its argument.
+    fn head(&mut self, major: u8, expected: &'static str) -> Result<u64, ReadError> {
+        let first = *self.buf.get(self.pos).ok_or(ReadError::Truncated)?;
+        if first >> 5 != major {
+            return Err(ReadError::Unexpected {
+                expected,
+                found: first,
+            });
+        }
+        self.pos += 1;
+        let size = match first & 0x1f {
+            n @ 0..=23 => return Ok(u64::from(n)),
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            // Indefinite lengths and reserved values: never written by the store.
+            _ => {
+                return Err(ReadError::Unexpected {
+                    expected,
+                    found: first,
+                });
+            }
+        };
+        Ok(self
+            .take(size)?
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    /// A length argument that the rest of the input can hold (each element or byte takes
+    /// at least one byte), so no caller allocates for a length the record cannot have.
+    fn length(&mut self, major: u8, expected: &'static str) -> Result<usize, ReadError> {
+        let n = self.head(major, expected)?;
+        match usize::try_from(n) {
+            Ok(n) if n <= self.remaining() => Ok(n),
+            _ => Err(ReadError::TooLong(n)),
+        }
+    }
+
+    pub(crate) fn uint(&mut self) -> Result<u64, ReadError> {
+        self.head(UINT, "an unsigned integer")
+    }
+
+    /// An array head; returns the number of elements.
+    pub(crate) fn array(&mut self) -> Result<usize, ReadError> {
+        self.length(ARRAY, "an array")
+    }
+
+    /// An array head that must announce `n` elements.
+    pub(crate) fn array_of(&mut self, n: usize) -> Result<(), ReadError> {
+        let at = self.pos;
+        let len = self.array()?;
+        if len != n {
+            return Err(ReadError::Unexpected {
+                expected: "an array of another length",
+                found: self.buf[at],
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], ReadError> {
+        let n = self.length(BYTES, "a byte string")?;
+        self.take(n)
+    }
+
+    pub(crate) fn text(&mut self) -> Result<&'a str, ReadError> {
+        let n = self.length(TEXT, "a text string")?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| ReadError::InvalidUtf8)
+    }
+
+    pub(crate) fn bool(&mut self) -> Result<bool, ReadError> {
+        match self.take(1)?[0] {
+            FALSE => Ok(false),
+            TRUE => Ok(true),
+            found => Err(ReadError::Unexpected {
+                expected: "a boolean",
+                found,
+            }),
+        }
+    }
+
+    /// Consumes a null if one is next; returns whether it did.
+    pub(crate) fn null(&mut self) -> bool {
+        let is_null = self.buf.get(self.pos) == Some(&NULL);
+        if is_null {
+            self.pos += 1;
+        }
+        is_null
+    }
+
+    /// Fails unless the whole input has been read.
+    pub(crate) fn finish(&self) -> Result<(), ReadError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(ReadError::TrailingBytes(n)),
+        }
+    }
+}
+
+/// Appends items to a byte vector, with minimal-length heads.
+pub(crate) struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn with_capacity(n: usize) -> Writer {
+        Writer {
+            out: Vec::with_capacity(n),
+        }
+    }
+
+    fn head(&mut self, major: u8, arg: u64) {
+        let m = major << 5;
+        // The casts below cannot truncate: each arm's range bounds the value.
+        match arg {
+            0..=23 => self.out.push(m | arg as u8),
+            24..=0xff => self.out.extend_from_slice(&[m | 24, arg as u8]),
+            0x100..=0xffff => {
+                self.out.push(m | 25);
+                self.out.extend_from_slice(&(arg as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                self.out.push(m | 26);
+                self.out.extend_from_slice(&(arg as u32).to_be_bytes());
+            }
+            _ => {
+                self.out.push(m | 27);
+                self.out.extend_from_slice(&arg.to_be_bytes());
+            }
+        }
+    }
+
+    pub(crate) fn uint(&mut self, n: u64) {
+        self.head(UINT, n);
+    }
+
+    pub(crate) fn array(&mut self, len: usize) {
+        self.head(ARRAY, len as u64);
+    }
+
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.head(BYTES, b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+
+    pub(crate) fn text(&mut self, s: &str) {
+        self.head(TEXT, s.len() as u64);
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    pub(crate) fn bool(&mut self, b: bool) {
+        self.out.push(if b { TRUE } else { FALSE });
+    }
+
+    pub(crate) fn null(&mut self) {
+        self.out.push(NULL);
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_round_trip_at_every_head_size_as_ciborium_writes_them() {
+        for n in [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            u64::MAX,
+        ] {
+            let mut w = Writer::with_capacity(9);
+            w.uint(n);
+            let bytes = w.into_vec();
+            let mut theirs = Vec::new();
+            ciborium::into_writer(&n, &mut theirs).unwrap();
+            assert_eq!(bytes, theirs, "{n}");
+            let mut r = Reader::new(&bytes);
+            assert_eq!(r.uint().unwrap(), n);
+            r.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn lengths_beyond_the_input_are_refused_before_allocating() {
+        // An array announcing 2^32 elements in a 5-byte input.
+        let mut r = Reader::new(&[0x9b, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(r.array(), Err(ReadError::TooLong(1 << 32)));
+        let mut r = Reader::new(&[0x43, 1, 2]);
+        assert_eq!(r.bytes(), Err(ReadError::TooLong(3)));
+        let mut r = Reader::new(&[0x5f]);
+        assert!(matches!(r.bytes(), Err(ReadError::Unexpected { .. })));
+        let mut r = Reader::new(&[0x62, 0xff, 0xfe]);
+        assert_eq!(r.text(), Err(ReadError::InvalidUtf8));
+        let mut r = Reader::new(&[0xf6, 0x00]);
+        assert!(r.null());
+        assert_eq!(r.finish(), Err(ReadError::TrailingBytes(1)));
+        let mut r = Reader::new(&[]);
+        assert_eq!(r.bool(), Err(ReadError::Truncated));
+    }
+}
