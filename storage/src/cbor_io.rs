@@ -11,40 +11,37 @@
 //! panic, and a declared length larger than the bytes that remain is refused before
 //! anything is allocated for it.
 
-use std::fmt;
-
 /// Why a record could not be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ReadError {
     /// The input ended inside an item.
+    #[error("record ends inside an item")]
     Truncated,
     /// An item of another type than the layout has at this place.
+    #[error("expected {expected}, found initial byte {found:#04x}")]
     Unexpected {
         /// What the layout has here.
         expected: &'static str,
         /// The initial byte found.
         found: u8,
     },
+    /// An array of another length than the layout has at this place.
+    #[error("expected an array of {expected} elements, found {found}")]
+    Length {
+        /// The layout's length.
+        expected: usize,
+        /// The length found.
+        found: usize,
+    },
     /// A length that cannot fit in the input.
+    #[error("length {0} exceeds the record")]
     TooLong(u64),
     /// A text string that is not UTF-8.
+    #[error("text string is not UTF-8")]
     InvalidUtf8,
     /// Bytes after the end of the record.
+    #[error("{0} bytes after the end of the record")]
     TrailingBytes(usize),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Truncated => f.write_str("record ends inside an item"),
-            ReadError::Unexpected { expected, found } => {
-                write!(f, "expected {expected}, found initial byte {found:#04x}")
-            }
-            ReadError::TooLong(n) => write!(f, "length {n} exceeds the record"),
-            ReadError::InvalidUtf8 => f.write_str("text string is not UTF-8"),
-            ReadError::TrailingBytes(n) => write!(f, "{n} bytes after the end of the record"),
-        }
-    }
 }
 
 const UINT: u8 = 0;
@@ -130,15 +127,10 @@ impl<'a> Reader<'a> {
 
     /// An array head that must announce `n` elements.
     pub(crate) fn array_of(&mut self, n: usize) -> Result<(), ReadError> {
-        let at = self.pos;
-        let len = self.array()?;
-        if len != n {
-            return Err(ReadError::Unexpected {
-                expected: "an array of another length",
-                found: self.buf[at],
-            });
+        match self.array()? {
+            len if len == n => Ok(()),
+            found => Err(ReadError::Length { expected: n, found }),
         }
-        Ok(())
     }
 
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], ReadError> {

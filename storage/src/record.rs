@@ -80,7 +80,7 @@ impl DocRecord {
 #[derive(Debug, thiserror::Error)]
 enum FieldError {
     #[error("{0}")]
-    Cbor(ReadError),
+    Cbor(#[from] ReadError),
     #[error("{0}")]
     Rev(#[from] peerlite_proto::RevIdError),
     #[error("{0}")]
@@ -89,18 +89,10 @@ enum FieldError {
     DocId(#[from] peerlite_proto::DocIdError),
     #[error("{0}")]
     Tree(#[from] peerlite_proto::RevTreeError),
-    #[error("revision digest is {0} bytes long")]
-    DigestLength(usize),
     #[error("record version {0}, expected {RECORD_VERSION}")]
     Version(u64),
     #[error("no revisions")]
     NoRevisions,
-}
-
-impl From<ReadError> for FieldError {
-    fn from(e: ReadError) -> FieldError {
-        FieldError::Cbor(e)
-    }
 }
 
 fn write_rev(w: &mut Writer, rev: &RevId) {
@@ -115,7 +107,7 @@ fn read_rev(r: &mut Reader<'_>) -> Result<RevId, FieldError> {
     let digest = r.bytes()?;
     let digest = digest
         .try_into()
-        .map_err(|_| FieldError::DigestLength(digest.len()))?;
+        .map_err(|_| peerlite_proto::RevIdError::BadDigestLength(digest.len()))?;
     Ok(RevId::from_parts(generation, digest)?)
 }
 
