@@ -331,7 +331,7 @@ impl ActiveReplicator {
                     return Ok(());
                 }
                 self.arm_heartbeat(now);
-                match Frame::decode(&bytes, &self.config.frame_limits) {
+                match Frame::decode_bytes(&bytes, &self.config.frame_limits) {
                     Ok(frame) => self.handle_frame(frame, now),
                     Err(e) => self.fail(
                         ReplicationError::Protocol(format!("undecodable frame: {e}")),

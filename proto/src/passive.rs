@@ -249,7 +249,7 @@ impl PassivePeer {
                 }
                 self.timers
                     .set(Timer::DeadPeer, now + self.config.idle_timeout);
-                match Frame::decode(&bytes, &self.config.frame_limits) {
+                match Frame::decode_bytes(&bytes, &self.config.frame_limits) {
                     Ok(frame) => self.handle_frame(frame),
                     Err(e) => self.protocol_error(format!("undecodable frame: {e}")),
                 }

@@ -9,7 +9,7 @@
 //! oldest entries are forgotten first, and a forgotten entry only costs the announcement
 //! that would have been sent anyway.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::{DocId, RevId};
 
@@ -19,7 +19,7 @@ pub(crate) const CAPACITY: usize = 4096;
 /// Per document, the revisions (current and closed branches) the peer last sent.
 #[derive(Debug, Default)]
 pub(crate) struct PeerKnows {
-    revs: BTreeMap<DocId, Vec<RevId>>,
+    revs: HashMap<DocId, Vec<RevId>>,
     order: VecDeque<DocId>,
 }
 

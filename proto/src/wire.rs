@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::cbor::{self, ScanLimits};
+
+mod codec;
 use crate::{Change, CollectionName, DocId, MAX_HISTORY, RevId, Revision, Seq};
 
 /// The protocol version this build speaks.
@@ -317,6 +319,9 @@ impl Checkpoint {
 impl Frame {
     /// Encodes the frame for one WebSocket binary message.
     pub fn encode(&self) -> Bytes {
+        if let Some(out) = codec::encode(self) {
+            return Bytes::from(out);
+        }
         let mut out = Vec::with_capacity(256);
         // Writing into a Vec cannot fail.
         let _ = ciborium::into_writer(self, &mut out);
@@ -324,7 +329,39 @@ impl Frame {
     }
 
     /// Decodes one frame, bounding size, nesting, items and list lengths.
+    ///
+    /// ```
+    /// use peerlite_proto::{Frame, FrameLimits, Request};
+    /// let bytes = Frame::Request(7, Request::Ping).encode();
+    /// let frame = Frame::decode(&bytes, &FrameLimits::DEFAULT)?;
+    /// assert_eq!(frame, Frame::Request(7, Request::Ping));
+    /// assert!(Frame::decode(&bytes[1..], &FrameLimits::DEFAULT).is_err());
+    /// # Ok::<(), peerlite_proto::FrameError>(())
+    /// ```
     pub fn decode(bytes: &[u8], limits: &FrameLimits) -> Result<Frame, FrameError> {
+        Self::decode_inner(bytes, None, limits)
+    }
+
+    /// Like [`Frame::decode`], for a frame held in [`Bytes`]: the document bodies of a
+    /// `Revs` frame are then slices of `bytes` rather than copies.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use peerlite_proto::{Frame, FrameLimits, Response};
+    /// let bytes: Bytes = Frame::Response(3, Response::Wanted(vec![None])).encode();
+    /// let frame = Frame::decode_bytes(&bytes, &FrameLimits::DEFAULT)?;
+    /// assert_eq!(frame, Frame::Response(3, Response::Wanted(vec![None])));
+    /// # Ok::<(), peerlite_proto::FrameError>(())
+    /// ```
+    pub fn decode_bytes(bytes: &Bytes, limits: &FrameLimits) -> Result<Frame, FrameError> {
+        Self::decode_inner(bytes, Some(bytes), limits)
+    }
+
+    fn decode_inner(
+        bytes: &[u8],
+        shared: Option<&Bytes>,
+        limits: &FrameLimits,
+    ) -> Result<Frame, FrameError> {
         if bytes.len() > limits.max_frame_bytes {
             return Err(FrameError::TooLarge {
                 size: bytes.len(),
@@ -340,6 +377,10 @@ impl Frame {
             },
         )
         .map_err(|e| FrameError::Malformed(format!("{e:?}")))?;
+        if let Some(frame) = codec::decode(bytes, shared, limits) {
+            frame.check_limits(limits)?;
+            return Ok(frame);
+        }
         let frame: Frame = ciborium::de::from_reader_with_recursion_limit(bytes, 32)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         frame.check_limits(limits)?;
@@ -424,7 +465,7 @@ mod tests {
     use crate::Body;
     use proptest::prelude::*;
 
-    fn sample_frames() -> Vec<Frame> {
+    pub(super) fn sample_frames() -> Vec<Frame> {
         let r1 = Revision::first(
             false,
             Body::from_json_str(r#"{"a": [1, 2.5, "x"]}"#).unwrap(),

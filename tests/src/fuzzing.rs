@@ -83,10 +83,16 @@ pub fn chunks(frames: &[Bytes]) -> Vec<u8> {
     out
 }
 
-/// Frame decoding: never panics; whatever decodes re-encodes to a frame that decodes to
-/// the same value.
+/// Frame decoding: never panics; decoding from shared bytes gives the same result as
+/// from a slice; whatever decodes re-encodes to a frame that decodes to the same value.
 pub fn frame_decode(data: &[u8]) {
-    if let Ok(frame) = Frame::decode(data, &FrameLimits::DEFAULT) {
+    let decoded = Frame::decode(data, &FrameLimits::DEFAULT);
+    assert_eq!(
+        Frame::decode_bytes(&Bytes::copy_from_slice(data), &FrameLimits::DEFAULT),
+        decoded,
+        "both decoders must agree"
+    );
+    if let Ok(frame) = decoded {
         let again = Frame::decode(&frame.encode(), &FrameLimits::DEFAULT);
         assert_eq!(
             again.as_ref(),

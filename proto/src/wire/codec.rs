@@ -1,0 +1,865 @@
+//! A hand-written encoder and decoder for the frames that carry the bulk of a sync:
+//! `Changes`, `ProposeChanges`, `Revs`, `Wanted` and `RevStatuses`.
+//!
+//! They produce and accept exactly the CBOR layout that serde + ciborium give the
+//! [`Frame`] types (maps keyed by field name, enums externally tagged), so peers built
+//! either way understand each other; tests compare the bytes with ciborium's. What they
+//! save is serde's per-field dispatch and intermediate copies: a body is taken as a
+//! slice of the frame's buffer when the frame arrives as [`Bytes`].
+//!
+//! The decoder is a fast path, not a second judge: it runs after [`crate::cbor::scan`]
+//! has checked the input is well-formed and within limits, and it returns `None` for any
+//! shape it does not recognise (other frame kinds, fields in another order, unknown
+//! fields, values that fail validation). The caller then decodes with serde, which
+//! accepts or refuses with its own message, so the set of accepted frames and the values
+//! they decode to are exactly what serde alone would give.
+
+use bytes::Bytes;
+
+use super::{Frame, FrameLimits, Request, Response, RevBundle, RevStatus};
+use crate::{Body, Change, CollectionName, DIGEST_LEN, DocId, RevId, Revision, Seq};
+
+/// Encodes `frame` if it is one of the bulk kinds; `None` for the others.
+pub(super) fn encode(frame: &Frame) -> Option<Vec<u8>> {
+    match frame {
+        Frame::Request(n, request) => {
+            let mut w = Writer::with_capacity(request_size_hint(request));
+            w.map(1);
+            w.text("Request");
+            w.array(2);
+            w.uint(*n);
+            match request {
+                Request::Changes {
+                    collection,
+                    changes,
+                } => w.changes("Changes", collection, changes),
+                Request::ProposeChanges {
+                    collection,
+                    changes,
+                } => w.changes("ProposeChanges", collection, changes),
+                Request::Revs {
+                    collection,
+                    docs,
+                    unavailable,
+                } => w.revs(collection, docs, unavailable),
+                _ => return None,
+            }
+            Some(w.out)
+        }
+        Frame::Response(n, response) => {
+            let mut w = Writer::with_capacity(64);
+            w.map(1);
+            w.text("Response");
+            w.array(2);
+            w.uint(*n);
+            match response {
+                Response::Wanted(wanted) => {
+                    w.map(1);
+                    w.text("Wanted");
+                    w.array(wanted.len());
+                    for entry in wanted {
+                        match entry {
+                            None => w.null(),
+                            Some(leaves) => w.rev_ids(leaves),
+                        }
+                    }
+                }
+                Response::RevStatuses(statuses) => {
+                    w.map(1);
+                    w.text("RevStatuses");
+                    w.array(statuses.len());
+                    for status in statuses {
+                        w.rev_status(status);
+                    }
+                }
+                _ => return None,
+            }
+            Some(w.out)
+        }
+        Frame::Error(..) => None,
+    }
+}
+
+/// A guess at the encoded size, so the buffer is allocated once.
+fn request_size_hint(request: &Request) -> usize {
+    match request {
+        Request::Revs { docs, .. } => docs
+            .iter()
+            .flat_map(|d| d.revisions.iter())
+            .map(|r| r.body.len() + 80 + 24 * r.history.len())
+            .sum::<usize>()
+            .saturating_add(256),
+        Request::Changes { changes, .. } | Request::ProposeChanges { changes, .. } => {
+            64 + changes.len() * 80
+        }
+        _ => 64,
+    }
+}
+
+/// Writes CBOR items into a growing buffer, always with the shortest heads (as ciborium
+/// does).
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn with_capacity(n: usize) -> Writer {
+        Writer {
+            out: Vec::with_capacity(n),
+        }
+    }
+
+    fn head(&mut self, major: u8, arg: u64) {
+        let m = major << 5;
+        if arg < 24 {
+            self.out.push(m | arg as u8);
+        } else if arg <= 0xff {
+            self.out.extend_from_slice(&[m | 24, arg as u8]);
+        } else if arg <= 0xffff {
+            self.out.push(m | 25);
+            self.out.extend_from_slice(&(arg as u16).to_be_bytes());
+        } else if arg <= 0xffff_ffff {
+            self.out.push(m | 26);
+            self.out.extend_from_slice(&(arg as u32).to_be_bytes());
+        } else {
+            self.out.push(m | 27);
+            self.out.extend_from_slice(&arg.to_be_bytes());
+        }
+    }
+
+    fn uint(&mut self, v: u64) {
+        self.head(0, v);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.head(2, b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+
+    fn text(&mut self, s: &str) {
+        self.head(3, s.len() as u64);
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn array(&mut self, len: usize) {
+        self.head(4, len as u64);
+    }
+
+    fn map(&mut self, len: usize) {
+        self.head(5, len as u64);
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.out.push(if v { 0xf5 } else { 0xf4 });
+    }
+
+    fn null(&mut self) {
+        self.out.push(0xf6);
+    }
+
+    fn rev_id(&mut self, rev: &RevId) {
+        self.array(2);
+        self.uint(rev.generation());
+        self.bytes(rev.digest());
+    }
+
+    fn rev_ids(&mut self, revs: &[RevId]) {
+        self.array(revs.len());
+        for r in revs {
+            self.rev_id(r);
+        }
+    }
+
+    fn changes(&mut self, variant: &str, collection: &CollectionName, changes: &[Change]) {
+        self.map(1);
+        self.text(variant);
+        self.map(2);
+        self.text("collection");
+        self.text(collection.as_str());
+        self.text("changes");
+        self.array(changes.len());
+        for c in changes {
+            self.map(if c.other_leaves.is_empty() { 4 } else { 5 });
+            self.text("seq");
+            self.uint(c.seq.0);
+            self.text("doc_id");
+            self.text(c.doc_id.as_str());
+            self.text("rev");
+            self.rev_id(&c.rev);
+            self.text("deleted");
+            self.bool(c.deleted);
+            if !c.other_leaves.is_empty() {
+                self.text("other_leaves");
+                self.rev_ids(&c.other_leaves);
+            }
+        }
+    }
+
+    fn revs(&mut self, collection: &CollectionName, docs: &[RevBundle], unavailable: &[DocId]) {
+        self.map(1);
+        self.text("Revs");
+        self.map(3);
+        self.text("collection");
+        self.text(collection.as_str());
+        self.text("docs");
+        self.array(docs.len());
+        for d in docs {
+            self.map(3);
+            self.text("doc_id");
+            self.text(d.doc_id.as_str());
+            self.text("revisions");
+            self.array(d.revisions.len());
+            for r in &d.revisions {
+                self.revision(r);
+            }
+            self.text("seq");
+            self.uint(d.seq.0);
+        }
+        self.text("unavailable");
+        self.array(unavailable.len());
+        for id in unavailable {
+            self.text(id.as_str());
+        }
+    }
+
+    fn revision(&mut self, r: &Revision) {
+        self.map(if r.deleted_ancestors.is_empty() { 4 } else { 5 });
+        self.text("rev");
+        self.rev_id(&r.rev);
+        self.text("deleted");
+        self.bool(r.deleted);
+        self.text("body");
+        self.bytes(r.body.as_bytes());
+        self.text("history");
+        self.rev_ids(&r.history);
+        if !r.deleted_ancestors.is_empty() {
+            self.text("deleted_ancestors");
+            self.rev_ids(&r.deleted_ancestors);
+        }
+    }
+
+    fn rev_status(&mut self, status: &RevStatus) {
+        match status {
+            RevStatus::Ok => self.text("Ok"),
+            RevStatus::Conflict { current } => {
+                self.map(1);
+                self.text("Conflict");
+                self.map(1);
+                self.text("current");
+                match current {
+                    None => self.null(),
+                    Some(r) => self.rev_id(r),
+                }
+            }
+            RevStatus::Rejected { code, reason } => {
+                self.map(1);
+                self.text("Rejected");
+                self.map(2);
+                self.text("code");
+                self.uint(u64::from(*code));
+                self.text("reason");
+                self.text(reason);
+            }
+        }
+    }
+}
+
+/// Decodes `input` if it is one of the bulk kinds in the layout [`encode`] writes.
+/// `shared`, when given, is the same bytes as `input`; bodies are then slices of it
+/// instead of copies. `None`: let serde decide.
+pub(super) fn decode(input: &[u8], shared: Option<&Bytes>, limits: &FrameLimits) -> Option<Frame> {
+    let mut r = Reader {
+        buf: input,
+        pos: 0,
+        shared,
+        max_batch: limits.max_batch,
+    };
+    let frame = r.frame()?;
+    (r.pos == input.len()).then_some(frame)
+}
+
+/// Reads the items of an input that [`crate::cbor::scan`] already accepted. Every method
+/// returns `None` on anything unexpected, and never panics or over-allocates on input
+/// that was not scanned.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    shared: Option<&'a Bytes>,
+    max_batch: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+        let n = usize::try_from(n).ok()?;
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    /// The next head if its major type is `major`: its argument.
+    fn head(&mut self, major: u8) -> Option<u64> {
+        let first = *self.buf.get(self.pos)?;
+        if first >> 5 != major {
+            return None;
+        }
+        self.pos += 1;
+        match first & 0x1f {
+            info @ 0..=23 => Some(u64::from(info)),
+            24 => Some(u64::from(self.take(1)?[0])),
+            25 => Some(u64::from(u16::from_be_bytes(
+                self.take(2)?.try_into().ok()?,
+            ))),
+            26 => Some(u64::from(u32::from_be_bytes(
+                self.take(4)?.try_into().ok()?,
+            ))),
+            27 => Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?)),
+            _ => None,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        self.head(0)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let len = self.head(3)?;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    fn key(&mut self, expected: &str) -> Option<()> {
+        (self.text()? == expected).then_some(())
+    }
+
+    fn map(&mut self) -> Option<u64> {
+        self.head(5)
+    }
+
+    /// An array of at most `max` elements: its length.
+    fn array(&mut self, max: usize) -> Option<usize> {
+        let len = usize::try_from(self.head(4)?).ok()?;
+        (len <= max).then_some(len)
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.peek()? {
+            0xf4 => {
+                self.pos += 1;
+                Some(false)
+            }
+            0xf5 => {
+                self.pos += 1;
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+
+    fn null(&mut self) -> bool {
+        if self.peek() == Some(0xf6) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn rev_id(&mut self) -> Option<RevId> {
+        if self.array(2)? != 2 {
+            return None;
+        }
+        let generation = self.uint()?;
+        let len = self.head(2)?;
+        let digest: [u8; DIGEST_LEN] = self.take(len)?.try_into().ok()?;
+        RevId::from_parts(generation, digest).ok()
+    }
+
+    fn rev_ids(&mut self, max: usize) -> Option<Vec<RevId>> {
+        let len = self.array(max)?;
+        let mut out = Vec::with_capacity(len);
+        for _ in 0..len {
+            out.push(self.rev_id()?);
+        }
+        Some(out)
+    }
+
+    fn doc_id(&mut self) -> Option<DocId> {
+        DocId::new(self.text()?).ok()
+    }
+
+    fn collection(&mut self) -> Option<CollectionName> {
+        CollectionName::parse(self.text()?).ok()
+    }
+
+    fn body(&mut self) -> Option<Body> {
+        let len = self.head(2)?;
+        let start = self.pos;
+        let slice = self.take(len)?;
+        let bytes = match self.shared {
+            Some(shared) => shared.slice(start..self.pos),
+            None => Bytes::copy_from_slice(slice),
+        };
+        Body::from_cbor(bytes).ok()
+    }
+
+    /// The entries after a variant's name, up to the closing of the frame.
+    fn frame(&mut self) -> Option<Frame> {
+        if self.map()? != 1 {
+            return None;
+        }
+        match self.text()? {
+            "Request" => {
+                if self.array(2)? != 2 {
+                    return None;
+                }
+                let n = self.uint()?;
+                if self.map()? != 1 {
+                    return None;
+                }
+                let request = match self.text()? {
+                    "Changes" => {
+                        let (collection, changes) = self.changes()?;
+                        Request::Changes {
+                            collection,
+                            changes,
+                        }
+                    }
+                    "ProposeChanges" => {
+                        let (collection, changes) = self.changes()?;
+                        Request::ProposeChanges {
+                            collection,
+                            changes,
+                        }
+                    }
+                    "Revs" => self.revs()?,
+                    _ => return None,
+                };
+                Some(Frame::Request(n, request))
+            }
+            "Response" => {
+                if self.array(2)? != 2 {
+                    return None;
+                }
+                let n = self.uint()?;
+                if self.map()? != 1 {
+                    return None;
+                }
+                let response = match self.text()? {
+                    "Wanted" => {
+                        let len = self.array(self.max_batch)?;
+                        let mut wanted = Vec::with_capacity(len);
+                        for _ in 0..len {
+                            wanted.push(if self.null() {
+                                None
+                            } else {
+                                Some(self.rev_ids(64)?)
+                            });
+                        }
+                        Response::Wanted(wanted)
+                    }
+                    "RevStatuses" => {
+                        let len = self.array(self.max_batch)?;
+                        let mut statuses = Vec::with_capacity(len);
+                        for _ in 0..len {
+                            statuses.push(self.rev_status()?);
+                        }
+                        Response::RevStatuses(statuses)
+                    }
+                    _ => return None,
+                };
+                Some(Frame::Response(n, response))
+            }
+            _ => None,
+        }
+    }
+
+    fn changes(&mut self) -> Option<(CollectionName, Vec<Change>)> {
+        if self.map()? != 2 {
+            return None;
+        }
+        self.key("collection")?;
+        let collection = self.collection()?;
+        self.key("changes")?;
+        let len = self.array(self.max_batch)?;
+        let mut changes = Vec::with_capacity(len);
+        for _ in 0..len {
+            let fields = self.map()?;
+            if !(4..=5).contains(&fields) {
+                return None;
+            }
+            self.key("seq")?;
+            let seq = Seq(self.uint()?);
+            self.key("doc_id")?;
+            let doc_id = self.doc_id()?;
+            self.key("rev")?;
+            let rev = self.rev_id()?;
+            self.key("deleted")?;
+            let deleted = self.bool()?;
+            let other_leaves = if fields == 5 {
+                self.key("other_leaves")?;
+                self.rev_ids(64)?
+            } else {
+                Vec::new()
+            };
+            changes.push(Change {
+                seq,
+                doc_id,
+                rev,
+                deleted,
+                other_leaves,
+            });
+        }
+        Some((collection, changes))
+    }
+
+    fn revs(&mut self) -> Option<Request> {
+        if self.map()? != 3 {
+            return None;
+        }
+        self.key("collection")?;
+        let collection = self.collection()?;
+        self.key("docs")?;
+        let len = self.array(self.max_batch)?;
+        let mut docs = Vec::with_capacity(len);
+        for _ in 0..len {
+            if self.map()? != 3 {
+                return None;
+            }
+            self.key("doc_id")?;
+            let doc_id = self.doc_id()?;
+            self.key("revisions")?;
+            let count = self.array(crate::MAX_BUNDLE)?;
+            let mut revisions = Vec::with_capacity(count);
+            for _ in 0..count {
+                revisions.push(self.revision()?);
+            }
+            self.key("seq")?;
+            let seq = Seq(self.uint()?);
+            docs.push(RevBundle {
+                doc_id,
+                revisions,
+                seq,
+            });
+        }
+        self.key("unavailable")?;
+        let len = self.array(self.max_batch)?;
+        let mut unavailable = Vec::with_capacity(len);
+        for _ in 0..len {
+            unavailable.push(self.doc_id()?);
+        }
+        Some(Request::Revs {
+            collection,
+            docs,
+            unavailable,
+        })
+    }
+
+    fn revision(&mut self) -> Option<Revision> {
+        let fields = self.map()?;
+        if !(4..=5).contains(&fields) {
+            return None;
+        }
+        self.key("rev")?;
+        let rev = self.rev_id()?;
+        self.key("deleted")?;
+        let deleted = self.bool()?;
+        self.key("body")?;
+        let body = self.body()?;
+        self.key("history")?;
+        let history = self.rev_ids(crate::MAX_HISTORY)?;
+        let deleted_ancestors = if fields == 5 {
+            self.key("deleted_ancestors")?;
+            self.rev_ids(crate::MAX_HISTORY)?
+        } else {
+            Vec::new()
+        };
+        Some(Revision {
+            rev,
+            deleted,
+            body,
+            history,
+            deleted_ancestors,
+        })
+    }
+
+    fn rev_status(&mut self) -> Option<RevStatus> {
+        if self.peek()? >> 5 == 3 {
+            return (self.text()? == "Ok").then_some(RevStatus::Ok);
+        }
+        if self.map()? != 1 {
+            return None;
+        }
+        match self.text()? {
+            "Conflict" => {
+                if self.map()? != 1 {
+                    return None;
+                }
+                self.key("current")?;
+                let current = if self.null() {
+                    None
+                } else {
+                    Some(self.rev_id()?)
+                };
+                Some(RevStatus::Conflict { current })
+            }
+            "Rejected" => {
+                if self.map()? != 2 {
+                    return None;
+                }
+                self.key("code")?;
+                let code = u16::try_from(self.uint()?).ok()?;
+                self.key("reason")?;
+                let reason = self.text()?.to_owned();
+                Some(RevStatus::Rejected { code, reason })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ciborium_bytes(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(frame, &mut out).unwrap();
+        out
+    }
+
+    fn serde_decode(bytes: &[u8]) -> Option<Frame> {
+        ciborium::de::from_reader_with_recursion_limit(bytes, 32).ok()
+    }
+
+    fn bulk(frame: &Frame) -> bool {
+        matches!(
+            frame,
+            Frame::Request(
+                _,
+                Request::Changes { .. } | Request::ProposeChanges { .. } | Request::Revs { .. }
+            ) | Frame::Response(_, Response::Wanted(_) | Response::RevStatuses(_))
+        )
+    }
+
+    #[test]
+    fn writes_the_bytes_serde_writes_and_reads_them_back() {
+        let mut covered = 0;
+        for frame in super::super::tests::sample_frames() {
+            let Some(bytes) = encode(&frame) else {
+                assert!(!bulk(&frame), "{frame:?} should have a fast encoding");
+                continue;
+            };
+            covered += 1;
+            assert_eq!(bytes, ciborium_bytes(&frame), "{frame:?}");
+            let limits = FrameLimits::DEFAULT;
+            assert_eq!(decode(&bytes, None, &limits), Some(frame.clone()));
+            let shared = Bytes::from(bytes.clone());
+            assert_eq!(decode(&bytes, Some(&shared), &limits), Some(frame));
+        }
+        assert_eq!(covered, 5, "every bulk kind is in the samples");
+    }
+
+    #[test]
+    fn bodies_are_slices_of_a_shared_frame() {
+        let frame = super::super::tests::sample_frames()
+            .into_iter()
+            .find(|f| matches!(f, Frame::Request(_, Request::Revs { .. })))
+            .unwrap();
+        let shared = Bytes::from(encode(&frame).unwrap());
+        let Some(Frame::Request(_, Request::Revs { docs, .. })) =
+            decode(&shared, Some(&shared), &FrameLimits::DEFAULT)
+        else {
+            panic!("not decoded");
+        };
+        let body = docs[0].revisions[0].body.to_bytes();
+        let range = shared.as_ptr() as usize..shared.as_ptr() as usize + shared.len();
+        assert!(range.contains(&(body.as_ptr() as usize)), "body was copied");
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_serde() {
+        let limits = FrameLimits::DEFAULT;
+        // A field order serde accepts but the encoder never writes.
+        let reordered = ciborium_bytes(&Frame::Request(
+            1,
+            Request::Changes {
+                collection: CollectionName::default(),
+                changes: vec![],
+            },
+        ));
+        let mut swapped = reordered.clone();
+        let collection_pos = swapped
+            .windows(10)
+            .position(|w| w == b"collection")
+            .unwrap();
+        assert!(decode(&swapped, None, &limits).is_some());
+        swapped[collection_pos] = b'k';
+        assert_eq!(decode(&swapped, None, &limits), None);
+        // Non-bulk frames, and batches over the limit.
+        assert_eq!(
+            decode(
+                &ciborium_bytes(&Frame::Request(1, Request::Ping)),
+                None,
+                &limits
+            ),
+            None
+        );
+        let many = ciborium_bytes(&Frame::Response(1, Response::Wanted(vec![None; 3])));
+        let small = FrameLimits {
+            max_batch: 2,
+            ..limits
+        };
+        assert_eq!(decode(&many, None, &small), None);
+        assert!(decode(&many, None, &limits).is_some());
+    }
+
+    fn arb_rev() -> impl Strategy<Value = RevId> {
+        (1u64..u64::MAX, any::<[u8; DIGEST_LEN]>())
+            .prop_map(|(g, d)| RevId::from_parts(g, d).unwrap())
+    }
+
+    fn arb_revision() -> impl Strategy<Value = Revision> {
+        (
+            arb_rev(),
+            any::<bool>(),
+            "[a-z]{0,12}",
+            any::<i64>(),
+            prop::collection::vec(arb_rev(), 0..4),
+            prop::collection::vec(arb_rev(), 0..2),
+        )
+            .prop_map(
+                |(rev, deleted, s, n, history, deleted_ancestors)| Revision {
+                    rev,
+                    deleted,
+                    body: Body::from_serialize(&serde_json::json!({ "s": s, "n": n })).unwrap(),
+                    history,
+                    deleted_ancestors,
+                },
+            )
+    }
+
+    fn arb_doc_id() -> impl Strategy<Value = DocId> {
+        "[a-zA-Z0-9:é]{1,30}".prop_map(|s| DocId::new(s).unwrap())
+    }
+
+    fn arb_change() -> impl Strategy<Value = Change> {
+        (
+            any::<u64>(),
+            arb_doc_id(),
+            arb_rev(),
+            any::<bool>(),
+            prop::collection::vec(arb_rev(), 0..3),
+        )
+            .prop_map(|(seq, doc_id, rev, deleted, other_leaves)| Change {
+                seq: Seq(seq),
+                doc_id,
+                rev,
+                deleted,
+                other_leaves,
+            })
+    }
+
+    fn arb_bulk_frame() -> impl Strategy<Value = Frame> {
+        let collection = prop_oneof![
+            Just(CollectionName::default()),
+            Just(CollectionName::parse("s.c").unwrap())
+        ];
+        let bundle = (
+            arb_doc_id(),
+            prop::collection::vec(arb_revision(), 1..3),
+            any::<u64>(),
+        )
+            .prop_map(|(doc_id, revisions, seq)| RevBundle {
+                doc_id,
+                revisions,
+                seq: Seq(seq),
+            });
+        let status = prop_oneof![
+            Just(RevStatus::Ok),
+            prop::option::of(arb_rev()).prop_map(|current| RevStatus::Conflict { current }),
+            (any::<u16>(), ".{0,20}")
+                .prop_map(|(code, reason)| RevStatus::Rejected { code, reason }),
+        ];
+        prop_oneof![
+            (
+                any::<u64>(),
+                collection.clone(),
+                prop::collection::vec(arb_change(), 0..5)
+            )
+                .prop_map(|(n, collection, changes)| Frame::Request(
+                    n,
+                    Request::Changes {
+                        collection,
+                        changes
+                    }
+                )),
+            (
+                any::<u64>(),
+                collection.clone(),
+                prop::collection::vec(arb_change(), 0..5)
+            )
+                .prop_map(|(n, collection, changes)| Frame::Request(
+                    n,
+                    Request::ProposeChanges {
+                        collection,
+                        changes
+                    }
+                )),
+            (
+                any::<u64>(),
+                collection,
+                prop::collection::vec(bundle, 0..4),
+                prop::collection::vec(arb_doc_id(), 0..3)
+            )
+                .prop_map(|(n, collection, docs, unavailable)| Frame::Request(
+                    n,
+                    Request::Revs {
+                        collection,
+                        docs,
+                        unavailable
+                    }
+                )),
+            (
+                any::<u64>(),
+                prop::collection::vec(
+                    prop::option::of(prop::collection::vec(arb_rev(), 0..3)),
+                    0..6
+                )
+            )
+                .prop_map(|(n, w)| Frame::Response(n, Response::Wanted(w))),
+            (any::<u64>(), prop::collection::vec(status, 0..6))
+                .prop_map(|(n, s)| Frame::Response(n, Response::RevStatuses(s))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn agrees_with_serde(frame in arb_bulk_frame()) {
+            let bytes = encode(&frame).expect("a bulk frame");
+            prop_assert_eq!(&bytes, &ciborium_bytes(&frame));
+            prop_assert_eq!(decode(&bytes, None, &FrameLimits::DEFAULT), Some(frame));
+        }
+
+        /// Whatever the fast path accepts, serde accepts with the same value.
+        #[test]
+        fn never_accepts_what_serde_would_not(
+            frame in arb_bulk_frame(),
+            pos in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = encode(&frame).expect("a bulk frame");
+            let p = pos.index(bytes.len());
+            bytes[p] = byte;
+            if let Some(fast) = decode(&bytes, None, &FrameLimits::DEFAULT) {
+                prop_assert_eq!(Some(fast), serde_decode(&bytes));
+            }
+        }
+    }
+}
