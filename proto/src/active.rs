@@ -1237,7 +1237,10 @@ impl ActiveReplicator {
         }
         if !to_insert.is_empty() {
             entry.pending = 1;
-            if let Some(c) = self.cols.get_mut(&name) {
+            // Only a replicator that also pushes could offer these revisions back.
+            if self.config.replicator_type.pushes()
+                && let Some(c) = self.cols.get_mut(&name)
+            {
                 for (doc_id, revisions) in &to_insert {
                     c.peer_knows
                         .record(doc_id, revisions.iter().map(|r| r.rev).collect());

@@ -607,12 +607,15 @@ impl PassivePeer {
         if inserts.is_empty() {
             return self.finish_insert(n, collection, statuses, summary, Vec::new());
         }
-        let pushed = self.pushed.entry(collection.clone()).or_default();
-        for insert in &inserts {
-            pushed.record(
-                &insert.doc_id,
-                insert.revisions.iter().map(|r| r.rev).collect(),
-            );
+        // Only a peer that also pulls could be offered these revisions back.
+        if self.hello.as_ref().is_some_and(|h| h.pull) {
+            let pushed = self.pushed.entry(collection.clone()).or_default();
+            for insert in &inserts {
+                pushed.record(
+                    &insert.doc_id,
+                    insert.revisions.iter().map(|r| r.rev).collect(),
+                );
+            }
         }
         self.conn.storage(
             StorageOp::InsertRevisions {
