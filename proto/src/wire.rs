@@ -368,6 +368,15 @@ impl Frame {
                 max: limits.max_frame_bytes,
             });
         }
+        if let Some(frame) = codec::decode(bytes, shared, limits) {
+            frame.check_limits(limits)?;
+            return Ok(frame);
+        }
+        Self::decode_with_serde(bytes, limits)
+    }
+
+    /// The general decoder: a bounded scan of the raw bytes, then serde.
+    fn decode_with_serde(bytes: &[u8], limits: &FrameLimits) -> Result<Frame, FrameError> {
         cbor::scan(
             bytes,
             ScanLimits {
@@ -377,10 +386,6 @@ impl Frame {
             },
         )
         .map_err(|e| FrameError::Malformed(format!("{e:?}")))?;
-        if let Some(frame) = codec::decode(bytes, shared, limits) {
-            frame.check_limits(limits)?;
-            return Ok(frame);
-        }
         let frame: Frame = ciborium::de::from_reader_with_recursion_limit(bytes, 32)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         frame.check_limits(limits)?;

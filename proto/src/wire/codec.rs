@@ -7,12 +7,15 @@
 //! save is serde's per-field dispatch and intermediate copies: a body is taken as a
 //! slice of the frame's buffer when the frame arrives as [`Bytes`].
 //!
-//! The decoder is a fast path, not a second judge: it runs after [`crate::cbor::scan`]
-//! has checked the input is well-formed and within limits, and it returns `None` for any
-//! shape it does not recognise (other frame kinds, fields in another order, unknown
-//! fields, values that fail validation). The caller then decodes with serde, which
-//! accepts or refuses with its own message, so the set of accepted frames and the values
-//! they decode to are exactly what serde alone would give.
+//! The decoder is a fast path, not a second judge: it returns `None` for any shape it
+//! does not recognise (other frame kinds, fields in another order, unknown fields, values
+//! that fail validation, more items than [`FrameLimits::max_items`]). The caller then
+//! scans the input with [`crate::cbor::scan`] and decodes it with serde, which accepts or
+//! refuses with its own message, so the set of accepted frames and the values they
+//! decode to are exactly what that slower path alone would give. It needs no scan of its
+//! own: it reads only definite-length items of the types it expects, checks every text
+//! is UTF-8, counts items as the scan does, nests no deeper than the scan allows, and
+//! leaves each body to [`Body::from_cbor`].
 
 use bytes::Bytes;
 
@@ -273,19 +276,23 @@ pub(super) fn decode(input: &[u8], shared: Option<&Bytes>, limits: &FrameLimits)
         pos: 0,
         shared,
         max_batch: limits.max_batch,
+        items: 0,
+        max_items: limits.max_items,
     };
     let frame = r.frame()?;
     (r.pos == input.len()).then_some(frame)
 }
 
-/// Reads the items of an input that [`crate::cbor::scan`] already accepted. Every method
-/// returns `None` on anything unexpected, and never panics or over-allocates on input
-/// that was not scanned.
+/// Reads the items of a frame. Every method returns `None` on anything unexpected or
+/// over a limit, and never panics or allocates more than the input could fill.
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     shared: Option<&'a Bytes>,
     max_batch: usize,
+    /// Items read so far, counted as [`crate::cbor::scan`] counts them.
+    items: usize,
+    max_items: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -303,6 +310,7 @@ impl<'a> Reader<'a> {
         if first >> 5 != major {
             return None;
         }
+        self.count()?;
         self.pos += 1;
         match first & 0x1f {
             info @ 0..=23 => Some(u64::from(info)),
@@ -316,6 +324,12 @@ impl<'a> Reader<'a> {
             27 => Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?)),
             _ => None,
         }
+    }
+
+    /// Counts one more item.
+    fn count(&mut self) -> Option<()> {
+        self.items += 1;
+        (self.items <= self.max_items).then_some(())
     }
 
     fn peek(&self) -> Option<u8> {
@@ -346,26 +360,24 @@ impl<'a> Reader<'a> {
     }
 
     fn bool(&mut self) -> Option<bool> {
-        match self.peek()? {
-            0xf4 => {
-                self.pos += 1;
-                Some(false)
-            }
-            0xf5 => {
-                self.pos += 1;
-                Some(true)
-            }
-            _ => None,
-        }
+        let value = match self.peek()? {
+            0xf4 => false,
+            0xf5 => true,
+            _ => return None,
+        };
+        self.count()?;
+        self.pos += 1;
+        Some(value)
     }
 
-    fn null(&mut self) -> bool {
-        if self.peek() == Some(0xf6) {
-            self.pos += 1;
-            true
-        } else {
-            false
+    /// Whether the next item is null (then read); `None` over the item limit.
+    fn null(&mut self) -> Option<bool> {
+        if self.peek() != Some(0xf6) {
+            return Some(false);
         }
+        self.count()?;
+        self.pos += 1;
+        Some(true)
     }
 
     fn rev_id(&mut self) -> Option<RevId> {
@@ -453,7 +465,7 @@ impl<'a> Reader<'a> {
                         let len = self.array(self.max_batch)?;
                         let mut wanted = Vec::with_capacity(len);
                         for _ in 0..len {
-                            wanted.push(if self.null() {
+                            wanted.push(if self.null()? {
                                 None
                             } else {
                                 Some(self.rev_ids(64)?)
@@ -599,7 +611,7 @@ impl<'a> Reader<'a> {
                     return None;
                 }
                 self.key("current")?;
-                let current = if self.null() {
+                let current = if self.null()? {
                     None
                 } else {
                     Some(self.rev_id()?)
@@ -632,8 +644,9 @@ mod tests {
         out
     }
 
-    fn serde_decode(bytes: &[u8]) -> Option<Frame> {
-        ciborium::de::from_reader_with_recursion_limit(bytes, 32).ok()
+    /// The general path: a bounded scan, then serde.
+    fn slow_decode(bytes: &[u8]) -> Option<Frame> {
+        Frame::decode_with_serde(bytes, &FrameLimits::DEFAULT).ok()
     }
 
     fn bulk(frame: &Frame) -> bool {
@@ -716,6 +729,20 @@ mod tests {
         };
         assert_eq!(decode(&many, None, &small), None);
         assert!(decode(&many, None, &limits).is_some());
+        // More items than allowed: 2 for the frame's map and its key, 2 for the array
+        // and request number, 2 for the variant's map and name, 1 for the list, 3 nulls.
+        let few_items = FrameLimits {
+            max_items: 9,
+            ..limits
+        };
+        assert_eq!(decode(&many, None, &few_items), None);
+        let enough = FrameLimits {
+            max_items: 10,
+            ..limits
+        };
+        assert!(decode(&many, None, &enough).is_some());
+        assert!(Frame::decode_with_serde(&many, &few_items).is_err());
+        assert!(Frame::decode_with_serde(&many, &enough).is_ok());
     }
 
     fn arb_rev() -> impl Strategy<Value = RevId> {
@@ -847,7 +874,7 @@ mod tests {
             prop_assert_eq!(decode(&bytes, None, &FrameLimits::DEFAULT), Some(frame));
         }
 
-        /// Whatever the fast path accepts, serde accepts with the same value.
+        /// Whatever the fast path accepts, the scan and serde accept with the same value.
         #[test]
         fn never_accepts_what_serde_would_not(
             frame in arb_bulk_frame(),
@@ -858,7 +885,7 @@ mod tests {
             let p = pos.index(bytes.len());
             bytes[p] = byte;
             if let Some(fast) = decode(&bytes, None, &FrameLimits::DEFAULT) {
-                prop_assert_eq!(Some(fast), serde_decode(&bytes));
+                prop_assert_eq!(Some(fast), slow_decode(&bytes));
             }
         }
     }
