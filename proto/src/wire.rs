@@ -15,18 +15,20 @@
 //!    batch may skip the proposal and send its `Revs` directly.
 //! 5. `Ping` → `Pong` keeps an idle connection checked.
 //!
-//! Decoding is bounded before anything is allocated: the frame size, nesting depth and
-//! item count are checked by a scan of the raw bytes, and list lengths by
-//! [`Frame::check_limits`].
+//! Decoding is bounded before anything is allocated. The frames that carry a sync
+//! (`Changes`, `ProposeChanges`, `Revs`, `Wanted`, `RevStatuses`) are encoded and decoded
+//! by hand, in exactly the layout serde gives them, counting items and list lengths as
+//! they go; any other input is first scanned (frame size, nesting depth, item count) and
+//! then decoded by serde. Either way list lengths are checked by [`Frame::check_limits`].
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use crate::cbor::{self, ScanLimits};
+use crate::{Change, CollectionName, DocId, MAX_HISTORY, RevId, Revision, Seq};
 
 mod codec;
-use crate::{Change, CollectionName, DocId, MAX_HISTORY, RevId, Revision, Seq};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -418,7 +418,7 @@ impl<'a> Reader<'a> {
         Body::from_cbor(bytes).ok()
     }
 
-    /// The entries after a variant's name, up to the closing of the frame.
+    /// The whole frame: `{"Request": [n, {kind: …}]}` or `{"Response": [n, {kind: …}]}`.
     fn frame(&mut self) -> Option<Frame> {
         if self.map()? != 1 {
             return None;
@@ -876,7 +876,7 @@ mod tests {
 
         /// Whatever the fast path accepts, the scan and serde accept with the same value.
         #[test]
-        fn never_accepts_what_serde_would_not(
+        fn never_accepts_what_the_general_decoder_would_not(
             frame in arb_bulk_frame(),
             pos in any::<prop::sample::Index>(),
             byte in any::<u8>(),
