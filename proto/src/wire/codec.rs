@@ -24,79 +24,68 @@ use crate::{Body, Change, CollectionName, DIGEST_LEN, DocId, RevId, Revision, Se
 
 /// Encodes `frame` if it is one of the bulk kinds; `None` for the others.
 pub(super) fn encode(frame: &Frame) -> Option<Vec<u8>> {
-    match frame {
-        Frame::Request(n, request) => {
-            let mut w = Writer::with_capacity(request_size_hint(request));
-            w.map(1);
-            w.text("Request");
-            w.array(2);
-            w.uint(*n);
-            match request {
-                Request::Changes {
-                    collection,
-                    changes,
-                } => w.changes("Changes", collection, changes),
-                Request::ProposeChanges {
-                    collection,
-                    changes,
-                } => w.changes("ProposeChanges", collection, changes),
-                Request::Revs {
-                    collection,
-                    docs,
-                    unavailable,
-                } => w.revs(collection, docs, unavailable),
-                _ => return None,
-            }
-            Some(w.out)
-        }
-        Frame::Response(n, response) => {
-            let mut w = Writer::with_capacity(64);
-            w.map(1);
-            w.text("Response");
-            w.array(2);
-            w.uint(*n);
-            match response {
-                Response::Wanted(wanted) => {
-                    w.map(1);
-                    w.text("Wanted");
-                    w.array(wanted.len());
-                    for entry in wanted {
-                        match entry {
-                            None => w.null(),
-                            Some(leaves) => w.rev_ids(leaves),
-                        }
+    let w = match frame {
+        Frame::Request(n, request) => match request {
+            Request::Changes {
+                collection,
+                changes,
+            } => Writer::frame("Request", *n, "Changes", changes_size_hint(changes))
+                .changes(collection, changes),
+            Request::ProposeChanges {
+                collection,
+                changes,
+            } => Writer::frame("Request", *n, "ProposeChanges", changes_size_hint(changes))
+                .changes(collection, changes),
+            Request::Revs {
+                collection,
+                docs,
+                unavailable,
+            } => Writer::frame("Request", *n, "Revs", revs_size_hint(docs)).revs(
+                collection,
+                docs,
+                unavailable,
+            ),
+            _ => return None,
+        },
+        Frame::Response(n, response) => match response {
+            Response::Wanted(wanted) => {
+                let mut w = Writer::frame("Response", *n, "Wanted", 64 + 40 * wanted.len());
+                w.array(wanted.len());
+                for entry in wanted {
+                    match entry {
+                        None => w.null(),
+                        Some(leaves) => w.rev_ids(leaves),
                     }
                 }
-                Response::RevStatuses(statuses) => {
-                    w.map(1);
-                    w.text("RevStatuses");
-                    w.array(statuses.len());
-                    for status in statuses {
-                        w.rev_status(status);
-                    }
-                }
-                _ => return None,
+                w
             }
-            Some(w.out)
-        }
-        Frame::Error(..) => None,
-    }
+            Response::RevStatuses(statuses) => {
+                let mut w = Writer::frame("Response", *n, "RevStatuses", 64 + 8 * statuses.len());
+                w.array(statuses.len());
+                for status in statuses {
+                    w.rev_status(status);
+                }
+                w
+            }
+            _ => return None,
+        },
+        Frame::Error(..) => return None,
+    };
+    Some(w.out)
 }
 
-/// A guess at the encoded size, so the buffer is allocated once.
-fn request_size_hint(request: &Request) -> usize {
-    match request {
-        Request::Revs { docs, .. } => docs
-            .iter()
-            .flat_map(|d| d.revisions.iter())
-            .map(|r| r.body.len() + 80 + 24 * r.history.len())
-            .sum::<usize>()
-            .saturating_add(256),
-        Request::Changes { changes, .. } | Request::ProposeChanges { changes, .. } => {
-            64 + changes.len() * 80
-        }
-        _ => 64,
-    }
+/// A guess at the encoded size of a `Revs` request, so the buffer is allocated once.
+fn revs_size_hint(docs: &[RevBundle]) -> usize {
+    docs.iter()
+        .flat_map(|d| d.revisions.iter())
+        .map(|r| r.body.len() + 80 + 24 * r.history.len())
+        .sum::<usize>()
+        .saturating_add(256)
+}
+
+/// A guess at the encoded size of a `Changes` or `ProposeChanges` request.
+fn changes_size_hint(changes: &[Change]) -> usize {
+    64 + changes.len() * 80
 }
 
 /// Writes CBOR items into a growing buffer, always with the shortest heads (as ciborium
@@ -106,10 +95,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn with_capacity(n: usize) -> Writer {
-        Writer {
-            out: Vec::with_capacity(n),
-        }
+    /// A writer holding the envelope of a frame, `{side: [n, {variant: `, with room for
+    /// `capacity` bytes; the variant's content comes next.
+    fn frame(side: &str, n: u64, variant: &str, capacity: usize) -> Writer {
+        let mut w = Writer {
+            out: Vec::with_capacity(capacity),
+        };
+        w.map(1);
+        w.text(side);
+        w.array(2);
+        w.uint(n);
+        w.map(1);
+        w.text(variant);
+        w
     }
 
     fn head(&mut self, major: u8, arg: u64) {
@@ -173,9 +171,7 @@ impl Writer {
         }
     }
 
-    fn changes(&mut self, variant: &str, collection: &CollectionName, changes: &[Change]) {
-        self.map(1);
-        self.text(variant);
+    fn changes(mut self, collection: &CollectionName, changes: &[Change]) -> Writer {
         self.map(2);
         self.text("collection");
         self.text(collection.as_str());
@@ -196,11 +192,15 @@ impl Writer {
                 self.rev_ids(&c.other_leaves);
             }
         }
+        self
     }
 
-    fn revs(&mut self, collection: &CollectionName, docs: &[RevBundle], unavailable: &[DocId]) {
-        self.map(1);
-        self.text("Revs");
+    fn revs(
+        mut self,
+        collection: &CollectionName,
+        docs: &[RevBundle],
+        unavailable: &[DocId],
+    ) -> Writer {
         self.map(3);
         self.text("collection");
         self.text(collection.as_str());
@@ -223,6 +223,7 @@ impl Writer {
         for id in unavailable {
             self.text(id.as_str());
         }
+        self
     }
 
     fn revision(&mut self, r: &Revision) {
@@ -423,70 +424,58 @@ impl<'a> Reader<'a> {
         if self.map()? != 1 {
             return None;
         }
-        match self.text()? {
-            "Request" => {
-                if self.array(2)? != 2 {
-                    return None;
-                }
-                let n = self.uint()?;
-                if self.map()? != 1 {
-                    return None;
-                }
-                let request = match self.text()? {
-                    "Changes" => {
-                        let (collection, changes) = self.changes()?;
-                        Request::Changes {
-                            collection,
-                            changes,
-                        }
-                    }
-                    "ProposeChanges" => {
-                        let (collection, changes) = self.changes()?;
-                        Request::ProposeChanges {
-                            collection,
-                            changes,
-                        }
-                    }
-                    "Revs" => self.revs()?,
-                    _ => return None,
-                };
-                Some(Frame::Request(n, request))
-            }
-            "Response" => {
-                if self.array(2)? != 2 {
-                    return None;
-                }
-                let n = self.uint()?;
-                if self.map()? != 1 {
-                    return None;
-                }
-                let response = match self.text()? {
-                    "Wanted" => {
-                        let len = self.array(self.max_batch)?;
-                        let mut wanted = Vec::with_capacity(len);
-                        for _ in 0..len {
-                            wanted.push(if self.null()? {
-                                None
-                            } else {
-                                Some(self.rev_ids(64)?)
-                            });
-                        }
-                        Response::Wanted(wanted)
-                    }
-                    "RevStatuses" => {
-                        let len = self.array(self.max_batch)?;
-                        let mut statuses = Vec::with_capacity(len);
-                        for _ in 0..len {
-                            statuses.push(self.rev_status()?);
-                        }
-                        Response::RevStatuses(statuses)
-                    }
-                    _ => return None,
-                };
-                Some(Frame::Response(n, response))
-            }
-            _ => None,
+        let side = self.text()?;
+        if self.array(2)? != 2 {
+            return None;
         }
+        let n = self.uint()?;
+        if self.map()? != 1 {
+            return None;
+        }
+        Some(match (side, self.text()?) {
+            ("Request", "Changes") => {
+                let (collection, changes) = self.changes()?;
+                Frame::Request(
+                    n,
+                    Request::Changes {
+                        collection,
+                        changes,
+                    },
+                )
+            }
+            ("Request", "ProposeChanges") => {
+                let (collection, changes) = self.changes()?;
+                Frame::Request(
+                    n,
+                    Request::ProposeChanges {
+                        collection,
+                        changes,
+                    },
+                )
+            }
+            ("Request", "Revs") => Frame::Request(n, self.revs()?),
+            ("Response", "Wanted") => {
+                let len = self.array(self.max_batch)?;
+                let mut wanted = Vec::with_capacity(len);
+                for _ in 0..len {
+                    wanted.push(if self.null()? {
+                        None
+                    } else {
+                        Some(self.rev_ids(64)?)
+                    });
+                }
+                Frame::Response(n, Response::Wanted(wanted))
+            }
+            ("Response", "RevStatuses") => {
+                let len = self.array(self.max_batch)?;
+                let mut statuses = Vec::with_capacity(len);
+                for _ in 0..len {
+                    statuses.push(self.rev_status()?);
+                }
+                Frame::Response(n, Response::RevStatuses(statuses))
+            }
+            _ => return None,
+        })
     }
 
     fn changes(&mut self) -> Option<(CollectionName, Vec<Change>)> {
@@ -816,27 +805,25 @@ mod tests {
             (
                 any::<u64>(),
                 collection.clone(),
-                prop::collection::vec(arb_change(), 0..5)
+                prop::collection::vec(arb_change(), 0..5),
+                any::<bool>(),
             )
-                .prop_map(|(n, collection, changes)| Frame::Request(
-                    n,
-                    Request::Changes {
-                        collection,
-                        changes
-                    }
-                )),
-            (
-                any::<u64>(),
-                collection.clone(),
-                prop::collection::vec(arb_change(), 0..5)
-            )
-                .prop_map(|(n, collection, changes)| Frame::Request(
-                    n,
-                    Request::ProposeChanges {
-                        collection,
-                        changes
-                    }
-                )),
+                .prop_map(|(n, collection, changes, propose)| {
+                    Frame::Request(
+                        n,
+                        if propose {
+                            Request::ProposeChanges {
+                                collection,
+                                changes,
+                            }
+                        } else {
+                            Request::Changes {
+                                collection,
+                                changes,
+                            }
+                        },
+                    )
+                }),
             (
                 any::<u64>(),
                 collection,
