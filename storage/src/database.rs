@@ -13,7 +13,7 @@ use crate::keys::{self, CollectionId};
 use crate::kv::{Durability, KvBackend, Space, WriteBatch};
 use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners};
 use crate::record::{DocRecord, SeqEntry};
-use crate::{FjallKv, FjallMemory, KvError, MemKv, StorageError};
+use crate::{CachedKv, FjallKv, FjallMemory, KvError, MemKv, StorageError};
 
 /// Version of the database layout written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -198,7 +198,9 @@ impl Database {
         path: impl AsRef<Path>,
         config: DatabaseConfig,
     ) -> Result<Database, StorageError> {
-        Self::with_backend(Arc::new(FjallKv::open_with(path, &config.memory)?), config)
+        let kv = FjallKv::open_with(path, &config.memory)?;
+        let cache = usize::try_from(config.memory.record_cache_bytes).unwrap_or(usize::MAX);
+        Self::with_backend(Arc::new(CachedKv::new(kv, cache)), config)
     }
 
     /// A new, empty in-memory database.
@@ -699,10 +701,20 @@ impl Database {
         id: &DocId,
     ) -> Result<Option<DocRecord>, StorageError> {
         let key = keys::doc_key(cid, id);
-        match self.inner.kv.get(Space::Docs, &key)? {
-            None => Ok(None),
-            Some(bytes) => DocRecord::decode(&key, &bytes).map(Some),
-        }
+        let bytes = self.inner.kv.get(Space::Docs, &key)?;
+        bytes.map(|b| DocRecord::decode(&key, &b)).transpose()
+    }
+
+    /// [`Database::load_doc`] for a document that is about to be read again (see
+    /// [`KvBackend::get_for_reuse`]).
+    pub(crate) fn load_doc_for_reuse(
+        &self,
+        cid: CollectionId,
+        id: &DocId,
+    ) -> Result<Option<DocRecord>, StorageError> {
+        let key = keys::doc_key(cid, id);
+        let bytes = self.inner.kv.get_for_reuse(Space::Docs, &key)?;
+        bytes.map(|b| DocRecord::decode(&key, &b)).transpose()
     }
 
     /// Adds the writes of one document change to `batch`: the record with its new

@@ -17,10 +17,16 @@ use crate::kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 /// `peerlite bench` 4 MiB memtables cost no measurable speed against 8 MiB and save
 /// ~9 MB of peak resident memory per process.
 ///
+/// [`Database::open`](crate::Database::open) also keeps up to 1 MiB of document
+/// records in front of fjall ([`CachedKv`](crate::CachedKv)): replication reads a
+/// document to answer a proposal, then again to insert it, and the second read then
+/// costs a hash lookup instead of an LSM search.
+///
 /// ```
 /// use peerlite_storage::FjallMemory;
 /// let m = FjallMemory::default();
 /// assert_eq!((m.cache_bytes, m.memtable_bytes), (8 << 20, 4 << 20));
+/// assert_eq!(m.record_cache_bytes, 1 << 20);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FjallMemory {
@@ -28,6 +34,9 @@ pub struct FjallMemory {
     pub cache_bytes: u64,
     /// Size at which a keyspace's write buffer (memtable) is flushed to disk, in bytes.
     pub memtable_bytes: u64,
+    /// Document records read to answer a proposal, kept for the insert that follows,
+    /// in bytes (0: none). See [`CachedKv`](crate::CachedKv).
+    pub record_cache_bytes: u64,
 }
 
 impl Default for FjallMemory {
@@ -35,6 +44,7 @@ impl Default for FjallMemory {
         FjallMemory {
             cache_bytes: 8 << 20,
             memtable_bytes: 4 << 20,
+            record_cache_bytes: 1 << 20,
         }
     }
 }

@@ -111,6 +111,13 @@ pub trait KvBackend: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
 
+    /// Reads one key that will soon be read again (replication reads a document to
+    /// answer a proposal, then again to insert the revisions it asked for). A caching
+    /// backend such as [`CachedKv`](crate::CachedKv) keeps it; others just read it.
+    fn get_for_reuse(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.get(space, key)
+    }
+
     /// Reads up to `limit` pairs with keys in `range`, in ascending key order.
     fn scan(
         &self,

@@ -45,6 +45,7 @@ mod mem;
 mod notify;
 mod pending;
 mod record;
+mod record_cache;
 mod replication;
 pub mod sample;
 
@@ -58,3 +59,4 @@ pub use kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 pub use mem::MemKv;
 pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken};
 pub use peerlite_proto::{Change, InsertMode, InsertOutcome, RevisionInsert, RevsDiff};
+pub use record_cache::{CacheStats, CachedKv};

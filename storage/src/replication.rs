@@ -25,7 +25,8 @@ impl Database {
         wanted
             .iter()
             .map(|(id, rev)| {
-                Ok(match self.load_doc(state.id, id)? {
+                // The revisions it lacks are usually inserted next: keep the record.
+                Ok(match self.load_doc_for_reuse(state.id, id)? {
                     Some(rec) if rec.tree.contains(rev) => RevsDiff::Present,
                     Some(rec) => RevsDiff::Missing {
                         leaves: rec.tree.leaf_ids(),

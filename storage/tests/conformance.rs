@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use peerlite_proto::{Body, CollectionName, DocId, RevId, Revision, RevisionError, Seq};
 use peerlite_storage::{
-    ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected, FjallKv,
+    CachedKv, ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected, FjallKv,
     InsertMode, InsertOutcome, KvBackend, MemKv, RevisionInsert, RevsDiff, Space, StorageError,
     WriteBatch,
 };
@@ -18,9 +18,10 @@ trait Harness {
     fn kv(&self) -> Arc<dyn KvBackend>;
 }
 
+/// fjall behind the record cache, as `Database::open` sets it up.
 struct FjallHarness {
     dir: tempfile::TempDir,
-    kv: Option<Arc<FjallKv>>,
+    kv: Option<Arc<CachedKv<FjallKv>>>,
     config: DatabaseConfig,
 }
 
@@ -38,7 +39,11 @@ impl Harness for FjallHarness {
     fn open(&mut self) -> Database {
         // Drop the previous handle first: fjall locks its directory.
         self.kv = None;
-        let kv = Arc::new(FjallKv::open(self.dir.path()).unwrap());
+        let cache = DatabaseConfig::default().memory.record_cache_bytes as usize;
+        let kv = Arc::new(CachedKv::new(
+            FjallKv::open(self.dir.path()).unwrap(),
+            cache,
+        ));
         self.kv = Some(kv.clone());
         Database::with_backend(kv, self.config.clone()).unwrap()
     }
@@ -70,6 +75,30 @@ impl Harness for MemHarness {
     }
 }
 
+/// The in-memory backend behind a record cache small enough to evict all the time.
+struct CachedHarness {
+    kv: Arc<CachedKv<MemKv>>,
+    config: DatabaseConfig,
+}
+
+impl CachedHarness {
+    fn new(config: DatabaseConfig) -> Self {
+        CachedHarness {
+            kv: Arc::new(CachedKv::new(MemKv::new(), 2 << 10)),
+            config,
+        }
+    }
+}
+
+impl Harness for CachedHarness {
+    fn open(&mut self) -> Database {
+        Database::with_backend(self.kv.clone(), self.config.clone()).unwrap()
+    }
+    fn kv(&self) -> Arc<dyn KvBackend> {
+        self.kv.clone()
+    }
+}
+
 fn body(json: &str) -> Body {
     Body::from_json_str(json).unwrap()
 }
@@ -82,7 +111,7 @@ fn dc() -> CollectionName {
     CollectionName::default()
 }
 
-/// Instantiates each listed test for both backends.
+/// Instantiates each listed test for both backends, and for memory behind a record cache.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod fjall_backend {
@@ -90,6 +119,9 @@ macro_rules! conformance {
         }
         mod memory_backend {
             $( #[test] fn $name() { super::$name(&mut super::MemHarness::new(Default::default())); } )*
+        }
+        mod cached_memory_backend {
+            $( #[test] fn $name() { super::$name(&mut super::CachedHarness::new(Default::default())); } )*
         }
     };
 }
@@ -104,6 +136,7 @@ conformance!(
     local_documents,
     listeners_see_local_and_replicated_changes,
     revs_diff_and_get_revision,
+    writes_after_revs_diff_are_read_fresh,
     insert_accepts_extensions_and_refuses_conflicts,
     insert_deletion_rules,
     insert_bundle_that_closes_a_branch,
@@ -338,6 +371,49 @@ fn listeners_see_local_and_replicated_changes(h: &mut dyn Harness) {
     assert!(!db.remove_change_listener(token));
     db.save(&dc(), &id("c"), body("{}")).unwrap();
     assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+/// What revs-diff read (and a record cache kept) never hides a later write.
+fn writes_after_revs_diff_are_read_fresh(h: &mut dyn Harness) {
+    let db = h.open();
+    let w1 = db.save(&dc(), &id("a"), body(r#"{"v": 1}"#)).unwrap();
+    let r1 = db
+        .get_revision(&dc(), &id("a"), &w1.rev, 10)
+        .unwrap()
+        .unwrap();
+    let r2 = r1.child(false, body(r#"{"v": 2}"#), 10).unwrap();
+    let fresh = Revision::first(false, body(r#"{"new": true}"#)).unwrap();
+    let ask = [(id("a"), r2.rev), (id("new"), fresh.rev)];
+    let missing = |leaves: Vec<RevId>| RevsDiff::Missing { leaves };
+    assert_eq!(
+        db.revs_diff(&dc(), &ask).unwrap(),
+        vec![missing(vec![w1.rev]), missing(vec![])]
+    );
+    // The inserts that follow see what revs-diff saw, and then their own writes.
+    assert!(
+        matches!(insert_one(&db, "a", &r2), InsertOutcome::Inserted { rev, .. } if rev == r2.rev)
+    );
+    assert!(
+        matches!(insert_one(&db, "new", &fresh), InsertOutcome::Inserted { rev, .. } if rev == fresh.rev)
+    );
+    assert_eq!(
+        db.revs_diff(&dc(), &ask).unwrap(),
+        vec![RevsDiff::Present; 2]
+    );
+    // A local save and a delete after another revs-diff.
+    let w3 = db.save(&dc(), &id("a"), body(r#"{"v": 3}"#)).unwrap();
+    assert_eq!(db.get(&dc(), &id("a")).unwrap().unwrap().rev, w3.rev);
+    db.revs_diff(&dc(), &ask).unwrap();
+    db.delete(&dc(), &id("new"), Expected::Any).unwrap();
+    assert!(db.get(&dc(), &id("new")).unwrap().is_none());
+    assert_eq!(
+        db.revs_diff(&dc(), &[(id("a"), r2.rev)]).unwrap(),
+        vec![RevsDiff::Present]
+    );
+    drop(db);
+    let db = h.open();
+    assert_eq!(db.get(&dc(), &id("a")).unwrap().unwrap().rev, w3.rev);
+    assert!(db.get(&dc(), &id("new")).unwrap().is_none());
 }
 
 fn revs_diff_and_get_revision(h: &mut dyn Harness) {
