@@ -5,7 +5,8 @@
 //! backends behind the [`KvBackend`] trait, with identical behaviour (one conformance
 //! suite runs against both):
 //!
-//! - [`FjallKv`]: on disk, on the fjall LSM engine ([`Database::open`]);
+//! - [`FjallKv`]: on disk, on the fjall LSM engine ([`Database::open`], which puts a small
+//!   [`CachedKv`] in front of it for documents read twice in a row by replication);
 //! - [`MemKv`]: in memory, with a crash model for simulations ([`Database::in_memory`]).
 //!
 //! Each document change commits atomically: the document record (revision tree and
