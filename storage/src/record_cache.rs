@@ -39,6 +39,10 @@ const ENTRY_OVERHEAD: usize = 64;
 /// (its size is [`FjallMemory::record_cache_bytes`](crate::FjallMemory::record_cache_bytes)).
 /// Wrap your own backend the same way when its point reads are costly.
 ///
+/// Every write must go through the `CachedKv`: one made to the wrapped backend directly,
+/// or lost in a simulated crash ([`MemKv::crash`](crate::MemKv::crash)), is not seen by
+/// the cache. After such a crash, wrap the backend in a new `CachedKv`.
+///
 /// ```
 /// use std::sync::Arc;
 /// use peerlite_storage::{CachedKv, Database, DatabaseConfig, MemKv};
