@@ -545,6 +545,8 @@ fn bench_prints_one_checked_json_line_per_run() {
             "8",
             "--live-rate",
             "200",
+            "--incr-rounds",
+            "3",
             "--work-dir",
             work.path().to_str().unwrap(),
         ];
@@ -568,6 +570,7 @@ fn bench_prints_one_checked_json_line_per_run() {
             assert_eq!(r["run"], i + 1);
             assert_eq!(r["docs"], 700);
             assert_eq!(r["incr_docs"], 7);
+            assert_eq!(r["incr_rounds"], 3);
             assert_eq!(r["tls"], tls);
             assert_eq!(r["durability"], "sync");
             for rate in [
@@ -609,7 +612,11 @@ fn bench_argument_and_peer_errors() {
     for (args, message) in [
         (
             vec!["bench", "--runs", "0"],
-            "--runs and --docs must be at least 1",
+            "--runs, --docs and --incr-rounds must be at least 1",
+        ),
+        (
+            vec!["bench", "--incr-rounds", "0"],
+            "--runs, --docs and --incr-rounds must be at least 1",
         ),
         (
             vec!["bench", "--live-rate", "0"],

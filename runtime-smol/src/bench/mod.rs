@@ -10,7 +10,8 @@
 //!   sync can approach);
 //! - one-shot push of N documents into an empty listener, and pull of N into an empty
 //!   replicator database;
-//! - a sync with nothing to do, and resyncs after 1% of the documents changed;
+//! - a sync with nothing to do, and resyncs after 1% of the documents changed (the median
+//!   of [`BenchOptions::incr_rounds`] of them, each after a different 1% changed);
 //! - live latency: continuous push-and-pull while one peer saves single documents at a
 //!   steady rate, from the save call until the other peer has stored it;
 //! - peak RSS and CPU time of each process.
@@ -68,6 +69,10 @@ pub struct BenchOptions {
     pub live_writes: u64,
     /// Rate of those writes, per second (default 20).
     pub live_rate: f64,
+    /// Resyncs of 1% in each direction per run, each after other documents changed; the
+    /// run reports their median (default 5). One resync alone is at the mercy of
+    /// whether a background memtable flush happens to overlap it.
+    pub incr_rounds: u32,
     /// The program that runs the listener process: it must call [`serve_peer`] on its
     /// standard input and output (`peerlite bench-peer` does).
     pub peer_program: PathBuf,
@@ -89,6 +94,7 @@ impl BenchOptions {
             tls: true,
             live_writes: 200,
             live_rate: 20.0,
+            incr_rounds: 5,
             peer_program: program.into(),
             peer_args: args.into_iter().map(Into::into).collect(),
             work_dir: None,
@@ -158,6 +164,7 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
         run,
         docs: n,
         incr_docs: incr,
+        incr_rounds: options.incr_rounds.max(1),
         tls: options.tls,
         durability: "sync",
         ..BenchReport::default()
@@ -205,10 +212,15 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
     let noop = target.sync(&local, ReplicatorType::Push, "no-op push")?;
     noop.expect("no-op push", 0, 0)?;
     r.noop_push_ms = noop.secs * 1e3;
-    data::edit(&local, &c, incr, n, 0, seed, 1)?;
-    let incr_push = target.sync(&local, ReplicatorType::Push, "incremental push")?;
-    incr_push.expect("incremental push", incr, 0)?;
-    r.incr_push_ms = incr_push.secs * 1e3;
+    let rounds = options.incr_rounds.max(1);
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        data::edit(&local, &c, incr, n, u64::from(round), seed, 1 + round)?;
+        let incr_push = target.sync(&local, ReplicatorType::Push, "incremental push")?;
+        incr_push.expect("incremental push", incr, 0)?;
+        times.push(incr_push.secs * 1e3);
+    }
+    r.incr_push_ms = percentile(&times, 50.0);
 
     // Pull N into a new, empty database, then nothing, then 1% changed there. The first
     // database is closed: a device holds one.
@@ -221,13 +233,19 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
     let noop = target.sync(&fresh, ReplicatorType::Pull, "no-op pull")?;
     noop.expect("no-op pull", 0, 0)?;
     r.noop_pull_ms = noop.secs * 1e3;
-    peer.call(&format!(
-        "edit {incr} {n} {} {seed} 2",
-        (n / incr / 2).max(1)
-    ))?;
-    let incr_pull = target.sync(&fresh, ReplicatorType::Pull, "incremental pull")?;
-    incr_pull.expect("incremental pull", 0, incr)?;
-    r.incr_pull_ms = incr_pull.secs * 1e3;
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        // Other documents than the pushed edits (offsets from half a stride on).
+        let offset = (n / incr / 2).max(1) + u64::from(round);
+        peer.call(&format!(
+            "edit {incr} {n} {offset} {seed} {}",
+            1 + rounds + round
+        ))?;
+        let incr_pull = target.sync(&fresh, ReplicatorType::Pull, "incremental pull")?;
+        incr_pull.expect("incremental pull", 0, incr)?;
+        times.push(incr_pull.secs * 1e3);
+    }
+    r.incr_pull_ms = percentile(&times, 50.0);
 
     // Push-and-pull with nothing changed. The first one proposes the pulled documents
     // back (this database has never pushed); the second is the no-op sync.

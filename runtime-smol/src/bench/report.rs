@@ -12,6 +12,8 @@ pub struct BenchReport {
     pub docs: u64,
     /// Documents changed before each incremental resync (1%, at least 1).
     pub incr_docs: u64,
+    /// Incremental resyncs in each direction; `incr_*_ms` is their median.
+    pub incr_rounds: u32,
     /// TLS between the peers.
     pub tls: bool,
     /// The store's durability: `"sync"` (fdatasync on every commit, the default).
@@ -28,9 +30,11 @@ pub struct BenchReport {
     pub noop_push_ms: f64,
     /// A pull with nothing changed.
     pub noop_pull_ms: f64,
-    /// A push after `incr_docs` documents changed locally.
+    /// A push after `incr_docs` documents changed locally: the median of `incr_rounds`
+    /// such resyncs, each after other documents changed.
     pub incr_push_ms: f64,
-    /// A pull after `incr_docs` documents changed on the listener.
+    /// A pull after `incr_docs` documents changed on the listener (median of
+    /// `incr_rounds`).
     pub incr_pull_ms: f64,
     /// Continuous push-and-pull, single writes on the replicator's side: median time
     /// from the save call until the listener has stored it.

@@ -30,6 +30,9 @@ pub(crate) struct BenchArgs {
     /// Rate of those writes, per second.
     #[arg(long, default_value_t = 20.0)]
     live_rate: f64,
+    /// Resyncs of 1% each way per run; the run reports their median.
+    #[arg(long, default_value_t = 5)]
+    incr_rounds: u32,
     /// Directory for the temporary databases (default: the system's temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -49,8 +52,8 @@ const TARGETS: &[(&str, &str)] = &[
 ];
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
-    if args.runs == 0 || args.docs == 0 {
-        return Err("--runs and --docs must be at least 1".into());
+    if args.runs == 0 || args.docs == 0 || args.incr_rounds == 0 {
+        return Err("--runs, --docs and --incr-rounds must be at least 1".into());
     }
     if !(args.live_rate > 0.0 && args.live_rate.is_finite()) {
         return Err("--live-rate must be a positive number".into());
@@ -62,6 +65,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         tls: !args.no_tls,
         live_writes: args.live_writes,
         live_rate: args.live_rate,
+        incr_rounds: args.incr_rounds,
         work_dir: args.work_dir,
         ..BenchOptions::new(program, ["bench-peer"])
     };
