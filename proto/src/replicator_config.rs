@@ -141,7 +141,10 @@ pub struct ReplicatorConfig {
     pub frame_limits: FrameLimits,
     /// Changes per push batch (default 200).
     pub changes_batch: usize,
-    /// Push batches in flight (default 4).
+    /// Push batches in flight: read and not yet acknowledged in full (default 8). A
+    /// batch counts until its last revision is acknowledged, so with fewer of them a
+    /// resync of a few batches waits for the first inserts before it even proposes the
+    /// rest; each holds up to `changes_batch` documents' bodies.
     pub max_push_batches: usize,
     /// A push batch of at most this many documents (and 64 KiB of bodies) is sent with
     /// its revisions at once instead of being proposed first, which saves a round trip
@@ -173,7 +176,7 @@ impl ReplicatorConfig {
             checkpoint_interval: Duration::from_secs(5),
             frame_limits: FrameLimits::DEFAULT,
             changes_batch: 200,
-            max_push_batches: 4,
+            max_push_batches: 8,
             push_without_proposal: 8,
             revs_per_message: 100,
             max_rev_bytes_in_flight: 2 << 20,
