@@ -12,7 +12,7 @@ use peerlite_proto::{
 use crate::keys::{self, CollectionId};
 use crate::kv::{Durability, KvBackend, Space, WriteBatch};
 use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners};
-use crate::record::{DocRecord, SeqEntry};
+use crate::record::{DocRecord, RevSummary, SeqEntry};
 use crate::{CachedKv, FjallKv, FjallMemory, KvError, MemKv, StorageError};
 
 /// Version of the database layout written by this build.
@@ -705,16 +705,16 @@ impl Database {
         bytes.map(|b| DocRecord::decode(&key, &b)).transpose()
     }
 
-    /// [`Database::load_doc`] for a document that is about to be read again (see
-    /// [`KvBackend::get_for_reuse`]).
-    pub(crate) fn load_doc_for_reuse(
+    /// The revisions of a document that is about to be read again (see
+    /// [`KvBackend::get_for_reuse`]), without decoding its bodies.
+    pub(crate) fn load_revs_for_reuse(
         &self,
         cid: CollectionId,
         id: &DocId,
-    ) -> Result<Option<DocRecord>, StorageError> {
+    ) -> Result<Option<RevSummary>, StorageError> {
         let key = keys::doc_key(cid, id);
         let bytes = self.inner.kv.get_for_reuse(Space::Docs, &key)?;
-        bytes.map(|b| DocRecord::decode(&key, &b)).transpose()
+        bytes.map(|b| DocRecord::decode_revs(&key, &b)).transpose()
     }
 
     /// Adds the writes of one document change to `batch`: the record with its new

@@ -1,6 +1,6 @@
 //! Encoding of stored records (CBOR, versioned).
 
-use peerlite_proto::{Body, DocId, RevId, RevNode, RevTree, Seq};
+use peerlite_proto::{Body, DocId, RevId, RevNode, RevTree, RevTreeError, Seq};
 
 use crate::StorageError;
 use crate::cbor_io::{ReadError, Reader, Writer};
@@ -71,6 +71,101 @@ impl DocRecord {
                 return Err(FieldError::NoRevisions);
             }
             Ok(DocRecord { seq, tree })
+        };
+        read().map_err(|e| StorageError::corrupt("document", key, e))
+    }
+}
+
+/// What a revs-diff needs of a record: its revisions and their parents, without the
+/// bodies (which [`DocRecord::decode`] copies and validates).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RevSummary {
+    /// Each revision with its parent, in ascending revision order, unique.
+    nodes: Vec<(RevId, Option<RevId>)>,
+}
+
+impl RevSummary {
+    /// Whether the document has revision `rev` (as [`RevTree::contains`]).
+    pub(crate) fn contains(&self, rev: &RevId) -> bool {
+        self.nodes.binary_search_by_key(rev, |(r, _)| *r).is_ok()
+    }
+
+    /// The leaves, in ascending order (as [`RevTree::leaf_ids`]).
+    pub(crate) fn leaf_ids(&self) -> Vec<RevId> {
+        let mut parents: Vec<RevId> = self.nodes.iter().filter_map(|(_, p)| *p).collect();
+        parents.sort_unstable();
+        self.nodes
+            .iter()
+            .map(|(rev, _)| *rev)
+            .filter(|rev| parents.binary_search(rev).is_err())
+            .collect()
+    }
+}
+
+impl DocRecord {
+    /// Reads only the revisions of a record, with the structural checks of
+    /// [`DocRecord::decode`] (parent generations, a body on every leaf) but not the
+    /// validation of each body's content.
+    pub(crate) fn decode_revs(key: &[u8], bytes: &[u8]) -> Result<RevSummary, StorageError> {
+        let read = || -> Result<RevSummary, FieldError> {
+            let mut r = Reader::new(bytes);
+            r.array_of(3)?;
+            let version = r.uint()?;
+            if version != u64::from(RECORD_VERSION) {
+                return Err(FieldError::Version(version));
+            }
+            r.uint()?;
+            let count = r.array()?;
+            // (revision, parent, has a body), in record order.
+            let mut nodes = Vec::with_capacity(count);
+            for _ in 0..count {
+                r.array_of(4)?;
+                let rev = read_rev(&mut r)?;
+                let parent = if r.null() {
+                    None
+                } else {
+                    Some(read_rev(&mut r)?)
+                };
+                r.bool()?;
+                let body = !r.null();
+                if body {
+                    r.bytes()?;
+                }
+                nodes.push((rev, parent, body));
+            }
+            r.finish()?;
+            // As a map would: the last node of a revision wins.
+            nodes.reverse();
+            nodes.sort_by_key(|(rev, _, _)| *rev);
+            nodes.dedup_by_key(|(rev, _, _)| *rev);
+            if nodes.is_empty() {
+                return Err(FieldError::NoRevisions);
+            }
+            for (rev, parent, _) in &nodes {
+                if let Some(parent) = parent
+                    && parent.generation().checked_add(1) != Some(rev.generation())
+                {
+                    return Err(RevTreeError::ParentGeneration {
+                        rev: *rev,
+                        parent: *parent,
+                    }
+                    .into());
+                }
+            }
+            let summary = RevSummary {
+                nodes: nodes
+                    .iter()
+                    .map(|(rev, parent, _)| (*rev, *parent))
+                    .collect(),
+            };
+            let leaves = summary.leaf_ids();
+            if let Some((rev, _, _)) = nodes
+                .iter()
+                .find(|(rev, _, body)| !body && leaves.contains(rev))
+            {
+                return Err(RevTreeError::LeafWithoutBody(*rev).into());
+            }
+            Ok(summary)
         };
         read().map_err(|e| StorageError::corrupt("document", key, e))
     }
@@ -249,6 +344,63 @@ mod tests {
         }
     }
 
+    /// The summary revs-diff reads agrees with the full decode on every record the full
+    /// decode accepts, including damaged ones it still reads.
+    fn assert_summary_agrees(bytes: &[u8]) {
+        let Ok(full) = DocRecord::decode(b"k", bytes) else {
+            return;
+        };
+        let summary = DocRecord::decode_revs(b"k", bytes).expect("the full decode read it");
+        assert_eq!(summary.leaf_ids(), full.tree.leaf_ids());
+        for (rev, node) in full.tree.nodes() {
+            assert!(summary.contains(rev));
+            if let Some(parent) = node.parent() {
+                assert_eq!(summary.contains(parent), full.tree.contains(parent));
+            }
+        }
+        assert_eq!(summary.nodes.len(), full.tree.len());
+    }
+
+    #[test]
+    fn revision_summaries_match_full_decodes() {
+        let tree = sample_tree();
+        let bytes = DocRecord::encode(Seq(3), &tree);
+        assert_summary_agrees(&bytes);
+        let summary = DocRecord::decode_revs(b"k", &bytes).unwrap();
+        assert_eq!(summary.leaf_ids().len(), 2);
+        let unknown = Revision::first(false, Body::from_json_str("{}").unwrap()).unwrap();
+        assert!(!summary.contains(&unknown.rev));
+        // Structural damage is refused as the full decode refuses it.
+        let r1 = Revision::first(false, Body::from_json_str(r#"{"a": 1}"#).unwrap()).unwrap();
+        let r2 = r1
+            .child(false, Body::from_json_str(r#"{"a": 2}"#).unwrap(), 20)
+            .unwrap();
+        let mut w = Writer::with_capacity(256);
+        w.array(3);
+        w.uint(u64::from(RECORD_VERSION));
+        w.uint(1);
+        w.array(2);
+        for (rev, parent, body) in [(r1.rev, None, false), (r2.rev, Some(r1.rev), false)] {
+            w.array(4);
+            write_rev(&mut w, &rev);
+            match parent {
+                Some(p) => write_rev(&mut w, &p),
+                None => w.null(),
+            }
+            w.bool(false);
+            if body { w.bytes(b"x") } else { w.null() }
+        }
+        let leaf_without_body = w.into_vec();
+        assert!(DocRecord::decode(b"k", &leaf_without_body).is_err());
+        assert!(DocRecord::decode_revs(b"k", &leaf_without_body).is_err());
+        let mut w = Writer::with_capacity(16);
+        w.array(3);
+        w.uint(u64::from(RECORD_VERSION));
+        w.uint(1);
+        w.array(0);
+        assert!(DocRecord::decode_revs(b"k", &w.into_vec()).is_err());
+    }
+
     #[test]
     fn damaged_records_are_errors_never_panics() {
         let tree = sample_tree();
@@ -264,6 +416,7 @@ mod tests {
         for bytes in [&good, &entry] {
             for cut in 0..bytes.len() {
                 assert!(DocRecord::decode(b"k", &bytes[..cut]).is_err());
+                assert!(DocRecord::decode_revs(b"k", &bytes[..cut]).is_err());
                 assert!(SeqEntry::decode(b"k", &bytes[..cut]).is_err());
             }
         }
@@ -277,6 +430,8 @@ mod tests {
                 bad[i] = x as u8;
                 // May decode (a changed body byte can still be a valid body); must not panic.
                 let _ = DocRecord::decode(b"k", &bad);
+                let _ = DocRecord::decode_revs(b"k", &bad);
+                assert_summary_agrees(&bad);
                 let mut bad = entry.clone();
                 let j = i % bad.len();
                 bad[j] = x as u8;

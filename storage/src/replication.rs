@@ -26,10 +26,10 @@ impl Database {
             .iter()
             .map(|(id, rev)| {
                 // The revisions it lacks are usually inserted next: keep the record.
-                Ok(match self.load_doc_for_reuse(state.id, id)? {
-                    Some(rec) if rec.tree.contains(rev) => RevsDiff::Present,
-                    Some(rec) => RevsDiff::Missing {
-                        leaves: rec.tree.leaf_ids(),
+                Ok(match self.load_revs_for_reuse(state.id, id)? {
+                    Some(revs) if revs.contains(rev) => RevsDiff::Present,
+                    Some(revs) => RevsDiff::Missing {
+                        leaves: revs.leaf_ids(),
                     },
                     None => RevsDiff::Missing { leaves: Vec::new() },
                 })
