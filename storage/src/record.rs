@@ -54,16 +54,12 @@ impl DocRecord {
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<DocRecord, StorageError> {
         let read = || -> Result<DocRecord, FieldError> {
             let mut r = Reader::new(bytes);
-            r.array_of(3)?;
-            let version = r.uint()?;
-            if version != u64::from(RECORD_VERSION) {
-                return Err(FieldError::Version(version));
-            }
-            let seq = Seq(r.uint()?);
-            let count = r.array()?;
+            let (seq, count) = read_header(&mut r)?;
             let mut nodes = Vec::with_capacity(count);
             for _ in 0..count {
-                nodes.push(read_node(&mut r)?);
+                let n = read_node(&mut r)?;
+                let body = n.body.map(|b| Body::from_cbor(b.to_vec())).transpose()?;
+                nodes.push((n.rev, RevNode::new(n.parent, n.deleted, body)));
             }
             r.finish()?;
             let tree = RevTree::from_nodes(nodes)?;
@@ -109,29 +105,12 @@ impl DocRecord {
     pub(crate) fn decode_revs(key: &[u8], bytes: &[u8]) -> Result<RevSummary, StorageError> {
         let read = || -> Result<RevSummary, FieldError> {
             let mut r = Reader::new(bytes);
-            r.array_of(3)?;
-            let version = r.uint()?;
-            if version != u64::from(RECORD_VERSION) {
-                return Err(FieldError::Version(version));
-            }
-            r.uint()?;
-            let count = r.array()?;
+            let (_, count) = read_header(&mut r)?;
             // (revision, parent, has a body), in record order.
             let mut nodes = Vec::with_capacity(count);
             for _ in 0..count {
-                r.array_of(4)?;
-                let rev = read_rev(&mut r)?;
-                let parent = if r.null() {
-                    None
-                } else {
-                    Some(read_rev(&mut r)?)
-                };
-                r.bool()?;
-                let body = !r.null();
-                if body {
-                    r.bytes()?;
-                }
-                nodes.push((rev, parent, body));
+                let n = read_node(&mut r)?;
+                nodes.push((n.rev, n.parent, n.body.is_some()));
             }
             r.finish()?;
             // As a map would: the last node of a revision wins.
@@ -206,17 +185,37 @@ fn read_rev(r: &mut Reader<'_>) -> Result<RevId, FieldError> {
     Ok(RevId::from_parts(generation, digest)?)
 }
 
-fn read_node(r: &mut Reader<'_>) -> Result<(RevId, RevNode), FieldError> {
+/// A stored revision-tree node, its body still the raw bytes of the record.
+struct StoredNode<'a> {
+    rev: RevId,
+    parent: Option<RevId>,
+    deleted: bool,
+    body: Option<&'a [u8]>,
+}
+
+/// Reads a document record's `[version, seq, [` and returns the sequence and node count.
+fn read_header(r: &mut Reader<'_>) -> Result<(Seq, usize), FieldError> {
+    r.array_of(3)?;
+    let version = r.uint()?;
+    if version != u64::from(RECORD_VERSION) {
+        return Err(FieldError::Version(version));
+    }
+    let seq = Seq(r.uint()?);
+    Ok((seq, r.array()?))
+}
+
+fn read_node<'a>(r: &mut Reader<'a>) -> Result<StoredNode<'a>, FieldError> {
     r.array_of(4)?;
     let rev = read_rev(r)?;
     let parent = if r.null() { None } else { Some(read_rev(r)?) };
     let deleted = r.bool()?;
-    let body = if r.null() {
-        None
-    } else {
-        Some(Body::from_cbor(r.bytes()?.to_vec())?)
-    };
-    Ok((rev, RevNode::new(parent, deleted, body)))
+    let body = if r.null() { None } else { Some(r.bytes()?) };
+    Ok(StoredNode {
+        rev,
+        parent,
+        deleted,
+        body,
+    })
 }
 
 /// One entry of the changes feed as stored: enough to list a change without reading the

@@ -164,6 +164,22 @@ impl<B: KvBackend> CachedKv<B> {
         }
     }
 
+    /// A cached document record, or on a miss the epoch to check before keeping what
+    /// the backend returns.
+    fn lookup(&self, key: &[u8]) -> Result<Vec<u8>, u64> {
+        let mut s = self.lock();
+        match s.lookup(key, self.capacity) {
+            Some(v) => {
+                s.hits += 1;
+                Ok(Vec::from(v))
+            }
+            None => {
+                s.misses += 1;
+                Err(s.epoch)
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is consistent at every unlock (no code here panics while holding it).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -172,13 +188,11 @@ impl<B: KvBackend> CachedKv<B> {
 
 impl<B: KvBackend> KvBackend for CachedKv<B> {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        if space == Space::Docs && self.capacity > 0 {
-            let mut s = self.lock();
-            if let Some(v) = s.lookup(key, self.capacity) {
-                s.hits += 1;
-                return Ok(Some(Vec::from(v)));
-            }
-            s.misses += 1;
+        if space == Space::Docs
+            && self.capacity > 0
+            && let Ok(v) = self.lookup(key)
+        {
+            return Ok(Some(v));
         }
         self.inner.get(space, key)
     }
@@ -187,14 +201,9 @@ impl<B: KvBackend> KvBackend for CachedKv<B> {
         if space != Space::Docs || self.capacity == 0 {
             return self.inner.get(space, key);
         }
-        let epoch = {
-            let mut s = self.lock();
-            if let Some(v) = s.lookup(key, self.capacity) {
-                s.hits += 1;
-                return Ok(Some(Vec::from(v)));
-            }
-            s.misses += 1;
-            s.epoch
+        let epoch = match self.lookup(key) {
+            Ok(v) => return Ok(Some(v)),
+            Err(epoch) => epoch,
         };
         let value = self.inner.get(space, key)?;
         let mut s = self.lock();
