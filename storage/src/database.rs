@@ -11,7 +11,7 @@ use peerlite_proto::{
 
 use crate::keys::{self, CollectionId};
 use crate::kv::{Durability, KvBackend, Space, WriteBatch};
-use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners};
+use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners, NotifyWhen};
 use crate::record::{DocRecord, RevSummary, SeqEntry};
 use crate::{CachedKv, FjallKv, FjallMemory, KvError, MemKv, StorageError};
 
@@ -479,10 +479,9 @@ impl Database {
             keys::last_seq_meta_key(state.id),
             seq.0.to_be_bytes().to_vec(),
         );
-        self.inner.kv.commit(batch, self.inner.config.durability)?;
-        self.set_last_seq(collection, seq)?;
+        self.commit_changes(collection, seq, batch, &notices)?;
         drop(w);
-        self.inner.listeners.notify(&notices);
+        self.inner.listeners.notify(NotifyWhen::Durable, &notices);
         Ok(results)
     }
 
@@ -637,7 +636,9 @@ impl Database {
         Ok(self.inner.kv.persist()?)
     }
 
-    /// Calls `listener` after every committed change, with the changes of one commit.
+    /// Calls `listener` after every committed change, once it is durable, with the
+    /// changes of one commit: [`Database::add_change_listener_when`] with
+    /// [`NotifyWhen::Durable`].
     ///
     /// Listeners run on the writing thread after the write lock is released; keep them
     /// short (e.g. send to a channel). Notices from concurrent writers may arrive out of
@@ -646,7 +647,40 @@ impl Database {
         &self,
         listener: impl Fn(&[ChangeNotice]) + Send + Sync + 'static,
     ) -> ListenerToken {
-        self.inner.listeners.add(Arc::new(listener))
+        self.add_change_listener_when(NotifyWhen::Durable, listener)
+    }
+
+    /// Calls `listener` after every committed change, with the changes of one commit,
+    /// at the point `when` says: once durable, or as soon as readable (which is how
+    /// replication runtimes feed live changes to their state machines, so that a change
+    /// travels to the peer while its `fdatasync` runs here).
+    ///
+    /// Keep listeners short (e.g. send to a channel): they run on the writing thread.
+    /// [`NotifyWhen::Visible`] listeners run while the write lock is held and must not
+    /// write to the database.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use peerlite_storage::{Database, NotifyWhen};
+    /// use peerlite_proto::{Body, CollectionName, DocId};
+    ///
+    /// let db = Database::in_memory()?;
+    /// let heard = Arc::new(Mutex::new(Vec::new()));
+    /// let log = heard.clone();
+    /// db.add_change_listener_when(NotifyWhen::Visible, move |notices| {
+    ///     log.lock().unwrap().extend(notices.iter().map(|n| n.seq));
+    /// });
+    /// let c = CollectionName::default();
+    /// db.save(&c, &DocId::new("a")?, Body::from_json_str("{}")?)?;
+    /// assert_eq!(heard.lock().unwrap().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_change_listener_when(
+        &self,
+        when: NotifyWhen,
+        listener: impl Fn(&[ChangeNotice]) + Send + Sync + 'static,
+    ) -> ListenerToken {
+        self.inner.listeners.add(when, Arc::new(listener))
     }
 
     /// Removes a listener; returns whether it was registered.
@@ -686,6 +720,37 @@ impl Database {
             .get(name)
             .copied()
             .ok_or_else(|| StorageError::NoSuchCollection(name.clone()))
+    }
+
+    /// Commits the changes `batch` makes to `collection` (its last sequence becoming
+    /// `seq`), as durably as configured, and tells [`NotifyWhen::Visible`] listeners of
+    /// `notices` as soon as they are readable. With [`Durability::Sync`] and such
+    /// listeners, that is before the sync: the batch commits buffered, the listeners
+    /// hear of it, then the journal is synced. Call with the write lock held, and tell
+    /// [`NotifyWhen::Durable`] listeners after releasing it.
+    pub(crate) fn commit_changes(
+        &self,
+        collection: &CollectionName,
+        seq: Seq,
+        batch: WriteBatch,
+        notices: &[ChangeNotice],
+    ) -> Result<(), StorageError> {
+        let durability = self.inner.config.durability;
+        let early = durability == Durability::Sync && self.inner.listeners.any_visible();
+        let first = if early {
+            Durability::Buffered
+        } else {
+            durability
+        };
+        self.inner.kv.commit(batch, first)?;
+        self.set_last_seq(collection, seq)?;
+        self.inner.listeners.notify(NotifyWhen::Visible, notices);
+        if early {
+            // A failed sync poisons the store: the change stays readable (and may have
+            // been sent), but this write reports the failure and no later write succeeds.
+            self.inner.kv.persist()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn set_last_seq(&self, name: &CollectionName, seq: Seq) -> Result<(), StorageError> {

@@ -58,6 +58,6 @@ pub use error::{KvError, StorageError};
 pub use fjall_backend::{FjallKv, FjallMemory};
 pub use kv::{Durability, KvBackend, KvPair, Space, WriteBatch, WriteOp};
 pub use mem::MemKv;
-pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken};
+pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken, NotifyWhen};
 pub use peerlite_proto::{Change, InsertMode, InsertOutcome, RevisionInsert, RevsDiff};
 pub use record_cache::{CacheStats, CachedKv};

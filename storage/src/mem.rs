@@ -15,8 +15,11 @@ struct State {
     live: [Map; 4],
     /// What survives a crash: batches committed with `Sync` or `Flush`, or persisted.
     durable: [Map; 4],
-    /// Committed with `Buffered` and not yet persisted, oldest first.
+    /// Committed with `Buffered` and not yet persisted, oldest first (and, during a
+    /// sync begun by [`MemKv::begin_sync`], every commit).
     pending: Vec<WriteBatch>,
+    /// A sync is running: nothing becomes durable until it finishes.
+    syncing: bool,
 }
 
 /// An in-memory [`KvBackend`].
@@ -25,6 +28,11 @@ struct State {
 /// [`Durability::Sync`] or [`Durability::Flush`] are durable at once (this models a process
 /// crash); [`Durability::Buffered`] commits become durable on [`KvBackend::persist`].
 /// [`MemKv::crash`] throws away everything not yet durable, as killing a process would.
+///
+/// A simulator that wants to crash a peer while a sync is still running (to model power
+/// loss in the middle of an `fdatasync`) brackets that time with [`MemKv::begin_sync`]
+/// and [`MemKv::finish_sync`]: commits in between are readable but not durable, whatever
+/// their durability.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -60,8 +68,48 @@ impl MemKv {
     pub fn crash(&self) {
         if let Ok(mut s) = self.lock() {
             s.pending.clear();
+            s.syncing = false;
             s.live = s.durable.clone();
         }
+    }
+
+    /// Starts a sync that takes time: until [`MemKv::finish_sync`], every commit (even
+    /// with [`Durability::Sync`]) and every [`KvBackend::persist`] leaves its batches
+    /// pending, so a [`MemKv::crash`] meanwhile loses them.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use peerlite_storage::{Database, MemKv};
+    /// use peerlite_proto::{Body, CollectionName, DocId};
+    ///
+    /// let kv = Arc::new(MemKv::new());
+    /// let db = Database::with_backend(kv.clone(), Default::default())?;
+    /// let c = CollectionName::default();
+    /// kv.begin_sync();
+    /// db.save(&c, &DocId::new("a")?, Body::from_json_str("{}")?)?;
+    /// assert_eq!(kv.pending_batches(), 1); // readable, not yet durable
+    /// kv.finish_sync();
+    /// assert_eq!(kv.pending_batches(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin_sync(&self) {
+        if let Ok(mut s) = self.lock() {
+            s.syncing = true;
+        }
+    }
+
+    /// Finishes the sync begun by [`MemKv::begin_sync`]: everything committed so far is
+    /// durable.
+    pub fn finish_sync(&self) {
+        if let Ok(mut s) = self.lock() {
+            s.syncing = false;
+            make_durable(&mut s);
+        }
+    }
+
+    /// True between [`MemKv::begin_sync`] and [`MemKv::finish_sync`] (or a crash).
+    pub fn is_syncing(&self) -> bool {
+        self.lock().map(|s| s.syncing).unwrap_or(false)
     }
 
     /// Number of committed batches that a crash would lose.
@@ -71,6 +119,14 @@ impl MemKv {
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, KvError> {
         self.state.lock().map_err(|_| KvError::Poisoned)
+    }
+}
+
+/// Applies the pending batches to the durable view, oldest first, as a journal would.
+fn make_durable(s: &mut State) {
+    let pending = std::mem::take(&mut s.pending);
+    for b in &pending {
+        apply(&mut s.durable, b);
     }
 }
 
@@ -119,12 +175,10 @@ impl KvBackend for MemKv {
         let mut s = self.lock()?;
         apply(&mut s.live, &batch);
         match durability {
+            _ if s.syncing => s.pending.push(batch),
             Durability::Sync | Durability::Flush => {
                 // Earlier buffered batches become durable first, as a journal would.
-                let pending = std::mem::take(&mut s.pending);
-                for b in &pending {
-                    apply(&mut s.durable, b);
-                }
+                make_durable(&mut s);
                 apply(&mut s.durable, &batch);
             }
             Durability::Buffered => s.pending.push(batch),
@@ -134,9 +188,8 @@ impl KvBackend for MemKv {
 
     fn persist(&self) -> Result<(), KvError> {
         let mut s = self.lock()?;
-        let pending = std::mem::take(&mut s.pending);
-        for b in &pending {
-            apply(&mut s.durable, b);
+        if !s.syncing {
+            make_durable(&mut s);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use peerlite_proto::{
 
 use crate::database::Database;
 use crate::kv::{Space, WriteBatch};
-use crate::notify::{ChangeNotice, ChangeOrigin};
+use crate::notify::{ChangeNotice, ChangeOrigin, NotifyWhen};
 use crate::{StorageError, keys};
 
 impl Database {
@@ -261,8 +261,7 @@ impl Database {
                 keys::last_seq_meta_key(state.id),
                 seq.0.to_be_bytes().to_vec(),
             );
-            self.inner.kv.commit(batch, self.inner.config.durability)?;
-            self.set_last_seq(collection, seq)?;
+            self.commit_changes(collection, seq, batch, &notices)?;
         }
         let results = outcomes
             .iter()
@@ -276,7 +275,7 @@ impl Database {
             })
             .collect();
         drop(w);
-        self.inner.listeners.notify(&notices);
+        self.inner.listeners.notify(NotifyWhen::Durable, &notices);
         Ok(results)
     }
 }

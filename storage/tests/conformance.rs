@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use peerlite_proto::{Body, CollectionName, DocId, RevId, Revision, RevisionError, Seq};
 use peerlite_storage::{
     CachedKv, ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected, FjallKv,
-    InsertMode, InsertOutcome, KvBackend, MemKv, RevisionInsert, RevsDiff, Space, StorageError,
-    WriteBatch,
+    InsertMode, InsertOutcome, KvBackend, MemKv, NotifyWhen, RevisionInsert, RevsDiff, Space,
+    StorageError, WriteBatch,
 };
 use proptest::prelude::*;
 
@@ -135,6 +135,7 @@ conformance!(
     purge_removes_everything_and_never_reuses_sequences,
     local_documents,
     listeners_see_local_and_replicated_changes,
+    visible_listeners_hear_first_and_can_read_the_change,
     revs_diff_and_get_revision,
     writes_after_revs_diff_are_read_fresh,
     insert_accepts_extensions_and_refuses_conflicts,
@@ -371,6 +372,101 @@ fn listeners_see_local_and_replicated_changes(h: &mut dyn Harness) {
     assert!(!db.remove_change_listener(token));
     db.save(&dc(), &id("c"), body("{}")).unwrap();
     assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+/// A `Visible` listener hears of each commit before `Durable` ones, can already read the
+/// change, and is told of saves, deletions and replicated inserts alike.
+fn visible_listeners_hear_first_and_can_read_the_change(h: &mut dyn Harness) {
+    let db = h.open();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (sink, reader) = (log.clone(), db.clone());
+    let early = db.add_change_listener_when(NotifyWhen::Visible, move |notices| {
+        for n in notices {
+            let readable = reader
+                .get_including_deleted(&n.collection, &n.doc_id)
+                .unwrap()
+                .is_some_and(|d| d.rev == n.rev);
+            let feed = reader.changes(&n.collection, Seq::ZERO, 100).unwrap();
+            let in_feed = feed.iter().any(|c| c.seq == n.seq && c.rev == n.rev);
+            sink.lock()
+                .unwrap()
+                .push(("visible", n.seq, readable && in_feed));
+        }
+    });
+    let sink = log.clone();
+    let late = db.add_change_listener(move |notices| {
+        let mut l = sink.lock().unwrap();
+        l.extend(notices.iter().map(|n| ("durable", n.seq, true)));
+    });
+    db.save(&dc(), &id("a"), body("{}")).unwrap();
+    let remote = Revision::first(false, body(r#"{"from": "peer"}"#)).unwrap();
+    db.insert_revisions(
+        &dc(),
+        vec![RevisionInsert {
+            doc_id: id("b"),
+            revisions: vec![remote],
+            mode: InsertMode::NoConflicts,
+        }],
+    )
+    .unwrap();
+    db.delete(&dc(), &id("a"), Expected::Any).unwrap();
+    let expected: Vec<_> = (1..=3)
+        .flat_map(|s| [("visible", Seq(s), true), ("durable", Seq(s), true)])
+        .collect();
+    assert_eq!(*log.lock().unwrap(), expected);
+    assert!(db.remove_change_listener(early));
+    assert!(db.remove_change_listener(late));
+    db.save(&dc(), &id("c"), body("{}")).unwrap();
+    assert_eq!(
+        log.lock().unwrap().len(),
+        6,
+        "removed listeners hear nothing"
+    );
+}
+
+/// With `Durability::Sync`, a `Visible` listener hears of a change while it is not yet
+/// durable (a crash then would lose it) and a `Durable` one once it is; the save returns
+/// once durable.
+#[test]
+fn visible_listeners_hear_before_the_sync_and_durable_ones_after() {
+    let kv = Arc::new(MemKv::new());
+    let config = DatabaseConfig {
+        durability: Durability::Sync,
+        ..DatabaseConfig::default()
+    };
+    let db = Database::with_backend(kv.clone(), config).unwrap();
+    let pending = Arc::new(Mutex::new(Vec::new()));
+    let (sink, probe) = (pending.clone(), kv.clone());
+    let late = db.add_change_listener(move |_| {
+        sink.lock()
+            .unwrap()
+            .push(("durable", probe.pending_batches()));
+    });
+    db.save(&dc(), &id("a"), body("{}")).unwrap();
+    assert_eq!(*pending.lock().unwrap(), vec![("durable", 0)]);
+
+    let (sink, probe) = (pending.clone(), kv.clone());
+    let early = db.add_change_listener_when(NotifyWhen::Visible, move |_| {
+        sink.lock()
+            .unwrap()
+            .push(("visible", probe.pending_batches()));
+    });
+    db.save(&dc(), &id("b"), body("{}")).unwrap();
+    assert_eq!(
+        pending.lock().unwrap()[1..],
+        [("visible", 1), ("durable", 0)],
+        "visible before the sync, durable after"
+    );
+    assert_eq!(kv.pending_batches(), 0, "the save returns once durable");
+    db.remove_change_listener(early);
+    db.remove_change_listener(late);
+    drop(db);
+    kv.crash();
+    let db = Database::with_backend(kv.clone(), DatabaseConfig::default()).unwrap();
+    assert!(
+        db.get(&dc(), &id("b")).unwrap().is_some(),
+        "a returned save survives"
+    );
 }
 
 /// What revs-diff read (and a record cache kept) never hides a later write.
