@@ -9,6 +9,11 @@
 //! heals, reconnect storms, slow and out-of-order storage replies, and peer crashes that
 //! lose every write not yet durable.
 //!
+//! Storage behaves as Peerlite's runtime uses it: a write is readable, and replication
+//! hears of it, as soon as it commits, while its sync takes [`SimConfig::sync_delay`];
+//! only when the sync ends is it durable, acknowledged and answered. A crash meanwhile
+//! loses it on that peer even though a peer may already have stored it.
+//!
 //! ```
 //! use std::time::Duration;
 //! use peerlite_proto::PassiveConfig;

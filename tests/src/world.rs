@@ -8,7 +8,7 @@ use bytes::Bytes;
 use peerlite_proto::{
     ActiveReplicator, Activity, Body, CollectionName, Direction, Disconnect, DocId, Event, Frame,
     Input, Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, RevId, Seq,
-    Status, StorageOp,
+    Status, StorageOp, StorageReply,
 };
 use peerlite_storage::{
     Database, DatabaseConfig, DatabaseUuid, Durability, Expected, MemKv, StorageError,
@@ -29,6 +29,11 @@ pub struct SimConfig {
     pub latency: (Duration, Duration),
     /// Range of time a storage operation takes (operations may complete out of order).
     pub storage_delay: (Duration, Duration),
+    /// Range of time a sync (`fdatasync`) takes. A write is readable, and replication
+    /// hears of it, at once; it is durable, acknowledged and answered when the sync ends.
+    /// Writes made meanwhile join that sync; a crash before it ends loses them all. Zero
+    /// makes every write durable at once.
+    pub sync_delay: (Duration, Duration),
     /// Revisions kept per branch in every database.
     pub max_rev_depth: usize,
 }
@@ -38,6 +43,7 @@ impl Default for SimConfig {
         SimConfig {
             latency: (Duration::from_micros(100), Duration::from_millis(5)),
             storage_delay: (Duration::from_micros(10), Duration::from_millis(2)),
+            sync_delay: (Duration::from_micros(50), Duration::from_millis(1)),
             max_rev_depth: 100,
         }
     }
@@ -58,6 +64,9 @@ pub struct Stats {
     pub dropped_connections: u64,
     /// Peer crashes.
     pub crashes: u64,
+    /// Writes (local saves and storage operations) that were readable but lost, because
+    /// their peer crashed before their sync ended.
+    pub unsynced_writes_lost: u64,
     /// Storage operations executed.
     pub storage_ops: u64,
     /// Requests delivered, by kind (`"Revs"`, `"ProposeChanges"`, `"Changes"`, an empty
@@ -125,6 +134,19 @@ struct Peer {
     notified: BTreeMap<CollectionName, Seq>,
     /// Revisions this peer acknowledged: its own saves and accepted pushes.
     acknowledged: Vec<(DocId, RevId)>,
+    /// The sync in flight, if any (its store is between `begin_sync` and `finish_sync`).
+    syncing: Option<Syncing>,
+    /// This peer's own sync delay, if set.
+    sync_delay: Option<(Duration, Duration)>,
+}
+
+/// What waits for a peer's sync in flight.
+#[derive(Default)]
+struct Syncing {
+    /// Local saves and deletions, acknowledged once it ends.
+    saves: Vec<(DocId, RevId)>,
+    /// Replies of storage operations that wrote, delivered once it ends.
+    replies: Vec<(Machine, peerlite_proto::OpId, peerlite_proto::StorageReply)>,
 }
 
 struct Link {
@@ -168,6 +190,10 @@ enum Action {
         machine: Machine,
         id: peerlite_proto::OpId,
         op: StorageOp,
+    },
+    SyncDone {
+        peer: PeerId,
+        incarnation: u64,
     },
 }
 
@@ -259,6 +285,8 @@ impl World {
             listener: None,
             notified: BTreeMap::new(),
             acknowledged: Vec::new(),
+            syncing: None,
+            sync_delay: None,
         });
         self.peers.len() - 1
     }
@@ -280,6 +308,12 @@ impl World {
             let _ = self.peers[peer].db.create_collection(c);
         }
         self.peers[peer].listener = Some(config);
+    }
+
+    /// Sets how long `peer`'s syncs take, in place of [`SimConfig::sync_delay`] (from
+    /// its next sync on).
+    pub fn set_sync_delay(&mut self, peer: PeerId, range: (Duration, Duration)) {
+        self.peers[peer].sync_delay = Some(range);
     }
 
     /// Adds a replicator on `from` targeting the listener on `to`, configured by
@@ -387,10 +421,11 @@ impl World {
             })
         })?;
         let body = Body::from_json_str(json).map_err(StorageError::Body)?;
-        let w = self.peers[peer]
-            .db
-            .save_with(&c, &id, body, Expected::Any)?;
-        self.peers[peer].acknowledged.push((id, w.rev));
+        let before = self.begin_write(peer);
+        let saved = self.peers[peer].db.save_with(&c, &id, body, Expected::Any);
+        self.end_write(peer, before);
+        let w = saved?;
+        self.acknowledge_save(peer, id, w.rev);
         self.notify(peer);
         Ok(w.rev)
     }
@@ -401,9 +436,12 @@ impl World {
         let Ok(id) = DocId::new(id) else {
             return Ok(None);
         };
-        match self.peers[peer].db.delete(&c, &id, Expected::Any) {
+        let before = self.begin_write(peer);
+        let deleted = self.peers[peer].db.delete(&c, &id, Expected::Any);
+        self.end_write(peer, before);
+        match deleted {
             Ok(w) => {
-                self.peers[peer].acknowledged.push((id, w.rev));
+                self.acknowledge_save(peer, id, w.rev);
                 self.notify(peer);
                 Ok(Some(w.rev))
             }
@@ -446,6 +484,10 @@ impl World {
         }
         let p = &mut self.peers[peer];
         p.incarnation += 1;
+        // Writes whose sync had not ended are lost, unacknowledged and unanswered.
+        if let Some(sync) = p.syncing.take() {
+            self.stats.unsynced_writes_lost += (sync.saves.len() + sync.replies.len()) as u64;
+        }
         p.kv.crash();
         p.db = open(&p.kv, p.uuid, self.config.max_rev_depth);
         p.notified.clear();
@@ -746,25 +788,96 @@ impl World {
                     return; // the peer crashed before this work finished
                 }
                 self.stats.storage_ops += 1;
+                let before = self.begin_write(peer);
                 let reply = self.peers[peer].db.execute(op);
-                match machine {
-                    Machine::Active(link, generation) => {
-                        if self.links[link].generation == generation {
-                            let _ = self.links[link]
-                                .replicator
-                                .handle_input(Input::Storage(id, reply), now);
-                            self.drain(machine);
-                        }
-                    }
-                    Machine::Passive(conn) => {
-                        if let Some(c) = self.conns.get_mut(&conn) {
-                            let _ = c.passive.handle_input(Input::Storage(id, reply), now);
-                            self.drain(machine);
-                        }
-                    }
+                let wrote = self.end_write(peer, before);
+                if wrote && let Some(sync) = self.peers[peer].syncing.as_mut() {
+                    // It wrote: answered once durable.
+                    sync.replies.push((machine, id, reply));
+                } else {
+                    self.reply(machine, id, reply);
                 }
                 self.notify(peer);
             }
+            Action::SyncDone { peer, incarnation } => {
+                if self.peers[peer].incarnation != incarnation {
+                    return; // the peer crashed before the sync ended
+                }
+                let Some(sync) = self.peers[peer].syncing.take() else {
+                    return;
+                };
+                self.peers[peer].kv.finish_sync();
+                self.peers[peer].acknowledged.extend(sync.saves);
+                for (machine, id, reply) in sync.replies {
+                    self.reply(machine, id, reply);
+                }
+            }
+        }
+    }
+
+    /// Feeds a storage reply to the machine that asked, if it is still there.
+    fn reply(&mut self, machine: Machine, id: peerlite_proto::OpId, reply: StorageReply) {
+        let now = self.now;
+        match machine {
+            Machine::Active(link, generation) => {
+                if self.links[link].generation == generation {
+                    let _ = self.links[link]
+                        .replicator
+                        .handle_input(Input::Storage(id, reply), now);
+                    self.drain(machine);
+                }
+            }
+            Machine::Passive(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    let _ = c.passive.handle_input(Input::Storage(id, reply), now);
+                    self.drain(machine);
+                }
+            }
+        }
+    }
+
+    /// Before a write on `peer`: makes its store hold commits until a sync ends, and
+    /// returns how many were pending (for [`World::end_write`]).
+    fn begin_write(&mut self, peer: PeerId) -> usize {
+        let kv = &self.peers[peer].kv;
+        if !kv.is_syncing() {
+            kv.begin_sync();
+        }
+        kv.pending_batches()
+    }
+
+    /// After a write on `peer`: true when it committed something. A commit starts a sync
+    /// (unless one is in flight, which it joins) that ends after the sync delay; with
+    /// nothing committed, or a zero delay, the store is durable again at once.
+    fn end_write(&mut self, peer: PeerId, before: usize) -> bool {
+        let wrote = self.peers[peer].kv.pending_batches() > before;
+        if self.peers[peer].syncing.is_some() {
+            return wrote;
+        }
+        let (lo, hi) = self.peers[peer]
+            .sync_delay
+            .unwrap_or(self.config.sync_delay);
+        let delay = if wrote {
+            Duration::from_nanos(self.rng.range(lo.as_nanos() as u64, hi.as_nanos() as u64))
+        } else {
+            Duration::ZERO
+        };
+        if delay.is_zero() {
+            self.peers[peer].kv.finish_sync();
+            return false;
+        }
+        self.peers[peer].syncing = Some(Syncing::default());
+        let incarnation = self.peers[peer].incarnation;
+        self.schedule(self.now + delay, Action::SyncDone { peer, incarnation });
+        wrote
+    }
+
+    /// Records a local save or deletion as acknowledged: now, or when the sync ends.
+    fn acknowledge_save(&mut self, peer: PeerId, doc: DocId, rev: RevId) {
+        let p = &mut self.peers[peer];
+        match p.syncing.as_mut() {
+            Some(sync) => sync.saves.push((doc, rev)),
+            None => p.acknowledged.push((doc, rev)),
         }
     }
 

@@ -704,3 +704,77 @@ fn a_direct_push_reaches_a_peer_far_behind() {
         .collect();
     assert!(trouble.is_empty(), "{trouble:?}");
 }
+
+/// A change travels while its sync runs (replication hears of it as soon as it is
+/// readable). If the writer then crashes before the sync ends, the change is gone there
+/// but already stored by the peer, which also holds a checkpoint past it; the writer
+/// reuses the change's sequence for its next write. That write still reaches the peer
+/// (the earlier of the two checkpoint copies wins), the lost change comes back from the
+/// peer, and both converge.
+#[test]
+fn a_change_sent_before_its_sync_and_lost_in_a_crash_skips_nothing() {
+    let config = SimConfig {
+        latency: (Duration::from_micros(100), Duration::from_micros(100)),
+        storage_delay: (Duration::from_micros(10), Duration::from_micros(10)),
+        sync_delay: (Duration::from_micros(50), Duration::from_micros(50)),
+        ..SimConfig::default()
+    };
+    let mut w = World::new(11, config);
+    let hub = w.add_peer("hub");
+    let phone = w.add_peer("phone");
+    w.listen(hub, PassiveConfig::default());
+    // The phone's disk is slow: its syncs take 50 ms.
+    w.set_sync_delay(
+        phone,
+        (Duration::from_millis(50), Duration::from_millis(50)),
+    );
+    let link = w.replicate(phone, hub, |c| {
+        c.continuous = true;
+        c.checkpoint_interval = Duration::from_millis(1);
+        c.initial_retry_wait = Duration::from_millis(5);
+    });
+    w.start(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    let seq_before = w.db(phone).last_sequence(&dc()).unwrap();
+
+    w.save(phone, "lost", r#"{"v": "sent before its sync"}"#)
+        .unwrap();
+    w.run_for(Duration::from_millis(20));
+    assert!(
+        body_of(&w, hub, "lost").is_some(),
+        "the hub stored the change while the phone's sync ran"
+    );
+    assert!(
+        w.acknowledged(phone)
+            .iter()
+            .all(|(d, _)| d.as_str() != "lost"),
+        "the phone's save has not returned yet"
+    );
+    w.crash(phone);
+    assert_eq!(
+        w.stats().unsynced_writes_lost,
+        2,
+        "the save and a checkpoint write"
+    );
+    assert_eq!(body_of(&w, phone, "lost"), None, "lost on the phone");
+
+    w.save(phone, "next", r#"{"v": "reuses the sequence"}"#)
+        .unwrap();
+    assert_eq!(
+        w.db(phone).last_sequence(&dc()).unwrap(),
+        seq_before.next(),
+        "the lost change's sequence is reused"
+    );
+    w.run_until_quiet(LIMIT).unwrap();
+    assert!(
+        body_of(&w, hub, "next").is_some(),
+        "the write that reused the sequence was not skipped"
+    );
+    assert!(
+        body_of(&w, phone, "lost").is_some(),
+        "the change the hub kept came back"
+    );
+    w.check_converged(&[hub, phone]).unwrap();
+    w.check_acknowledged_kept(phone, &[hub, phone]).unwrap();
+    w.check_acknowledged_kept(hub, &[hub, phone]).unwrap();
+}
