@@ -20,7 +20,10 @@ pub enum Input {
     /// The reply to a storage operation the machine emitted.
     Storage(OpId, StorageReply),
     /// The local database committed a change in `collection` with sequence `seq`
-    /// (continuous replication listens to these).
+    /// (continuous replication listens to these). It may be fed as soon as the change is
+    /// readable, before it is durable: a peer still acknowledges only what it made
+    /// durable, and checkpoints reconcile to the earlier of their two copies, so a crash
+    /// that loses the change here skips nothing later.
     LocalChange(CollectionName, Seq),
 }
 

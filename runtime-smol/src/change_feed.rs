@@ -6,13 +6,19 @@
 //! state machines only need "collection `c` has changes up to `seq`", so the listener
 //! keeps the highest sequence per collection and wakes the task once; the task takes
 //! everything that accumulated. A notice is never lost and the writer never blocks.
+//!
+//! The listener hears of a commit as soon as it is readable ([`NotifyWhen::Visible`]),
+//! before its `fdatasync` ends: a live change is on its way to the peer while the disk
+//! works. The peer still acknowledges only what it has made durable, and the checkpoint
+//! copy kept here is always written after the changes it covers, so a crash loses no
+//! acknowledged write and skips no change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_channel::Receiver;
 use peerlite_proto::{CollectionName, Seq};
-use peerlite_storage::{Database, ListenerToken};
+use peerlite_storage::{Database, ListenerToken, NotifyWhen};
 
 /// The receiving end: what changed since the last [`ChangeFeed::next`].
 pub(crate) struct ChangeFeed {
@@ -25,7 +31,7 @@ pub(crate) fn watch(db: &Database) -> (ListenerToken, ChangeFeed) {
     let pending: Arc<Mutex<BTreeMap<CollectionName, Seq>>> = Arc::default();
     let (wake_tx, wake) = async_channel::bounded(1);
     let shared = pending.clone();
-    let token = db.add_change_listener(move |notices| {
+    let token = db.add_change_listener_when(NotifyWhen::Visible, move |notices| {
         {
             let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
             for n in notices {
