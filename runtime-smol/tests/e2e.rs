@@ -658,3 +658,90 @@ fn connections_over_the_limit_are_turned_away() {
         listener.stop().await;
     });
 }
+
+/// An in-memory store whose syncs wait until the test opens a gate: a slow disk.
+struct SlowSyncKv {
+    inner: peerlite_storage::MemKv,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl peerlite_storage::KvBackend for SlowSyncKv {
+    fn get(
+        &self,
+        space: peerlite_storage::Space,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, peerlite_storage::KvError> {
+        self.inner.get(space, key)
+    }
+    fn scan(
+        &self,
+        space: peerlite_storage::Space,
+        range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
+        limit: usize,
+    ) -> Result<Vec<peerlite_storage::KvPair>, peerlite_storage::KvError> {
+        self.inner.scan(space, range, limit)
+    }
+    fn commit(
+        &self,
+        batch: peerlite_storage::WriteBatch,
+        durability: peerlite_storage::Durability,
+    ) -> Result<(), peerlite_storage::KvError> {
+        self.inner.commit(batch, durability)
+    }
+    fn persist(&self) -> Result<(), peerlite_storage::KvError> {
+        let open = self.open.lock().unwrap();
+        drop(self.opened.wait_while(open, |open| !*open).unwrap());
+        self.inner.persist()
+    }
+}
+
+/// Continuous replication sends a local change as soon as it is readable: the peer has
+/// it while the save that made it is still waiting for its sync, and the save returns
+/// once the sync ends.
+#[test]
+fn a_live_change_reaches_the_peer_while_its_local_sync_runs() {
+    smol::block_on(async {
+        let server = Database::in_memory().unwrap();
+        let kv = std::sync::Arc::new(SlowSyncKv {
+            inner: peerlite_storage::MemKv::new(),
+            open: std::sync::Mutex::new(true),
+            opened: std::sync::Condvar::new(),
+        });
+        let client = Database::with_backend(kv.clone(), Default::default()).unwrap();
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                disable_tls: true,
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
+        c.continuous = true;
+        c.replicator_type = ReplicatorType::Push;
+        let r = Replicator::new(client.clone(), c).unwrap();
+        r.start();
+        put(&client, "before", "{}");
+        wait_for(|| has(&server, "before") && r.status().activity == Activity::Idle).await;
+
+        *kv.open.lock().unwrap() = false;
+        let saver = {
+            let client = client.clone();
+            std::thread::spawn(move || put(&client, "live", r#"{"n": 1}"#))
+        };
+        wait_for(|| has(&server, "live")).await;
+        assert!(
+            !saver.is_finished(),
+            "the peer had the change before the local save returned"
+        );
+        *kv.open.lock().unwrap() = true;
+        kv.opened.notify_all();
+        saver.join().unwrap();
+        assert!(has(&client, "live"));
+        r.stop();
+        r.wait_until_stopped().await;
+        listener.stop().await;
+    });
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use peerlite_proto::{
     ActiveReplicator, Activity, Body, CollectionName, Direction, Disconnect, DocId, Event, Frame,
-    Input, Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, RevId, Seq,
-    Status, StorageOp, StorageReply,
+    Input, OpId, Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, RevId,
+    Seq, Status, StorageOp, StorageReply,
 };
 use peerlite_storage::{
     Database, DatabaseConfig, DatabaseUuid, Durability, Expected, MemKv, StorageError,
@@ -146,7 +146,7 @@ struct Syncing {
     /// Local saves and deletions, acknowledged once it ends.
     saves: Vec<(DocId, RevId)>,
     /// Replies of storage operations that wrote, delivered once it ends.
-    replies: Vec<(Machine, peerlite_proto::OpId, peerlite_proto::StorageReply)>,
+    replies: Vec<(Machine, OpId, StorageReply)>,
 }
 
 struct Link {
@@ -188,7 +188,7 @@ enum Action {
         peer: PeerId,
         incarnation: u64,
         machine: Machine,
-        id: peerlite_proto::OpId,
+        id: OpId,
         op: StorageOp,
     },
     SyncDone {
@@ -816,7 +816,7 @@ impl World {
     }
 
     /// Feeds a storage reply to the machine that asked, if it is still there.
-    fn reply(&mut self, machine: Machine, id: peerlite_proto::OpId, reply: StorageReply) {
+    fn reply(&mut self, machine: Machine, id: OpId, reply: StorageReply) {
         let now = self.now;
         match machine {
             Machine::Active(link, generation) => {
