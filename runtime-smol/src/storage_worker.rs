@@ -1,9 +1,10 @@
 //! A connection's storage operations, run in order, one group at a time.
 //!
-//! Each state machine's operations go to one worker thread, which runs everything that
-//! queued up while its previous group ran as one [`Database::execute_many`] call.
-//! Consecutive revision inserts therefore share one durable commit (group commit), at
-//! most one thread per connection touches the store, and a busy store makes bigger
+//! Each state machine's operations go to one worker thread, which takes everything that
+//! queued up while its previous group ran and runs it in order: consecutive revision
+//! inserts as one [`Database::execute_many`] call, so they share one durable commit
+//! (group commit), and every other operation alone, its reply sent as soon as it is done.
+//! At most one thread per connection touches the store, and a busy store makes bigger
 //! groups instead of piling up threads.
 //!
 //! The worker is a plain thread blocked on its queue rather than a task that hands each
@@ -98,18 +99,21 @@ impl Worker {
     /// Runs groups until the queue's sender is dropped or `replies` is closed.
     fn serve<M>(&self, replies: &Sender<M>, wrap: fn(OpId, StorageReply) -> M) {
         while let Ok(first) = self.ops.recv_blocking() {
-            for (id, reply) in self.run_group(first) {
-                let sent = replies.send_blocking(wrap(id, reply));
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                if sent.is_err() {
-                    return;
+            for run in runs(self.take_group(first)) {
+                let (ids, ops): (Vec<OpId>, Vec<StorageOp>) = run.into_iter().unzip();
+                for (id, reply) in ids.into_iter().zip(self.db.execute_many(ops)) {
+                    let sent = replies.send_blocking(wrap(id, reply));
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    if sent.is_err() {
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// Runs `first` and whatever else is queued (up to [`MAX_GROUP`]) as one group.
-    fn run_group(&self, first: (OpId, StorageOp)) -> Vec<(OpId, StorageReply)> {
+    /// `first` and whatever else is queued (up to [`MAX_GROUP`]).
+    fn take_group(&self, first: (OpId, StorageOp)) -> Vec<(OpId, StorageOp)> {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match self.ops.try_recv() {
@@ -117,7 +121,86 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        let (ids, group): (Vec<OpId>, Vec<StorageOp>) = group.into_iter().unzip();
-        ids.into_iter().zip(self.db.execute_many(group)).collect()
+        group
+    }
+}
+
+/// Splits a group, in order, into what runs together: consecutive revision inserts (one
+/// durable commit for all of them), and every other operation alone, so that its reply
+/// goes out as soon as it is done — a receiver's revs-diff for the first batch of a
+/// resync is not held back until the next three batches' revs-diffs have run.
+fn runs(group: Vec<(OpId, StorageOp)>) -> Vec<Vec<(OpId, StorageOp)>> {
+    let mut runs: Vec<Vec<(OpId, StorageOp)>> = Vec::new();
+    for (id, op) in group {
+        let insert = matches!(op, StorageOp::InsertRevisions { .. });
+        match runs.last_mut() {
+            Some(run)
+                if insert
+                    && run.last().is_some_and(|(_, prev)| {
+                        matches!(prev, StorageOp::InsertRevisions { .. })
+                    }) =>
+            {
+                run.push((id, op));
+            }
+            _ => runs.push(vec![(id, op)]),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerlite_proto::CollectionName;
+
+    fn read(n: u64) -> (OpId, StorageOp) {
+        (
+            OpId(n),
+            StorageOp::GetLocal {
+                id: format!("cp-{n}"),
+            },
+        )
+    }
+
+    fn insert(n: u64) -> (OpId, StorageOp) {
+        let op = StorageOp::InsertRevisions {
+            collection: CollectionName::default(),
+            inserts: Vec::new(),
+        };
+        (OpId(n), op)
+    }
+
+    #[test]
+    fn inserts_run_together_and_everything_else_alone_in_order() {
+        let group = vec![read(1), read(2), insert(3), insert(4), read(5), insert(6)];
+        let ids: Vec<Vec<u64>> = runs(group)
+            .iter()
+            .map(|run| run.iter().map(|(id, _)| id.0).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1], vec![2], vec![3, 4], vec![5], vec![6]]);
+    }
+
+    #[test]
+    fn queued_operations_are_answered_in_order() {
+        let db = Database::in_memory().unwrap();
+        let (tx, rx) = async_channel::unbounded();
+        let storage = spawn(db, tx, |id, reply| (id, reply));
+        let (id, op) = read(1);
+        assert!(
+            storage.submit(id, op).is_some(),
+            "a small read with nothing queued runs at once"
+        );
+        let big_read = StorageOp::GetLeaves {
+            collection: CollectionName::default(),
+            ids: (0..=SMALL_READ)
+                .map(|i| peerlite_proto::DocId::new(format!("d{i}")).unwrap())
+                .collect(),
+            max_history: 1,
+        };
+        for (id, op) in [insert(2), (OpId(3), big_read), insert(4), insert(5)] {
+            assert!(storage.submit(id, op).is_none(), "queued");
+        }
+        let got: Vec<u64> = (0..4).map(|_| rx.recv_blocking().unwrap().0.0).collect();
+        assert_eq!(got, vec![2, 3, 4, 5]);
     }
 }
