@@ -1,19 +1,13 @@
-//! A connection's storage operations, on two worker threads: one for writes, one for
-//! reads.
+//! A connection's storage operations, run in order, one group at a time.
 //!
-//! Each worker takes everything that queued up while its previous group ran and runs it
-//! in order: the writer runs consecutive revision inserts as one
-//! [`Database::execute_many`] call, so they share one durable commit (group commit), and
-//! every other operation alone, its reply sent as soon as it is done; the reader runs
-//! revs-diffs, leaves, revisions, the changes feed and checkpoint reads meanwhile. A
-//! receiver's revs-diff for the next batch of a sync therefore runs while the previous
-//! batch's revisions are being inserted, on the other core. The state machines accept
-//! replies in any order (a read may see the store before or after a write queued ahead
-//! of it, as it would with the application writing at the same time). At most two
-//! threads per connection touch the store, and a busy store makes bigger groups instead
-//! of piling up threads.
+//! Each state machine's operations go to one worker thread, which takes everything that
+//! queued up while its previous group ran and runs it in order: consecutive revision
+//! inserts as one [`Database::execute_many`] call, so they share one durable commit
+//! (group commit), and every other operation alone, its reply sent as soon as it is done.
+//! At most one thread per connection touches the store, and a busy store makes bigger
+//! groups instead of piling up threads.
 //!
-//! The workers are plain threads blocked on their queues rather than tasks that hand each
+//! The worker is a plain thread blocked on its queue rather than a task that hands each
 //! group to the blocking pool: an operation then costs one wake-up there and one back,
 //! instead of four (task, pool thread, task, driver). And a small read submitted while
 //! nothing is queued runs at once on the caller's thread, with no wake-up at all: on an
@@ -32,48 +26,29 @@ const MAX_GROUP: usize = 64;
 /// Most documents a read may name to run on the caller's thread.
 const SMALL_READ: usize = 16;
 
-/// One state machine's storage: its two workers and what they still have to do.
+/// One state machine's storage: the worker and what it still has to do.
 pub(crate) struct Storage {
     db: Database,
-    /// Writes (revision inserts, local documents), run in order by the writer.
-    writes: Sender<(OpId, StorageOp)>,
-    /// Reads, run in order by the reader, alongside the writes.
-    reads: Sender<(OpId, StorageOp)>,
-    /// Operations queued or running on either worker, whose replies are not yet sent.
+    queue: Sender<(OpId, StorageOp)>,
+    /// Operations queued or running on the worker, whose replies are not yet sent.
     pending: Arc<AtomicUsize>,
 }
 
 impl Storage {
     /// Runs `op` at once and returns its reply when it is a small read and nothing is
     /// queued before it (so it sees every earlier write); otherwise queues it for the
-    /// reader or the writer, whose reply arrives on the replies channel.
+    /// worker, whose reply arrives on the replies channel.
     pub(crate) fn submit(&self, id: OpId, op: StorageOp) -> Option<StorageReply> {
         if self.pending.load(Ordering::Acquire) == 0 && is_small_read(&op) {
             return self.db.execute_many(vec![op]).pop();
         }
-        let queue = if is_write(&op) {
-            &self.writes
-        } else {
-            &self.reads
-        };
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if queue.try_send((id, op)).is_err() {
+        if self.queue.try_send((id, op)).is_err() {
             // The worker is gone (the connection is ending): nothing will answer.
             self.pending.fetch_sub(1, Ordering::AcqRel);
         }
         None
     }
-}
-
-fn is_write(op: &StorageOp) -> bool {
-    !matches!(
-        op,
-        StorageOp::GetLocal { .. }
-            | StorageOp::Changes { .. }
-            | StorageOp::GetLeaves { .. }
-            | StorageOp::RevsDiff { .. }
-            | StorageOp::GetRevisions { .. }
-    )
 }
 
 fn is_small_read(op: &StorageOp) -> bool {
@@ -87,41 +62,30 @@ fn is_small_read(op: &StorageOp) -> bool {
     }
 }
 
-/// Starts the workers for `db`. They send each reply, wrapped by `wrap`, to `replies`:
-/// reads in the order they were queued, writes in theirs. They end when the returned
-/// [`Storage`] is dropped (after running what is queued) or `replies` is closed.
+/// Starts a worker for `db`. It sends each reply, wrapped by `wrap`, to `replies`, in
+/// the order the operations were queued, and ends when the returned [`Storage`] is
+/// dropped (after running what is queued) or `replies` is closed.
 pub(crate) fn spawn<M: Send + 'static>(
     db: Database,
     replies: Sender<M>,
     wrap: fn(OpId, StorageReply) -> M,
 ) -> Storage {
+    let (queue, ops) = async_channel::unbounded::<(OpId, StorageOp)>();
     let pending = Arc::new(AtomicUsize::new(0));
-    let start = |name: &str| {
-        let (queue, ops) = async_channel::unbounded::<(OpId, StorageOp)>();
-        let worker = Worker {
-            db: db.clone(),
-            ops,
-            pending: pending.clone(),
-        };
-        let (thread_worker, thread_replies) = (worker.clone(), replies.clone());
-        let spawned = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || thread_worker.serve(&thread_replies, wrap));
-        if spawned.is_err() {
-            // No thread to be had: serve from a thread of the blocking pool instead.
-            let replies = replies.clone();
-            smol::unblock(move || worker.serve(&replies, wrap)).detach();
-        }
-        queue
+    let worker = Worker {
+        db: db.clone(),
+        ops,
+        pending: pending.clone(),
     };
-    let writes = start("peerlite-storage");
-    let reads = start("peerlite-reads");
-    Storage {
-        db,
-        writes,
-        reads,
-        pending,
+    let (thread_worker, thread_replies) = (worker.clone(), replies.clone());
+    let spawned = std::thread::Builder::new()
+        .name("peerlite-storage".into())
+        .spawn(move || thread_worker.serve(&thread_replies, wrap));
+    if spawned.is_err() {
+        // No thread to be had: serve from a thread of the blocking pool instead.
+        smol::unblock(move || worker.serve(&replies, wrap)).detach();
     }
+    Storage { db, queue, pending }
 }
 
 #[derive(Clone)]
@@ -216,86 +180,8 @@ mod tests {
         assert_eq!(ids, vec![vec![1], vec![2], vec![3, 4], vec![5], vec![6]]);
     }
 
-    /// An in-memory store whose commits wait while the gate is shut: a slow disk.
-    struct GatedKv {
-        inner: peerlite_storage::MemKv,
-        open: std::sync::Mutex<bool>,
-        opened: std::sync::Condvar,
-    }
-
-    impl GatedKv {
-        fn set(&self, open: bool) {
-            *self.open.lock().unwrap() = open;
-            self.opened.notify_all();
-        }
-    }
-
-    impl peerlite_storage::KvBackend for GatedKv {
-        fn get(
-            &self,
-            space: peerlite_storage::Space,
-            key: &[u8],
-        ) -> Result<Option<Vec<u8>>, peerlite_storage::KvError> {
-            self.inner.get(space, key)
-        }
-        fn scan(
-            &self,
-            space: peerlite_storage::Space,
-            range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
-            limit: usize,
-        ) -> Result<Vec<peerlite_storage::KvPair>, peerlite_storage::KvError> {
-            self.inner.scan(space, range, limit)
-        }
-        fn commit(
-            &self,
-            batch: peerlite_storage::WriteBatch,
-            durability: peerlite_storage::Durability,
-        ) -> Result<(), peerlite_storage::KvError> {
-            let open = self.open.lock().unwrap();
-            drop(self.opened.wait_while(open, |open| !*open).unwrap());
-            self.inner.commit(batch, durability)
-        }
-        fn persist(&self) -> Result<(), peerlite_storage::KvError> {
-            self.inner.persist()
-        }
-    }
-
-    fn big_read() -> StorageOp {
-        StorageOp::GetLeaves {
-            collection: CollectionName::default(),
-            ids: (0..=SMALL_READ)
-                .map(|i| peerlite_proto::DocId::new(format!("d{i}")).unwrap())
-                .collect(),
-            max_history: 1,
-        }
-    }
-
     #[test]
-    fn reads_are_answered_while_a_write_waits_for_the_disk() {
-        let kv = Arc::new(GatedKv {
-            inner: peerlite_storage::MemKv::new(),
-            open: std::sync::Mutex::new(true),
-            opened: std::sync::Condvar::new(),
-        });
-        let db = Database::with_backend(kv.clone(), Default::default()).unwrap();
-        let (tx, rx) = async_channel::unbounded();
-        let storage = spawn(db, tx, |id, reply| (id, reply));
-        kv.set(false);
-        let put = StorageOp::PutLocal {
-            id: "cp-1".into(),
-            value: bytes::Bytes::from_static(b"one"),
-        };
-        assert!(storage.submit(OpId(1), put).is_none());
-        assert!(storage.submit(OpId(2), big_read()).is_none());
-        let (id, reply) = rx.recv_blocking().unwrap();
-        assert_eq!(id, OpId(2), "the read did not wait for the write");
-        assert!(matches!(reply, StorageReply::Leaves(l) if l.len() == SMALL_READ + 1));
-        kv.set(true);
-        assert_eq!(rx.recv_blocking().unwrap().0, OpId(1));
-    }
-
-    #[test]
-    fn writes_are_answered_in_order() {
+    fn queued_operations_are_answered_in_order() {
         let db = Database::in_memory().unwrap();
         let (tx, rx) = async_channel::unbounded();
         let storage = spawn(db, tx, |id, reply| (id, reply));
@@ -304,12 +190,17 @@ mod tests {
             storage.submit(id, op).is_some(),
             "a small read with nothing queued runs at once"
         );
-        for (id, op) in [insert(2), (OpId(3), big_read()), insert(4), insert(5)] {
+        let big_read = StorageOp::GetLeaves {
+            collection: CollectionName::default(),
+            ids: (0..=SMALL_READ)
+                .map(|i| peerlite_proto::DocId::new(format!("d{i}")).unwrap())
+                .collect(),
+            max_history: 1,
+        };
+        for (id, op) in [insert(2), (OpId(3), big_read), insert(4), insert(5)] {
             assert!(storage.submit(id, op).is_none(), "queued");
         }
         let got: Vec<u64> = (0..4).map(|_| rx.recv_blocking().unwrap().0.0).collect();
-        let writes: Vec<u64> = got.iter().copied().filter(|id| *id != 3).collect();
-        assert_eq!(writes, vec![2, 4, 5]);
-        assert!(got.contains(&3));
+        assert_eq!(got, vec![2, 3, 4, 5]);
     }
 }
