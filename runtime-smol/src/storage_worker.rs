@@ -130,17 +130,12 @@ impl Worker {
 /// goes out as soon as it is done — a receiver's revs-diff for the first batch of a
 /// resync is not held back until the next three batches' revs-diffs have run.
 fn runs(group: Vec<(OpId, StorageOp)>) -> Vec<Vec<(OpId, StorageOp)>> {
+    let is_insert = |op: &StorageOp| matches!(op, StorageOp::InsertRevisions { .. });
     let mut runs: Vec<Vec<(OpId, StorageOp)>> = Vec::new();
     for (id, op) in group {
-        let insert = matches!(op, StorageOp::InsertRevisions { .. });
         match runs.last_mut() {
-            Some(run)
-                if insert
-                    && run.last().is_some_and(|(_, prev)| {
-                        matches!(prev, StorageOp::InsertRevisions { .. })
-                    }) =>
-            {
-                run.push((id, op));
+            Some(run) if is_insert(&op) && run.last().is_some_and(|(_, prev)| is_insert(prev)) => {
+                run.push((id, op))
             }
             _ => runs.push(vec![(id, op)]),
         }

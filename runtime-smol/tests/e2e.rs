@@ -37,6 +37,14 @@ fn loopback() -> ListenerConfig {
     }
 }
 
+/// A loopback listener speaking plain WebSockets.
+fn plain() -> ListenerConfig {
+    ListenerConfig {
+        disable_tls: true,
+        ..loopback()
+    }
+}
+
 fn basic(users: &[(&str, &str)]) -> Option<ListenerAuthenticator> {
     Some(ListenerAuthenticator::Basic(
         users.iter().map(|(u, p)| User::new(*u, p)).collect(),
@@ -106,15 +114,7 @@ fn push_only_and_pull_only() {
         let client = Database::in_memory().unwrap();
         put(&server, "from-server", "{}");
         put(&client, "from-client", "{}");
-        let listener = Listener::start(
-            server.clone(),
-            ListenerConfig {
-                disable_tls: true,
-                ..loopback()
-            },
-        )
-        .await
-        .unwrap();
+        let listener = Listener::start(server.clone(), plain()).await.unwrap();
         let mut push = ReplicatorConfiguration::new(url(&listener, "ws"));
         push.replicator_type = ReplicatorType::Push;
         assert_eq!(sync(&client, push).await.error, None);
@@ -262,9 +262,8 @@ fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_uncha
         let listener = Listener::start(
             server.clone(),
             ListenerConfig {
-                disable_tls: true,
                 max_frame_bytes: 1 << 20,
-                ..loopback()
+                ..plain()
             },
         )
         .await
@@ -415,15 +414,9 @@ fn tls_mode_mismatches_and_unreachable_listeners() {
             Some(ConnectError::TlsRequired)
         );
 
-        let plain = Listener::start(
-            Database::in_memory().unwrap(),
-            ListenerConfig {
-                disable_tls: true,
-                ..loopback()
-            },
-        )
-        .await
-        .unwrap();
+        let plain = Listener::start(Database::in_memory().unwrap(), plain())
+            .await
+            .unwrap();
         let mut c = pinned_config(&tls, "u", "p");
         c.endpoint = url(&plain, "wss");
         assert_eq!(
@@ -492,15 +485,7 @@ fn continuous_replication_survives_a_listener_restart() {
         let dir = tempfile::tempdir().unwrap();
         let server = Database::open(dir.path()).unwrap();
         let client = Database::in_memory().unwrap();
-        let listener = Listener::start(
-            server.clone(),
-            ListenerConfig {
-                disable_tls: true,
-                ..loopback()
-            },
-        )
-        .await
-        .unwrap();
+        let listener = Listener::start(server.clone(), plain()).await.unwrap();
         let port = listener.port();
         let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
         c.continuous = true;
@@ -513,16 +498,9 @@ fn continuous_replication_survives_a_listener_restart() {
         listener.stop().await;
         put(&client, "while-down", "{}");
         wait_for(|| r.status().activity == Activity::Offline).await;
-        let listener = Listener::start(
-            server.clone(),
-            ListenerConfig {
-                port,
-                disable_tls: true,
-                ..loopback()
-            },
-        )
-        .await
-        .unwrap();
+        let listener = Listener::start(server.clone(), ListenerConfig { port, ..plain() })
+            .await
+            .unwrap();
         put(&server, "after", "{}");
         wait_for(|| has(&server, "while-down") && has(&client, "after")).await;
         wait_for(|| r.status().activity == Activity::Idle).await;
@@ -629,8 +607,7 @@ fn connections_over_the_limit_are_turned_away() {
             Database::in_memory().unwrap(),
             ListenerConfig {
                 max_connections: 2,
-                disable_tls: true,
-                ..loopback()
+                ..plain()
             },
         )
         .await
@@ -709,15 +686,7 @@ fn a_live_change_reaches_the_peer_while_its_local_sync_runs() {
             opened: std::sync::Condvar::new(),
         });
         let client = Database::with_backend(kv.clone(), Default::default()).unwrap();
-        let listener = Listener::start(
-            server.clone(),
-            ListenerConfig {
-                disable_tls: true,
-                ..loopback()
-            },
-        )
-        .await
-        .unwrap();
+        let listener = Listener::start(server.clone(), plain()).await.unwrap();
         let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
         c.continuous = true;
         c.replicator_type = ReplicatorType::Push;
