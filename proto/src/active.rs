@@ -13,10 +13,11 @@ use crate::timer::{Timer, TimerTable};
 use crate::{
     Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, CollectionConfig,
     CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
-    Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, Hello, Input,
-    InsertMode, InsertOutcome, Output, PROTOCOL_VERSION, Progress, ReplicationError,
-    ReplicatorConfig, Request, RequestNumber, Response, RevBundle, RevId, RevStatus, Revision,
-    RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply, resolution_revisions,
+    Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, FrameLimits,
+    Hello, Input, InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, Progress,
+    ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry, RevBundle, RevId,
+    RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply,
+    resolution_revisions,
 };
 
 /// How many times a conflict resolution is recomputed when the local document keeps
@@ -113,8 +114,8 @@ struct PushState {
     dirty: bool,
     next_batch: u64,
     batches: VecDeque<PushBatch>,
-    /// `Revs` messages waiting for byte budget: (batch, bundles).
-    queue: VecDeque<(u64, Vec<RevBundle>)>,
+    /// `Revs` messages waiting for byte budget: (batch, bundles, their bytes).
+    queue: VecDeque<(u64, Vec<RevBundle>, usize)>,
     bytes_in_flight: usize,
 }
 
@@ -187,6 +188,8 @@ pub struct ActiveReplicator {
     cols: BTreeMap<CollectionName, CollectionState>,
     pull_revs: BTreeMap<RequestNumber, PullRevs>,
     resolver: DefaultConflictResolver,
+    /// The largest frame the connected peer accepts, as it announced.
+    peer_frame_limit: usize,
 }
 
 impl fmt::Debug for ActiveReplicator {
@@ -230,6 +233,7 @@ impl ActiveReplicator {
                 activity: Activity::Stopped,
                 progress: Progress::default(),
                 error: None,
+                retry: None,
             },
             progress_dirty: false,
             reset_checkpoint: false,
@@ -244,6 +248,7 @@ impl ActiveReplicator {
             cols,
             pull_revs: BTreeMap::new(),
             resolver: DefaultConflictResolver,
+            peer_frame_limit: FrameLimits::DEFAULT.max_frame_bytes,
         }
     }
 
@@ -323,6 +328,7 @@ impl ActiveReplicator {
                     collections: self.cols.keys().cloned().collect(),
                     push: self.config.replicator_type.pushes(),
                     pull: self.config.replicator_type.pulls(),
+                    max_frame_bytes: Some(self.config.frame_limits.max_frame_bytes as u64),
                 };
                 self.conn.request(Request::Hello(hello), Sent::Hello);
             }
@@ -431,6 +437,7 @@ impl ActiveReplicator {
 
     fn connect(&mut self) {
         self.phase = Phase::Connecting;
+        self.status.retry = None;
         self.conn.outputs.push_back(Output::Connect);
         self.set_activity(Activity::Connecting);
     }
@@ -446,6 +453,7 @@ impl ActiveReplicator {
         self.save_again = false;
         self.ping_outstanding = false;
         self.pull_revs.clear();
+        self.peer_frame_limit = FrameLimits::DEFAULT.max_frame_bytes;
         for c in self.cols.values_mut() {
             c.push = PushState::default();
             c.pull = PullState::default();
@@ -484,6 +492,11 @@ impl ActiveReplicator {
         match delay {
             Some(wait) => {
                 self.status.error = Some(error);
+                self.status.retry = Some(Retry {
+                    failed_attempts: self.failed_attempts,
+                    max_attempts: backoff.max_attempts,
+                    wait,
+                });
                 self.phase = Phase::Offline;
                 self.timers.set(Timer::Retry, now + wait);
                 self.set_activity_forced(Activity::Offline);
@@ -594,7 +607,8 @@ impl ActiveReplicator {
                         collection,
                         docs,
                         unavailable,
-                    } => self.pulled_revs(n, collection, docs, unavailable, now),
+                        oversized,
+                    } => self.pulled_revs(n, collection, docs, unavailable, oversized, now),
                     other => self.fail(
                         ReplicationError::Protocol(format!(
                             "a passive peer may not send {}",
@@ -610,7 +624,14 @@ impl ActiveReplicator {
 
     fn handle_response(&mut self, sent: Sent, response: Response, now: Instant) {
         match (sent, response) {
-            (Sent::Hello, Response::Hello { version }) if version == PROTOCOL_VERSION => {
+            (
+                Sent::Hello,
+                Response::Hello {
+                    version,
+                    max_frame_bytes,
+                },
+            ) if version == PROTOCOL_VERSION => {
+                self.peer_frame_limit = crate::wire::announced_limit(max_frame_bytes);
                 self.phase = Phase::LoadingCheckpoint;
                 if self.reset_checkpoint {
                     self.local_cp = Some(None);
@@ -672,6 +693,8 @@ impl ActiveReplicator {
         self.phase = Phase::Running;
         self.failed_attempts = 0;
         self.status.error = None;
+        // Progress counts this connection's work: a retry starts over from the checkpoint.
+        self.status.progress = Progress::default();
         self.timers
             .set(Timer::Checkpoint, now + self.config.checkpoint_interval);
         let names: Vec<CollectionName> = self.cols.keys().cloned().collect();
@@ -859,16 +882,33 @@ impl ActiveReplicator {
                     })
                 })
                 .collect();
-            b.outstanding += 1;
-            c.push.queue.push_back((batch, bundles));
+            self.progress(skipped, 0);
+            self.enqueue_revs(&name, batch, bundles, false);
             self.send_queued_revs(&name);
-        } else if !proposal.is_empty() {
-            b.outstanding += 1;
-            let docs = proposal.iter().map(|ch| ch.doc_id.clone()).collect();
+            return self.finish_push_batches(&name, now);
+        }
+        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
+        // than that refuses the frame with 1009, which ends the replication with that reason.
+        let budget = crate::bundle::FrameBudget {
+            hard_bytes: usize::MAX,
+            ..self.budget(self.config.changes_batch)
+        };
+        let envelope = crate::bundle::wire_size::envelope(&name);
+        let frames =
+            crate::bundle::cut(proposal, crate::bundle::wire_size::change, envelope, budget).frames;
+        if let Some(b) = self
+            .cols
+            .get_mut(&name)
+            .and_then(|c| c.push.batches.iter_mut().find(|b| b.id == batch))
+        {
+            b.outstanding += frames.len();
+        }
+        for (changes, _) in frames {
+            let docs = changes.iter().map(|ch| ch.doc_id.clone()).collect();
             self.conn.request(
                 Request::ProposeChanges {
                     collection: name.clone(),
-                    changes: proposal,
+                    changes,
                 },
                 Sent::Propose {
                     collection: name.clone(),
@@ -898,7 +938,6 @@ impl ActiveReplicator {
             );
             return self.fail(ReplicationError::Protocol(msg), now, true);
         }
-        let per_message = self.config.revs_per_message.max(1);
         let Some(c) = self.cols.get_mut(name) else {
             return;
         };
@@ -925,16 +964,79 @@ impl ActiveReplicator {
                 }
             }
         }
-        while !bundles.is_empty() {
-            let rest = bundles.split_off(bundles.len().min(per_message));
-            b.outstanding += 1;
-            c.push
-                .queue
-                .push_back((batch, std::mem::replace(&mut bundles, rest)));
-        }
         self.progress(not_needed, 0);
+        self.enqueue_revs(name, batch, bundles, false);
         self.send_queued_revs(name);
         self.finish_push_batches(name, now);
+    }
+
+    /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
+    /// [`ReplicatorConfig::message_bytes`], never over the frame limit the peer announced.
+    fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
+        let hard_bytes = self.peer_frame_limit;
+        crate::bundle::FrameBudget {
+            max_entries,
+            soft_bytes: self.config.message_bytes.min(hard_bytes),
+            hard_bytes,
+        }
+    }
+
+    /// Queues a push batch's bundles as `Revs` messages (at the front: a retry goes
+    /// first). A document too large for any message the peer accepts is reported and
+    /// counted done: it is never sent, so nothing waits for it.
+    fn enqueue_revs(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        bundles: Vec<RevBundle>,
+        front: bool,
+    ) {
+        let budget = self.budget(self.config.revs_per_message);
+        let envelope = crate::bundle::wire_size::envelope(name);
+        let crate::bundle::Cut { frames, too_large } =
+            crate::bundle::cut(bundles, crate::bundle::wire_size::bundle, envelope, budget);
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
+            b.outstanding += frames.len();
+            for (bundle, _) in &too_large {
+                b.revs.remove(&bundle.doc_id);
+            }
+        }
+        if front {
+            for (docs, bytes) in frames.into_iter().rev() {
+                c.push.queue.push_front((batch, docs, bytes));
+            }
+        } else {
+            c.push
+                .queue
+                .extend(frames.into_iter().map(|(docs, bytes)| (batch, docs, bytes)));
+        }
+        if too_large.is_empty() {
+            return;
+        }
+        let limit = budget.hard_bytes as u64;
+        let events: Vec<DocumentEvent> = too_large
+            .into_iter()
+            .filter_map(|(bundle, bytes)| {
+                let last = bundle.revisions.last()?;
+                Some(DocumentEvent {
+                    collection: name.clone(),
+                    doc_id: bundle.doc_id,
+                    rev: last.rev,
+                    direction: Direction::Push,
+                    deleted: last.deleted,
+                    error: Some(DocumentError::TooLarge {
+                        bytes: bytes as u64,
+                        limit,
+                    }),
+                    conflict_resolved: false,
+                })
+            })
+            .collect();
+        self.progress(events.len() as u64, 0);
+        self.conn.event(Event::Documents(events));
     }
 
     /// Sends queued `Revs` messages while the byte budget allows (always at least one).
@@ -947,7 +1049,7 @@ impl ActiveReplicator {
             if c.push.bytes_in_flight > 0 && c.push.bytes_in_flight >= budget {
                 return;
             }
-            let Some((batch, docs)) = c.push.queue.pop_front() else {
+            let Some((batch, docs, bytes)) = c.push.queue.pop_front() else {
                 return;
             };
             let summary = docs
@@ -958,11 +1060,11 @@ impl ActiveReplicator {
                         .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
                 })
                 .collect();
-            let bytes = crate::bundle::window_bytes(&docs);
             let request = Request::Revs {
                 collection: name.clone(),
                 docs,
                 unavailable: Vec::new(),
+                oversized: Vec::new(),
             };
             c.push.bytes_in_flight += bytes;
             self.conn.request(
@@ -1032,12 +1134,6 @@ impl ActiveReplicator {
                 conflict_resolved: false,
             });
         }
-        if !retries.is_empty() {
-            if let Some(b) = batch_state {
-                b.outstanding += 1;
-            }
-            c.push.queue.push_front((batch, retries));
-        }
         let done = events.len() as u64;
         c.push.bytes_in_flight = c.push.bytes_in_flight.saturating_sub(bytes);
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
@@ -1047,6 +1143,9 @@ impl ActiveReplicator {
             self.conn.event(Event::Documents(events));
         }
         self.progress(done, 0);
+        if !retries.is_empty() {
+            self.enqueue_revs(name, batch, retries, true);
+        }
         self.send_queued_revs(name);
         self.finish_push_batches(name, now);
     }
@@ -1182,6 +1281,7 @@ impl ActiveReplicator {
         name: CollectionName,
         docs: Vec<RevBundle>,
         unavailable: Vec<DocId>,
+        oversized: Vec<Oversized>,
         now: Instant,
     ) {
         if !self.config.replicator_type.pulls() || !self.cols.contains_key(&name) {
@@ -1205,6 +1305,28 @@ impl ActiveReplicator {
         }
         for doc in &unavailable {
             self.pull_doc_done(&name, doc);
+        }
+        if !oversized.is_empty() {
+            let limit = self.config.frame_limits.max_frame_bytes as u64;
+            let events = oversized
+                .into_iter()
+                .map(|o| {
+                    self.pull_doc_done(&name, &o.doc_id);
+                    DocumentEvent {
+                        collection: name.clone(),
+                        doc_id: o.doc_id,
+                        rev: o.rev,
+                        direction: Direction::Pull,
+                        deleted: false,
+                        error: Some(DocumentError::TooLarge {
+                            bytes: o.bytes,
+                            limit,
+                        }),
+                        conflict_resolved: false,
+                    }
+                })
+                .collect();
+            self.conn.event(Event::Documents(events));
         }
         let filter = self
             .cols

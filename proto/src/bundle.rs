@@ -26,14 +26,95 @@ pub fn bundle_from_leaves(leaves: Vec<Revision>, rev: &RevId) -> Option<Vec<Revi
     Some(closed)
 }
 
-/// What a `Revs` message of these bundles counts against a byte window: the bodies plus a
-/// generous allowance per revision for IDs and history. An estimate, so that flow control
-/// never has to encode a message twice to measure it.
-pub(crate) fn window_bytes(docs: &[crate::RevBundle]) -> usize {
-    docs.iter()
-        .flat_map(|d| &d.revisions)
-        .map(|r| r.body.len() + 64 + 24 * r.history.len())
-        .sum()
+/// Upper bounds on the encoded size of what a sync frame holds, so a sender can keep every
+/// frame within the receiver's limit without encoding anything twice. Each bound is at
+/// least what the codec writes (shortest CBOR heads, field names as serde spells them);
+/// `bounds_hold` in the tests checks them against real encodings.
+pub(crate) mod wire_size {
+    use crate::{Change, CollectionName, DocId, RevBundle};
+
+    /// A revision ID: `[generation, digest]`.
+    const REV_ID: usize = 1 + 9 + 1 + crate::DIGEST_LEN;
+
+    /// The envelope of a request in `collection`: everything but its list entries.
+    pub(crate) fn envelope(collection: &CollectionName) -> usize {
+        96 + collection.as_str().len()
+    }
+
+    /// One document's bundle in a `Revs` request.
+    pub(crate) fn bundle(b: &RevBundle) -> usize {
+        let revisions: usize = b
+            .revisions
+            .iter()
+            .map(|r| 112 + r.body.len() + REV_ID * (r.history.len() + r.deleted_ancestors.len()))
+            .sum();
+        48 + b.doc_id.as_str().len() + revisions
+    }
+
+    /// One entry of a `Changes` or `ProposeChanges` request.
+    pub(crate) fn change(c: &Change) -> usize {
+        96 + c.doc_id.as_str().len() + REV_ID * c.other_leaves.len()
+    }
+
+    /// Room for the notes of a `Revs` request: these unavailable documents and, at
+    /// most, `docs` oversized ones.
+    pub(crate) fn notes_room(unavailable: &[DocId], docs: usize) -> usize {
+        unavailable
+            .iter()
+            .map(|d| 3 + d.as_str().len())
+            .sum::<usize>()
+            + docs * (64 + crate::MAX_DOC_ID_LEN)
+    }
+}
+
+/// How a sender cuts a list into frames.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameBudget {
+    /// At most this many entries in one frame.
+    pub(crate) max_entries: usize,
+    /// Entries are added while the frame stays within this many bytes (a single entry
+    /// larger than that still goes, alone).
+    pub(crate) soft_bytes: usize,
+    /// What the receiver accepts: an entry that cannot fit even alone is never sent.
+    pub(crate) hard_bytes: usize,
+}
+
+/// A list cut into frames by [`cut`].
+pub(crate) struct Cut<T> {
+    /// The frames in order, each with the bytes of its entries.
+    pub(crate) frames: Vec<(Vec<T>, usize)>,
+    /// The entries too large to send at all, each with the frame size it would need.
+    pub(crate) too_large: Vec<(T, usize)>,
+}
+
+/// Cuts `items` into frames within `budget`, each frame's envelope taking `envelope` bytes.
+pub(crate) fn cut<T>(
+    items: Vec<T>,
+    size: impl Fn(&T) -> usize,
+    envelope: usize,
+    budget: FrameBudget,
+) -> Cut<T> {
+    let mut frames: Vec<(Vec<T>, usize)> = Vec::new();
+    let mut too_large = Vec::new();
+    for item in items {
+        let bytes = size(&item);
+        if envelope.saturating_add(bytes) > budget.hard_bytes {
+            too_large.push((item, envelope.saturating_add(bytes)));
+            continue;
+        }
+        let fits = frames.last().is_some_and(|(entries, used)| {
+            entries.len() < budget.max_entries.max(1)
+                && envelope + used + bytes <= budget.soft_bytes.min(budget.hard_bytes)
+        });
+        match frames.last_mut() {
+            Some((entries, used)) if fits => {
+                entries.push(item);
+                *used += bytes;
+            }
+            _ => frames.push((vec![item], bytes)),
+        }
+    }
+    Cut { frames, too_large }
 }
 
 /// The IDs of a document's leaves other than its current revision.
@@ -93,7 +174,120 @@ pub(crate) fn fit_history(bundle: &mut [Revision], known: &[RevId], max_history:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Body;
+    use crate::{Body, CollectionName, Frame, Oversized, Request, RevBundle, Seq};
+    use proptest::prelude::*;
+
+    fn rev(generation: u64, fill: u8) -> RevId {
+        RevId::from_parts(generation, [fill; crate::DIGEST_LEN]).unwrap()
+    }
+
+    fn long_collection() -> CollectionName {
+        CollectionName::new(&"s".repeat(125), &"c".repeat(125)).unwrap()
+    }
+
+    fn long_id(tag: u64) -> DocId {
+        let tag = tag.to_string();
+        DocId::new(format!(
+            "{tag}{}",
+            "d".repeat(crate::MAX_DOC_ID_LEN - tag.len())
+        ))
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every bound is at least what the codec writes, at the widest numbers and IDs.
+        #[test]
+        fn bounds_hold(
+            body_len in prop_oneof![0usize..64, 20usize..70_000],
+            revisions in 1usize..=MAX_BUNDLE,
+            history in 0usize..=crate::MAX_HISTORY,
+            deleted_ancestors in 0usize..4,
+            docs in 1usize..4,
+            unavailable in 0usize..4,
+            oversized in 0usize..4,
+            other_leaves in 0usize..8,
+        ) {
+            let body = Body::from_json_str(&format!(r#"{{"b":"{}"}}"#, "z".repeat(body_len))).unwrap();
+            let revision = Revision {
+                rev: rev(u64::MAX >> 1, 0xff),
+                deleted: false,
+                body,
+                history: (0..history).map(|i| rev(u64::MAX >> 2, i as u8)).collect(),
+                deleted_ancestors: (0..deleted_ancestors.min(history)).map(|i| rev(u64::MAX >> 2, i as u8)).collect(),
+            };
+            let bundles: Vec<RevBundle> = (0..docs as u64)
+                .map(|d| RevBundle {
+                    doc_id: long_id(d),
+                    revisions: vec![revision.clone(); revisions],
+                    seq: Seq(u64::MAX),
+                })
+                .collect();
+            let collection = long_collection();
+            let unavailable: Vec<DocId> = (0..unavailable as u64).map(|d| long_id(100 + d)).collect();
+            let frame = Frame::Request(u64::MAX, Request::Revs {
+                collection: collection.clone(),
+                docs: bundles.clone(),
+                unavailable: unavailable.clone(),
+                oversized: (0..oversized as u64)
+                    .map(|d| Oversized { doc_id: long_id(200 + d), rev: rev(u64::MAX, 1), bytes: u64::MAX })
+                    .collect(),
+            });
+            let bound = wire_size::envelope(&collection)
+                + bundles.iter().map(wire_size::bundle).sum::<usize>()
+                + wire_size::notes_room(&unavailable, oversized);
+            prop_assert!(frame.encode().len() <= bound, "{} > {bound}", frame.encode().len());
+
+            let changes: Vec<Change> = (0..docs as u64)
+                .map(|d| Change {
+                    seq: Seq(u64::MAX),
+                    doc_id: long_id(d),
+                    rev: rev(u64::MAX >> 1, 3),
+                    deleted: true,
+                    other_leaves: (0..other_leaves).map(|i| rev(u64::MAX >> 1, i as u8)).collect(),
+                })
+                .collect();
+            let bound = wire_size::envelope(&collection)
+                + changes.iter().map(wire_size::change).sum::<usize>();
+            for frame in [
+                Request::Changes { collection: collection.clone(), changes: changes.clone() },
+                Request::ProposeChanges { collection: collection.clone(), changes },
+            ] {
+                let bytes = Frame::Request(u64::MAX, frame).encode();
+                prop_assert!(bytes.len() <= bound, "{} > {bound}", bytes.len());
+            }
+        }
+
+        /// Frames keep every entry, in order, within the budget; only what cannot fit
+        /// alone is left out.
+        #[test]
+        fn cut_keeps_order_and_budget(
+            sizes in prop::collection::vec(1usize..5_000, 0..60),
+            max_entries in 1usize..10,
+            soft in 100usize..8_000,
+            hard in 500usize..6_000,
+        ) {
+            let budget = FrameBudget { max_entries, soft_bytes: soft, hard_bytes: hard };
+            let items: Vec<(usize, usize)> = sizes.iter().copied().enumerate().collect();
+            let Cut { frames, too_large } = cut(items, |(_, s)| *s, 100, budget);
+            let mut seen: Vec<usize> = frames.iter().flat_map(|(f, _)| f.iter().map(|(i, _)| *i)).collect();
+            seen.extend(too_large.iter().map(|((i, _), _)| *i));
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..sizes.len()).collect::<Vec<_>>());
+            for ((_, s), need) in &too_large {
+                prop_assert!(100 + s > hard);
+                prop_assert_eq!(*need, 100 + s);
+            }
+            for (frame, bytes) in &frames {
+                prop_assert!(!frame.is_empty() && frame.len() <= max_entries);
+                prop_assert_eq!(*bytes, frame.iter().map(|(_, s)| s).sum::<usize>());
+                prop_assert!(100 + bytes <= hard);
+                prop_assert!(frame.len() == 1 || 100 + bytes <= soft);
+                prop_assert!(frame.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+        }
+    }
 
     #[test]
     fn closures_precede_the_current_revision() {

@@ -54,6 +54,28 @@ impl Disconnect {
             retryable: false,
         }
     }
+
+    /// The peer closed the connection with this WebSocket close code and reason. It is
+    /// retryable unless the code says the same conversation would be refused again:
+    /// 1002 protocol error, 1003 unsupported data, 1007 invalid data, 1009 message too
+    /// big, 1010 missing extension.
+    ///
+    /// ```
+    /// use peerlite_proto::Disconnect;
+    /// assert!(Disconnect::from_close(1001, "listener stopping").retryable);
+    /// assert!(!Disconnect::from_close(1009, "message too big").retryable);
+    /// ```
+    pub fn from_close(code: u16, reason: &str) -> Disconnect {
+        let message = if reason.is_empty() {
+            format!("closed by the peer ({code})")
+        } else {
+            format!("closed by the peer ({code}): {reason}")
+        };
+        Disconnect {
+            message,
+            retryable: !matches!(code, 1002 | 1003 | 1007 | 1009 | 1010),
+        }
+    }
 }
 
 /// An output of a state machine, drained with `poll_output` until `None`.
@@ -93,6 +115,8 @@ pub enum CloseCode {
     ProtocolError,
     /// 1008: refused by policy (e.g. an idle or dead connection).
     PolicyViolation,
+    /// 1009: a message larger than this side accepts.
+    MessageTooBig,
     /// 1011: an internal failure, such as storage.
     InternalError,
 }
@@ -105,6 +129,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::ProtocolError => 1002,
             CloseCode::PolicyViolation => 1008,
+            CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
         }
     }
@@ -152,6 +177,20 @@ pub struct Status {
     pub progress: Progress,
     /// The latest error, if any (kept while retrying; cleared on success).
     pub error: Option<ReplicationError>,
+    /// While [`Activity::Offline`] after a failure: the attempt that failed (1 for the
+    /// first) and how long until the next one.
+    pub retry: Option<Retry>,
+}
+
+/// A retry the replicator has scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Connection attempts that failed in a row.
+    pub failed_attempts: u32,
+    /// Attempts allowed in all (0: unlimited).
+    pub max_attempts: u32,
+    /// The wait before the next attempt.
+    pub wait: std::time::Duration,
 }
 
 /// Why replication failed or is retrying.
@@ -228,6 +267,18 @@ pub enum DocumentError {
         code: u16,
         /// The receiver's reason.
         reason: String,
+    },
+    /// It cannot be sent: even alone, it makes a message larger than the receiving peer
+    /// accepts. It is not retried; it goes with a later change if that one fits, or once
+    /// the receiver's `max_frame_bytes` is raised and the replication starts over.
+    #[error(
+        "too large to replicate: it needs a message of {bytes} bytes and the receiving peer accepts at most {limit}"
+    )]
+    TooLarge {
+        /// The size of the message it needs.
+        bytes: u64,
+        /// The receiver's frame limit.
+        limit: u64,
     },
 }
 

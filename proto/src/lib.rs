@@ -124,7 +124,7 @@ pub use conflict::{
 pub use doc_id::{DocId, DocIdError, MAX_DOC_ID_LEN};
 pub use io::{
     Activity, ApiError, CloseCode, CloseReason, Direction, Disconnect, DocumentError,
-    DocumentEvent, Event, Input, Output, Progress, ReplicationError, Status,
+    DocumentEvent, Event, Input, Output, Progress, ReplicationError, Retry, Status,
 };
 pub use passive::{
     PassiveConfig, PassivePeer, Principal, ValidationContext, Validator, peer_checkpoint_key,
@@ -142,6 +142,6 @@ pub use store::{
     StorageReply,
 };
 pub use wire::{
-    Checkpoint, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello,
+    Checkpoint, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello, Oversized,
     PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevStatus, SUBPROTOCOL,
 };

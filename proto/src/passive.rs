@@ -16,9 +16,9 @@ use crate::peer_knows::PeerKnows;
 use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
-    DocumentEvent, ErrorBody, Event, Frame, FrameLimits, Hello, Input, InsertMode, InsertOutcome,
-    Output, PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevId, RevStatus,
-    Revision, RevisionInsert, Seq, StorageOp, StorageReply,
+    DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertMode,
+    InsertOutcome, Output, Oversized, PROTOCOL_VERSION, Request, RequestNumber, Response,
+    RevBundle, RevId, RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -93,6 +93,11 @@ pub struct PassiveConfig {
     pub max_changes_in_flight: usize,
     /// Revisions per `Revs` message (default 100).
     pub revs_per_message: usize,
+    /// Where messages are cut (default 1 MiB): entries are added to a `Changes` or `Revs`
+    /// message while it stays within this size; a larger document still goes alone if the
+    /// peer's announced frame limit allows, and is reported as
+    /// [`DocumentError::TooLarge`](crate::DocumentError::TooLarge) if not.
+    pub message_bytes: usize,
     /// Unacknowledged revision bytes allowed (default 2 MiB).
     pub max_rev_bytes_in_flight: usize,
     /// Ancestors sent with each revision (default 20).
@@ -113,6 +118,7 @@ impl Default for PassiveConfig {
             changes_batch: 200,
             max_changes_in_flight: 4,
             revs_per_message: 100,
+            message_bytes: 1 << 20,
             max_rev_bytes_in_flight: 2 << 20,
             max_history: 20,
             idle_timeout: Duration::from_secs(120),
@@ -251,6 +257,10 @@ impl PassivePeer {
                     .set(Timer::DeadPeer, now + self.config.idle_timeout);
                 match Frame::decode_bytes(&bytes, &self.config.frame_limits) {
                     Ok(frame) => self.handle_frame(frame),
+                    Err(FrameError::TooLarge { size, max }) => self.close(
+                        CloseCode::MessageTooBig,
+                        format!("a message of {size} bytes is over this peer's limit of {max}"),
+                    ),
                     Err(e) => self.protocol_error(format!("undecodable frame: {e}")),
                 }
             }
@@ -481,7 +491,11 @@ impl PassivePeer {
                 collection,
                 docs,
                 unavailable,
-            } => self.handle_pushed_revs(n, collection, docs, unavailable),
+                oversized,
+            } => {
+                let leaves_out = !unavailable.is_empty() || !oversized.is_empty();
+                self.handle_pushed_revs(n, collection, docs, leaves_out)
+            }
             Request::Changes { .. } => {
                 self.protocol_error("a passive peer does not accept Changes".into())
             }
@@ -528,6 +542,7 @@ impl PassivePeer {
             n,
             Response::Hello {
                 version: PROTOCOL_VERSION,
+                max_frame_bytes: Some(self.config.frame_limits.max_frame_bytes as u64),
             },
         );
     }
@@ -553,15 +568,16 @@ impl PassivePeer {
         n: RequestNumber,
         collection: CollectionName,
         docs: Vec<RevBundle>,
-        unavailable: Vec<DocId>,
+        leaves_out: bool,
     ) {
         if let Some(e) = self.push_refusal(&collection) {
             return self.conn.respond_error(n, e);
         }
-        if !unavailable.is_empty() {
-            // Only the passive side may declare revisions unavailable.
-            return self
-                .protocol_error("Revs from the active peer with unavailable documents".into());
+        if leaves_out {
+            // Only the side serving a changes feed may leave wanted documents out.
+            return self.protocol_error(
+                "Revs from the active peer with unavailable or oversized documents".into(),
+            );
         }
         let mut summary = Vec::with_capacity(docs.len());
         for bundle in &docs {
@@ -835,6 +851,28 @@ impl PassivePeer {
             f.marker_due = false;
             batches.push(Vec::new()); // caught up
         }
+        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
+        // than that refuses the frame with 1009, which ends the replication with that reason.
+        let budget = crate::bundle::FrameBudget {
+            hard_bytes: usize::MAX,
+            ..self.budget(self.config.changes_batch)
+        };
+        let envelope = crate::bundle::wire_size::envelope(&collection);
+        let batches: Vec<Vec<Change>> = batches
+            .into_iter()
+            .flat_map(|changes| {
+                if changes.is_empty() {
+                    return vec![changes];
+                }
+                let frames =
+                    crate::bundle::cut(changes, crate::bundle::wire_size::change, envelope, budget)
+                        .frames;
+                frames.into_iter().map(|(c, _)| c).collect()
+            })
+            .collect();
+        let Some(f) = self.feeds.get_mut(&collection) else {
+            return;
+        };
         f.changes_in_flight += batches.len();
         for changes in batches {
             self.conn.request(
@@ -876,33 +914,99 @@ impl PassivePeer {
                 None => unavailable.push(change.doc_id),
             }
         }
-        let summary: Vec<_> = docs
-            .iter()
-            .filter_map(|b| {
-                b.revisions
-                    .last()
-                    .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
+        let budget = self.budget(self.config.revs_per_message);
+        let envelope = crate::bundle::wire_size::envelope(&collection);
+        // The first message also carries the notes: leave room for the largest they can be.
+        let notes_room = crate::bundle::wire_size::notes_room(&unavailable, docs.len());
+        let crate::bundle::Cut { frames, too_large } = crate::bundle::cut(
+            docs,
+            crate::bundle::wire_size::bundle,
+            envelope + notes_room,
+            budget,
+        );
+        let oversized: Vec<Oversized> = too_large
+            .into_iter()
+            .filter_map(|(b, bytes)| {
+                let rev = b.revisions.last()?.rev;
+                Some(Oversized {
+                    doc_id: b.doc_id,
+                    rev,
+                    bytes: bytes as u64,
+                })
             })
             .collect();
-        let bytes = crate::bundle::window_bytes(&docs);
-        let request = Request::Revs {
-            collection: collection.clone(),
-            docs,
-            unavailable,
-        };
+        if !oversized.is_empty() {
+            let limit = budget.hard_bytes as u64;
+            let events = oversized
+                .iter()
+                .map(|o| DocumentEvent {
+                    collection: collection.clone(),
+                    doc_id: o.doc_id.clone(),
+                    rev: o.rev,
+                    direction: Direction::Pull,
+                    deleted: false,
+                    error: Some(DocumentError::TooLarge {
+                        bytes: o.bytes,
+                        limit,
+                    }),
+                    conflict_resolved: false,
+                })
+                .collect();
+            self.conn.event(Event::Documents(events));
+        }
+        let mut notes = Some((unavailable, oversized));
+        let mut messages: Vec<(Vec<RevBundle>, usize)> = frames;
+        if messages.is_empty() {
+            messages.push((Vec::new(), 0));
+        }
         if let Some(f) = self.feeds.get_mut(&collection) {
             f.revs_reading = false;
-            f.rev_bytes_in_flight += bytes;
         }
-        self.conn.request(
-            request,
-            Sent::Revs {
-                collection: collection.clone(),
-                bytes,
-                docs: summary,
-            },
-        );
+        for (docs, bytes) in messages {
+            let (unavailable, oversized) = notes.take().unwrap_or_default();
+            if docs.is_empty() && unavailable.is_empty() && oversized.is_empty() {
+                continue;
+            }
+            let summary: Vec<_> = docs
+                .iter()
+                .filter_map(|b| {
+                    b.revisions
+                        .last()
+                        .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
+                })
+                .collect();
+            if let Some(f) = self.feeds.get_mut(&collection) {
+                f.rev_bytes_in_flight += bytes;
+            }
+            self.conn.request(
+                Request::Revs {
+                    collection: collection.clone(),
+                    docs,
+                    unavailable,
+                    oversized,
+                },
+                Sent::Revs {
+                    collection: collection.clone(),
+                    bytes,
+                    docs: summary,
+                },
+            );
+        }
         self.pump(&collection);
+    }
+
+    /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
+    /// [`PassiveConfig::message_bytes`], never over the frame limit the peer announced.
+    fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
+        let hard_bytes = self
+            .hello
+            .as_ref()
+            .map_or(FrameLimits::DEFAULT.max_frame_bytes, Hello::frame_limit);
+        crate::bundle::FrameBudget {
+            max_entries,
+            soft_bytes: self.config.message_bytes.min(hard_bytes),
+            hard_bytes,
+        }
     }
 
     /// Starts whatever storage reads the feed's flow control allows.

@@ -154,6 +154,11 @@ pub struct ReplicatorConfig {
     pub push_without_proposal: usize,
     /// Revisions per `Revs` message (default 100).
     pub revs_per_message: usize,
+    /// Where messages are cut (default 1 MiB): entries are added to a `ProposeChanges` or
+    /// `Revs` message while it stays within this size; a larger document still goes alone
+    /// if the peer's announced frame limit allows, and is reported as
+    /// [`DocumentError::TooLarge`](crate::DocumentError::TooLarge) if not.
+    pub message_bytes: usize,
     /// Unacknowledged pushed bytes allowed (default 2 MiB).
     pub max_rev_bytes_in_flight: usize,
     /// Ancestors sent with each revision (default 20).
@@ -179,6 +184,7 @@ impl ReplicatorConfig {
             max_push_batches: 8,
             push_without_proposal: 8,
             revs_per_message: 100,
+            message_bytes: 1 << 20,
             max_rev_bytes_in_flight: 2 << 20,
             max_history: 20,
         }

@@ -117,6 +117,36 @@ pub struct Hello {
     pub push: bool,
     /// The active side will pull.
     pub pull: bool,
+    /// The largest frame the active side accepts, so the passive side never sends it a
+    /// larger one (absent: [`FrameLimits::DEFAULT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u64>,
+}
+
+impl Hello {
+    /// The largest frame the sender of this `Hello` accepts.
+    pub fn frame_limit(&self) -> usize {
+        announced_limit(self.max_frame_bytes)
+    }
+}
+
+/// A peer's announced frame limit, or the default for a peer that announced none.
+pub(crate) fn announced_limit(announced: Option<u64>) -> usize {
+    announced.map_or(FrameLimits::DEFAULT.max_frame_bytes, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    })
+}
+
+/// A wanted document the sender cannot send: even alone, its revisions make a frame
+/// larger than the receiver accepts. It is reported, never retried.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Oversized {
+    /// The document.
+    pub doc_id: DocId,
+    /// Its current revision.
+    pub rev: RevId,
+    /// The size of the frame it would need.
+    pub bytes: u64,
 }
 
 /// Revisions of one document, as sent in [`Request::Revs`].
@@ -186,6 +216,9 @@ pub enum Request {
         /// Wanted documents that cannot be sent (their revision was superseded; the newer
         /// one will come in a later `Changes` batch).
         unavailable: Vec<DocId>,
+        /// Wanted documents too large for the receiver's frame limit (passive side only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        oversized: Vec<Oversized>,
     },
     /// Liveness check; answered with [`Response::Pong`].
     Ping,
@@ -199,6 +232,10 @@ pub enum Response {
     Hello {
         /// The protocol version both sides will speak.
         version: u32,
+        /// The largest frame the passive side accepts, so the active side never sends it
+        /// a larger one (absent: [`FrameLimits::DEFAULT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_frame_bytes: Option<u64>,
     },
     /// The stored checkpoint, if any.
     Checkpoint(Option<Checkpoint>),
@@ -426,10 +463,14 @@ impl Frame {
                     Ok(())
                 }
                 Request::Revs {
-                    docs, unavailable, ..
+                    docs,
+                    unavailable,
+                    oversized,
+                    ..
                 } => {
                     check("Revs.docs", docs.len(), limits.max_batch)?;
                     check("Revs.unavailable", unavailable.len(), limits.max_batch)?;
+                    check("Revs.oversized", oversized.len(), limits.max_batch)?;
                     for d in docs {
                         check("RevBundle.revisions", d.revisions.len(), crate::MAX_BUNDLE)?;
                         for r in &d.revisions {
@@ -498,6 +539,7 @@ mod tests {
                     collections: vec![c.clone()],
                     push: true,
                     pull: false,
+                    max_frame_bytes: Some(1 << 20),
                 }),
             ),
             Frame::Request(2, Request::GetCheckpoint { id: "cp-1".into() }),
@@ -552,11 +594,38 @@ mod tests {
                         revisions: vec![r1, r2],
                         seq: Seq(8),
                     }],
-                    unavailable: vec![id],
+                    unavailable: vec![id.clone()],
+                    oversized: vec![],
+                },
+            ),
+            Frame::Request(
+                9,
+                Request::Revs {
+                    collection: CollectionName::default(),
+                    docs: vec![],
+                    unavailable: vec![],
+                    oversized: vec![Oversized {
+                        doc_id: id,
+                        rev: r2_rev,
+                        bytes: 20 << 20,
+                    }],
                 },
             ),
             Frame::Request(8, Request::Ping),
-            Frame::Response(1, Response::Hello { version: 1 }),
+            Frame::Response(
+                1,
+                Response::Hello {
+                    version: 1,
+                    max_frame_bytes: None,
+                },
+            ),
+            Frame::Response(
+                1,
+                Response::Hello {
+                    version: 1,
+                    max_frame_bytes: Some(16 << 20),
+                },
+            ),
             Frame::Response(2, Response::Checkpoint(Some(cp))),
             Frame::Response(2, Response::Checkpoint(None)),
             Frame::Response(3, Response::Ok),
@@ -653,6 +722,7 @@ mod tests {
                     seq: Seq(1),
                 }],
                 unavailable: vec![],
+                oversized: vec![],
             },
         );
         let mut bytes = f.encode().to_vec();

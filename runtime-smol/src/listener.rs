@@ -10,19 +10,17 @@ use std::time::{Duration, Instant, SystemTime};
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
-use bytes::Bytes;
 use futures_rustls::TlsAcceptor;
 use peerlite_proto::{
-    CloseCode, CollectionName, Disconnect, Input, OpId, Output, PassiveConfig, PassivePeer,
-    Principal, StorageReply, Validator,
+    CloseCode, CollectionName, Disconnect, FrameLimits, Input, OpId, Output, PassiveConfig,
+    PassivePeer, Principal, StorageReply, Validator,
 };
 use peerlite_storage::Database;
 use smol::net::TcpListener;
-use smol::stream::StreamExt;
 
 use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
-use crate::transport::{AcceptOptions, Io, accept};
+use crate::transport::{AcceptOptions, accept};
 use crate::wake::{ReaderMsg, Wake};
 use crate::{
     AuthFailureLimit, IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity,
@@ -263,6 +261,10 @@ impl Listener {
             read_only: config.read_only,
             validator: config.validator.clone(),
             idle_timeout: config.idle_timeout,
+            frame_limits: FrameLimits {
+                max_frame_bytes: config.max_frame_bytes,
+                ..FrameLimits::DEFAULT
+            },
             ..PassiveConfig::default()
         };
         let (stop, stopped) = async_channel::bounded(1);
@@ -459,7 +461,7 @@ async fn serve(
     let (mut sender, receiver) = ws.split();
     let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
     let mut frames = Some(frames_rx);
-    spawn_reader(receiver, frames_tx);
+    crate::wake::spawn_reader(receiver, frames_tx, "the replicator");
     let mut peer = PassivePeer::new(config, principal, Instant::now());
     let mut busy = false;
     loop {
@@ -520,7 +522,15 @@ async fn serve(
             Wake::Reader(Some(ReaderMsg::Frame(bytes))) => Input::Frame(bytes),
             Wake::Reader(Some(ReaderMsg::Closed(why))) => {
                 frames = None;
-                Input::Disconnected(Disconnect::transient(why))
+                Input::Disconnected(why)
+            }
+            Wake::Reader(Some(ReaderMsg::TooBig { size, max })) => {
+                frames = None;
+                peer.close(
+                    CloseCode::MessageTooBig,
+                    format!("a message of {size} bytes is over this listener's limit of {max}"),
+                );
+                continue;
             }
             Wake::Reader(None) => {
                 frames = None;
@@ -542,33 +552,4 @@ async fn serve(
     if let Ok(mut open) = shared.open.lock() {
         open.remove(&id);
     }
-}
-
-fn spawn_reader(
-    mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn Io>>,
-    tx: Sender<ReaderMsg>,
-) {
-    smol::spawn(async move {
-        let why = loop {
-            match receiver.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(Message::Close(_))) => break "closed by the replicator".to_string(),
-                // A text message is not a Peerlite frame: the peer rejects it as such.
-                Some(Ok(Message::Text(text))) => {
-                    let _ = tx
-                        .send(ReaderMsg::Frame(Bytes::copy_from_slice(text.as_bytes())))
-                        .await;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break format!("connection lost: {e}"),
-                None => break "connection closed".into(),
-            }
-        };
-        let _ = tx.send(ReaderMsg::Closed(why)).await;
-    })
-    .detach();
 }

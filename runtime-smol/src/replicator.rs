@@ -9,12 +9,11 @@ use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use peerlite_proto::{
-    ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
-    Event, Input, OpId, Output, Progress, ReplicationError, ReplicatorConfig, ReplicatorType,
-    StorageReply,
+    ActiveReplicator, Activity, CloseCode, CollectionConfig, CollectionName, Disconnect, DocId,
+    DocumentEvent, Event, FrameLimits, Input, OpId, Output, Progress, ReplicationError,
+    ReplicatorConfig, ReplicatorType, Retry, StorageReply,
 };
 use peerlite_storage::{Database, ListenerToken, StorageError};
-use smol::stream::StreamExt;
 
 use crate::transport::{DialOptions, Endpoint, dial};
 use crate::wake::{ReaderMsg, Wake};
@@ -50,6 +49,10 @@ pub struct ReplicatorConfiguration {
     pub max_attempt_wait: Duration,
     /// Time allowed for TCP, TLS and WebSocket handshakes (default 10 s).
     pub connect_timeout: Duration,
+    /// The largest message accepted from the listener (default 16 MiB). It is announced
+    /// in the handshake, so the listener never sends more: a document too large for it
+    /// is reported per document (`DocumentError::TooLarge`) instead.
+    pub max_frame_bytes: usize,
 }
 
 impl ReplicatorConfiguration {
@@ -68,6 +71,7 @@ impl ReplicatorConfiguration {
             max_attempts: 0,
             max_attempt_wait: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
+            max_frame_bytes: FrameLimits::DEFAULT.max_frame_bytes,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct ReplicatorStatus {
     pub progress: Progress,
     /// The latest error, if any.
     pub error: Option<ReplicatorError>,
+    /// While offline after a failure: which attempt failed and when the next one starts.
+    pub retry: Option<Retry>,
 }
 
 /// Identifies a registered listener, for removal.
@@ -177,6 +183,7 @@ impl Replicator {
         proto.heartbeat = config.heartbeat;
         proto.max_attempts = config.max_attempts;
         proto.max_attempt_wait = config.max_attempt_wait;
+        proto.frame_limits.max_frame_bytes = config.max_frame_bytes;
         let dial = DialOptions {
             tls,
             credentials: config.credentials.clone(),
@@ -189,6 +196,7 @@ impl Replicator {
                 activity: Activity::Stopped,
                 progress: Progress::default(),
                 error: None,
+                retry: None,
             }),
             next_id: Mutex::new(0),
             status_listeners: Mutex::new(Vec::new()),
@@ -389,8 +397,25 @@ impl Driver {
                 Wake::Reader(Some(ReaderMsg::Closed(why))) => {
                     self.frames = None;
                     if self.sender.take().is_some() {
+                        let _ = self
+                            .machine
+                            .handle_input(Input::Disconnected(why), Instant::now());
+                    }
+                    continue;
+                }
+                Wake::Reader(Some(ReaderMsg::TooBig { size, max })) => {
+                    self.frames = None;
+                    if let Some(mut s) = self.sender.take() {
+                        let message = format!(
+                            "the listener sent a message of {size} bytes, over this replicator's limit of {max}"
+                        );
+                        let frame = CloseFrame {
+                            code: CloseCode::MessageTooBig.as_u16().into(),
+                            reason: message.clone().into(),
+                        };
+                        let _ = s.close(Some(frame)).await;
                         let _ = self.machine.handle_input(
-                            Input::Disconnected(Disconnect::transient(why)),
+                            Input::Disconnected(Disconnect::permanent(message)),
                             Instant::now(),
                         );
                     }
@@ -442,7 +467,7 @@ impl Driver {
                     let (frames_tx, frames_rx) =
                         async_channel::bounded(crate::listener::READ_AHEAD);
                     self.frames = Some(frames_rx);
-                    spawn_reader(receiver, frames_tx);
+                    crate::wake::spawn_reader(receiver, frames_tx, "the listener");
                     Input::Connected
                 }
                 Err(e) => {
@@ -535,6 +560,7 @@ impl Driver {
                     activity: s.activity,
                     progress: s.progress,
                     error,
+                    retry: s.retry,
                 };
                 if let Ok(mut current) = self.shared.status.lock() {
                     *current = status.clone();
@@ -574,39 +600,4 @@ impl Driver {
             _ => {}
         }
     }
-}
-
-/// Forwards a connection's messages to the driver until it closes.
-fn spawn_reader(
-    mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn crate::transport::Io>>,
-    tx: Sender<ReaderMsg>,
-) {
-    smol::spawn(async move {
-        let why = loop {
-            match receiver.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    break frame
-                        .map(|f| {
-                            format!(
-                                "closed by the listener ({}): {}",
-                                u16::from(f.code),
-                                f.reason
-                            )
-                        })
-                        .unwrap_or_else(|| "closed by the listener".into());
-                }
-                Some(Ok(Message::Text(_))) => break "the listener sent a text message".into(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break format!("connection lost: {e}"),
-                None => break "connection closed".into(),
-            }
-        };
-        let _ = tx.send(ReaderMsg::Closed(why)).await;
-    })
-    .detach();
 }

@@ -2,16 +2,75 @@
 
 use std::time::Instant;
 
-use async_channel::Receiver;
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::error::CapacityError;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use bytes::Bytes;
-use peerlite_proto::{CollectionName, Seq};
+use peerlite_proto::{CollectionName, Disconnect, Seq};
+use smol::stream::StreamExt;
 
 use crate::change_feed::ChangeFeed;
 
 /// What a connection's reader task forwards, in order.
 pub(crate) enum ReaderMsg {
     Frame(Bytes),
-    Closed(String),
+    /// The connection ended; retryable unless the peer's close code says otherwise.
+    Closed(Disconnect),
+    /// The peer sent a message larger than this side accepts; the connection is unusable.
+    TooBig {
+        /// Its size.
+        size: usize,
+        /// This side's limit.
+        max: usize,
+    },
+}
+
+/// Forwards a connection's messages to its driver until the connection ends. `peer`
+/// names the other side in messages ("the listener", "the replicator").
+pub(crate) fn spawn_reader(
+    mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn crate::transport::Io>>,
+    tx: Sender<ReaderMsg>,
+    peer: &'static str,
+) {
+    smol::spawn(async move {
+        let last = loop {
+            match receiver.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                // A text message is not a Peerlite frame: the state machine rejects it.
+                Some(Ok(Message::Text(text))) => {
+                    let bytes = Bytes::copy_from_slice(text.as_bytes());
+                    if tx.send(ReaderMsg::Frame(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    break ReaderMsg::Closed(match frame {
+                        Some(f) => Disconnect::from_close(u16::from(f.code), &f.reason),
+                        None => Disconnect::transient(format!("closed by {peer}")),
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    break ReaderMsg::TooBig {
+                        size,
+                        max: max_size,
+                    };
+                }
+                Some(Err(e)) => {
+                    break ReaderMsg::Closed(Disconnect::transient(format!(
+                        "connection lost: {e}"
+                    )));
+                }
+                None => break ReaderMsg::Closed(Disconnect::transient("connection closed")),
+            }
+        };
+        let _ = tx.send(last).await;
+    })
+    .detach();
 }
 
 /// Why a driver woke up.

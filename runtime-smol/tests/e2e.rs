@@ -250,6 +250,28 @@ async fn closed_by_listener(
     .await
 }
 
+/// The close code the listener sends within 5 s (`None`: no close frame).
+async fn close_code(
+    ws: &mut async_tungstenite::WebSocketStream<smol::net::TcpStream>,
+) -> Option<u16> {
+    use async_tungstenite::tungstenite::Message;
+    use smol::stream::StreamExt;
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    smol::future::or(read, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    })
+    .await
+}
+
 #[test]
 fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_unchanged() {
     use async_tungstenite::tungstenite::Message;
@@ -282,7 +304,11 @@ fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_uncha
         let _ = oversized
             .send(Message::Binary(vec![0u8; 2 << 20].into()))
             .await;
-        assert!(closed_by_listener(&mut oversized).await, "oversized frame");
+        assert_eq!(
+            close_code(&mut oversized).await,
+            Some(1009),
+            "oversized frame"
+        );
         // A well-formed frame out of order: a checkpoint request before Hello.
         let mut early = raw_ws(&listener).await;
         let frame = peerlite_proto::Frame::Request(
@@ -711,6 +737,97 @@ fn a_live_change_reaches_the_peer_while_its_local_sync_runs() {
         assert!(has(&client, "live"));
         r.stop();
         r.wait_until_stopped().await;
+        listener.stop().await;
+    });
+}
+
+/// Fails the test instead of hanging when `f` takes longer than `secs`.
+async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    smol::future::or(f, async {
+        smol::Timer::after(Duration::from_secs(secs)).await;
+        panic!("{what}: no result after {secs} s");
+    })
+    .await
+}
+
+#[test]
+fn large_documents_sync_in_one_attempt_and_oversized_ones_are_reported() {
+    smol::block_on(async {
+        // Six documents of 3 MiB each (under the 4 MiB body limit, 18 MiB together) over
+        // TLS with default limits: the sync that used to retry forever.
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        let big = format!(r#"{{"b": "{}"}}"#, "z".repeat(3 << 20));
+        for i in 0..6 {
+            put(&client, &format!("c{i}"), &big);
+        }
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                authenticator: basic(&[("u", "p")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut push = pinned_config(&listener, "u", "p");
+        push.replicator_type = ReplicatorType::Push;
+        let status = within(60, "six 3 MiB documents", sync(&client, push)).await;
+        assert_eq!(status.error, None, "{status:?}");
+        assert_eq!(status.progress.completed, 6, "{status:?}");
+        assert!((0..6).all(|i| has(&server, &format!("c{i}"))));
+        listener.stop().await;
+
+        // Both peers accept at most 1 MiB messages: documents of 300 KiB sync (several
+        // messages), those of 3 MiB can never be sent and are reported, once, each.
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        let mid = format!(r#"{{"b": "{}"}}"#, "m".repeat(300 << 10));
+        for i in 0..10 {
+            put(&client, &format!("up{i}"), &mid);
+            put(&server, &format!("down{i}"), &mid);
+        }
+        put(&client, "up-huge", &big);
+        put(&server, "down-huge", &big);
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                max_frame_bytes: 1 << 20,
+                ..plain()
+            },
+        )
+        .await
+        .unwrap();
+        let mut config = ReplicatorConfiguration::new(url(&listener, "ws"));
+        config.max_frame_bytes = 1 << 20;
+        let r = Replicator::new(client.clone(), config).unwrap();
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let f = failures.clone();
+        r.add_document_listener(move |docs| {
+            for d in docs.iter().filter(|d| d.error.is_some()) {
+                f.lock()
+                    .unwrap()
+                    .push((d.doc_id.to_string(), d.error.clone().unwrap()));
+            }
+        });
+        r.start();
+        let status = within(60, "1 MiB limits", r.wait_until_stopped()).await;
+        assert_eq!(status.error, None, "{status:?}");
+        assert!(
+            (0..10).all(|i| has(&server, &format!("up{i}")) && has(&client, &format!("down{i}")))
+        );
+        assert!(!has(&server, "up-huge") && !has(&client, "down-huge"));
+        let mut failures = failures.lock().unwrap().clone();
+        failures.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        for ((doc, error), expected) in failures.iter().zip(["down-huge", "up-huge"]) {
+            assert_eq!(doc, expected);
+            assert!(
+                matches!(error, peerlite_proto::DocumentError::TooLarge { bytes, limit }
+                    if *bytes > 3 << 20 && *limit == 1 << 20),
+                "{error:?}"
+            );
+        }
         listener.stop().await;
     });
 }

@@ -150,6 +150,7 @@ pub fn passive_frames(data: &[u8]) {
         collections: vec![CollectionName::default()],
         push: true,
         pull: true,
+        max_frame_bytes: None,
     });
     peer.handle_input(Input::Frame(Frame::Request(1, hello).encode()), t)
         .expect("frame");
@@ -206,7 +207,16 @@ pub fn active_frames(data: &[u8]) {
     settle(&mut a, t);
     a.handle_input(Input::Connected, t).expect("connected");
     a.handle_input(
-        Input::Frame(Frame::Response(1, Response::Hello { version: 1 }).encode()),
+        Input::Frame(
+            Frame::Response(
+                1,
+                Response::Hello {
+                    version: 1,
+                    max_frame_bytes: None,
+                },
+            )
+            .encode(),
+        ),
         t,
     )
     .expect("frame");

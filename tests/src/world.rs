@@ -181,8 +181,8 @@ enum Machine {
 enum Action {
     ToPassive(ConnId, Bytes),
     ToActive(ConnId, Bytes),
-    PassiveDisconnected(ConnId, String),
-    ActiveDisconnected(ConnId, String),
+    PassiveDisconnected(ConnId, Disconnect),
+    ActiveDisconnected(ConnId, Disconnect),
     ConnectResult(LinkId, u64),
     StorageDone {
         peer: PeerId,
@@ -752,9 +752,7 @@ impl World {
                 if let Some(c) = self.conns.get_mut(&id) {
                     if c.passive_open {
                         c.passive_open = false;
-                        let _ = c
-                            .passive
-                            .handle_input(Input::Disconnected(Disconnect::transient(why)), now);
+                        let _ = c.passive.handle_input(Input::Disconnected(why), now);
                         self.drain(Machine::Passive(id));
                     }
                     self.reap(id);
@@ -770,7 +768,7 @@ impl World {
                         }
                         let _ = self.links[link]
                             .replicator
-                            .handle_input(Input::Disconnected(Disconnect::transient(why)), now);
+                            .handle_input(Input::Disconnected(why), now);
                         self.drain(Machine::Active(link, self.links[link].generation));
                     }
                     self.reap(id);
@@ -945,8 +943,14 @@ impl World {
     /// Closes a connection abruptly: both sides are told at once; frames in flight are lost.
     fn kill_conn(&mut self, id: ConnId, why: &str) {
         let now = self.now;
-        self.schedule(now, Action::PassiveDisconnected(id, why.into()));
-        self.schedule(now, Action::ActiveDisconnected(id, why.into()));
+        self.schedule(
+            now,
+            Action::PassiveDisconnected(id, Disconnect::transient(why)),
+        );
+        self.schedule(
+            now,
+            Action::ActiveDisconnected(id, Disconnect::transient(why)),
+        );
         if let Some(c) = self.conns.get_mut(&id) {
             // Nothing more is delivered on this connection.
             c.to_passive_at = now;
@@ -1020,7 +1024,8 @@ impl World {
                         c.active_open = false;
                         c.to_passive_at = c.to_passive_at.max(now + lat);
                         let at = c.to_passive_at;
-                        self.schedule(at, Action::PassiveDisconnected(id, reason.message));
+                        let why = Disconnect::from_close(reason.code.as_u16(), &reason.message);
+                        self.schedule(at, Action::PassiveDisconnected(id, why));
                     }
                 }
             }
@@ -1030,7 +1035,8 @@ impl World {
                     c.passive_open = false;
                     c.to_active_at = c.to_active_at.max(now + lat);
                     let at = c.to_active_at;
-                    self.schedule(at, Action::ActiveDisconnected(id, reason.message));
+                    let why = Disconnect::from_close(reason.code.as_u16(), &reason.message);
+                    self.schedule(at, Action::ActiveDisconnected(id, why));
                 }
             }
             (machine, Output::Storage(id, op)) => {

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use peerlite_proto::{PassiveConfig, ReplicatorType};
+use peerlite_proto::{FrameLimits, PassiveConfig, ReplicatorType};
 use peerlite_sim::{LinkId, PeerId, SimConfig, SimError, World};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -67,10 +67,15 @@ fn chaos(
         match w.rng().below(100) {
             0..=59 => {
                 let v = w.rng().next_u64() % 1000;
+                // One write in eight is large (4–48 KiB), so messages are cut by bytes.
+                let pad = match w.rng().below(8) {
+                    0 => "p".repeat(w.rng().range(4 << 10, 48 << 10) as usize),
+                    _ => String::new(),
+                };
                 w.save(
                     peer,
                     &doc,
-                    &format!(r#"{{"v": {v}, "by": "{}"}}"#, w.name(peer)),
+                    &format!(r#"{{"v": {v}, "by": "{}", "pad": "{pad}"}}"#, w.name(peer)),
                 )?;
             }
             60..=74 => {
@@ -120,17 +125,39 @@ fn direct_limit(w: &mut World) -> usize {
     [0, 8, 1000][w.rng().below(3) as usize]
 }
 
-/// A hub with 2–4 continuous push-and-pull clients.
+/// Frame limits small enough that the workload's large bodies fill several messages,
+/// and a batch of them never fits in one.
+fn small_frames() -> FrameLimits {
+    FrameLimits {
+        max_frame_bytes: 96 << 10,
+        ..FrameLimits::DEFAULT
+    }
+}
+
+/// A hub with 2–4 continuous push-and-pull clients, every peer accepting small frames.
 fn star(seed: u64) -> Result<(), SimError> {
     let mut w = World::new(seed, config());
     let hub = w.add_peer("hub");
-    w.listen(hub, PassiveConfig::default());
+    w.listen(
+        hub,
+        PassiveConfig {
+            frame_limits: small_frames(),
+            message_bytes: 32 << 10,
+            ..PassiveConfig::default()
+        },
+    );
     let n = 2 + w.rng().below(3) as usize;
     let clients: Vec<PeerId> = (0..n).map(|i| w.add_peer(&format!("client{i}"))).collect();
     let direct = direct_limit(&mut w);
     let links: Vec<LinkId> = clients
         .iter()
-        .map(|c| w.replicate(*c, hub, live(direct)))
+        .map(|c| {
+            w.replicate(*c, hub, |cfg| {
+                live(direct)(cfg);
+                cfg.frame_limits = small_frames();
+                cfg.message_bytes = 32 << 10;
+            })
+        })
         .collect();
     for l in &links {
         w.start(*l);

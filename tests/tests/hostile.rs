@@ -66,6 +66,7 @@ fn hello() -> Request {
         collections: vec![CollectionName::default()],
         push: true,
         pull: true,
+        max_frame_bytes: None,
     })
 }
 
@@ -77,7 +78,13 @@ fn open_passive() -> (PassivePeer, Instant) {
     let out = drain(|| p.poll_output());
     assert!(matches!(
         frames(&out)[..],
-        [Frame::Response(1, Response::Hello { version: 1 })]
+        [Frame::Response(
+            1,
+            Response::Hello {
+                version: 1,
+                max_frame_bytes: Some(_),
+            }
+        )]
     ));
     (p, t)
 }
@@ -123,6 +130,7 @@ fn passive_requires_hello_first_and_refuses_unknown_versions() {
         collections: vec![],
         push: false,
         pull: true,
+        max_frame_bytes: None,
     });
     p.handle_input(request(1, future), t).unwrap();
     let out = drain(|| p.poll_output());
@@ -141,6 +149,7 @@ fn passive_requires_hello_first_and_refuses_unknown_versions() {
         collections: vec!["secret.stuff".parse().unwrap()],
         push: false,
         pull: true,
+        max_frame_bytes: None,
     });
     p.handle_input(request(1, unknown), t).unwrap();
     let out = drain(|| p.poll_output());
@@ -169,6 +178,7 @@ fn passive_rejects_forged_and_broken_revisions_without_storing() {
                 seq: Seq(1),
             }],
             unavailable: vec![],
+            oversized: vec![],
         };
         p.handle_input(request(2, revs), t).unwrap();
         let out = drain(|| p.poll_output());
@@ -264,7 +274,16 @@ fn running_active(db: &Database) -> (ActiveReplicator, Instant) {
     a.handle_input(Input::Connected, t).unwrap();
     pump(&mut a, db, t);
     a.handle_input(
-        Input::Frame(Frame::Response(1, Response::Hello { version: 1 }).encode()),
+        Input::Frame(
+            Frame::Response(
+                1,
+                Response::Hello {
+                    version: 1,
+                    max_frame_bytes: None,
+                },
+            )
+            .encode(),
+        ),
         t,
     )
     .unwrap();
@@ -307,6 +326,7 @@ fn active_stops_on_a_protocol_violation_and_stores_nothing() {
             seq: Seq(1),
         }],
         unavailable: vec![],
+        oversized: vec![],
     };
     a.handle_input(request(1, revs), t).unwrap();
     let out = pump(&mut a, &db, t);
@@ -404,6 +424,7 @@ fn oversized_bodies_close_the_connection() {
                 seq: Seq(1),
             }],
             unavailable: vec![],
+            oversized: vec![],
         },
     )
     .encode()

@@ -778,3 +778,76 @@ fn a_change_sent_before_its_sync_and_lost_in_a_crash_skips_nothing() {
     w.check_acknowledged_kept(phone, &[hub, phone]).unwrap();
     w.check_acknowledged_kept(hub, &[hub, phone]).unwrap();
 }
+
+/// A body of about `kib` KiB.
+fn padded(kib: usize) -> String {
+    format!(r#"{{"pad": "{}"}}"#, "z".repeat(kib << 10))
+}
+
+/// Documents near a peer's frame limit sync in one one-shot sync, both ways: messages are
+/// cut by bytes as well as by count. A document that cannot fit in any message the
+/// receiver accepts is reported once, per document, and the sync ends without a retry.
+#[test]
+fn documents_near_the_frame_limit_sync_and_larger_ones_are_reported() {
+    let limit = 256 << 10;
+    let small = peerlite_proto::FrameLimits {
+        max_frame_bytes: limit,
+        ..peerlite_proto::FrameLimits::DEFAULT
+    };
+    let mut w = World::new(23, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let client = w.add_peer("client");
+    w.listen(
+        hub,
+        PassiveConfig {
+            frame_limits: small,
+            ..PassiveConfig::default()
+        },
+    );
+    for (peer, side) in [(client, "up"), (hub, "down")] {
+        for i in 0..6 {
+            w.save(peer, &format!("{side}-near-{i}"), &padded(240))
+                .unwrap();
+        }
+        for i in 0..40 {
+            w.save(peer, &format!("{side}-mid-{i}"), &padded(20))
+                .unwrap();
+        }
+        w.save(peer, &format!("{side}-huge"), &padded(300)).unwrap();
+    }
+    let link = w.replicate(client, hub, |c| c.frame_limits = small);
+    one_shot(&mut w, link);
+    assert_eq!(w.stats().connections, 1, "the sync was retried");
+    for side in ["up", "down"] {
+        for doc in (0..6)
+            .map(|i| format!("{side}-near-{i}"))
+            .chain((0..40).map(|i| format!("{side}-mid-{i}")))
+        {
+            assert!(body_of(&w, hub, &doc).is_some(), "{doc} missing on the hub");
+            assert!(
+                body_of(&w, client, &doc).is_some(),
+                "{doc} missing on the client"
+            );
+        }
+    }
+    assert_eq!(body_of(&w, hub, "up-huge"), None);
+    assert_eq!(body_of(&w, client, "down-huge"), None);
+    let failed: Vec<_> = doc_events(&w, link)
+        .into_iter()
+        .filter(|d| d.error.is_some())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for (event, doc) in failed.iter().zip(["up-huge", "down-huge"]) {
+        assert_eq!(event.doc_id, id(doc));
+        match event.error {
+            Some(DocumentError::TooLarge { bytes, limit: l }) => {
+                assert!(bytes > limit as u64 && l == limit as u64, "{event:?}")
+            }
+            ref other => panic!("{doc}: {other:?}"),
+        }
+    }
+    // Nothing is retried: the next sync moves nothing and reports nothing.
+    let again = w.replicate(client, hub, |c| c.frame_limits = small);
+    assert_eq!(revisions_in(&mut w, |w| one_shot(w, again)), 0);
+    assert!(doc_events(&w, again).is_empty());
+}

@@ -40,11 +40,9 @@ pub(super) fn encode(frame: &Frame) -> Option<Vec<u8>> {
                 collection,
                 docs,
                 unavailable,
-            } => Writer::frame("Request", *n, "Revs", revs_size_hint(docs)).revs(
-                collection,
-                docs,
-                unavailable,
-            ),
+                oversized,
+            } if oversized.is_empty() => Writer::frame("Request", *n, "Revs", revs_size_hint(docs))
+                .revs(collection, docs, unavailable),
             _ => return None,
         },
         Frame::Response(n, response) => match response {
@@ -556,6 +554,7 @@ impl<'a> Reader<'a> {
             collection,
             docs,
             unavailable,
+            oversized: Vec::new(),
         })
     }
 
@@ -639,13 +638,14 @@ mod tests {
     }
 
     fn bulk(frame: &Frame) -> bool {
-        matches!(
-            frame,
-            Frame::Request(
-                _,
-                Request::Changes { .. } | Request::ProposeChanges { .. } | Request::Revs { .. }
-            ) | Frame::Response(_, Response::Wanted(_) | Response::RevStatuses(_))
-        )
+        match frame {
+            Frame::Request(_, Request::Revs { oversized, .. }) => oversized.is_empty(),
+            _ => matches!(
+                frame,
+                Frame::Request(_, Request::Changes { .. } | Request::ProposeChanges { .. })
+                    | Frame::Response(_, Response::Wanted(_) | Response::RevStatuses(_))
+            ),
+        }
     }
 
     #[test]
@@ -835,7 +835,8 @@ mod tests {
                     Request::Revs {
                         collection,
                         docs,
-                        unavailable
+                        unavailable,
+                        oversized: Vec::new(),
                     }
                 )),
             (
