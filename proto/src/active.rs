@@ -1032,6 +1032,7 @@ impl ActiveReplicator {
                         limit,
                     }),
                     conflict_resolved: false,
+                    already_had: false,
                 })
             })
             .collect();
@@ -1122,8 +1123,9 @@ impl ActiveReplicator {
                 rev,
                 direction: Direction::Push,
                 deleted,
+                already_had: status == RevStatus::AlreadyHad,
                 error: match status {
-                    RevStatus::Ok => None,
+                    RevStatus::Ok | RevStatus::AlreadyHad => None,
                     RevStatus::Rejected { code, reason } => {
                         Some(DocumentError::Rejected { code, reason })
                     }
@@ -1323,6 +1325,7 @@ impl ActiveReplicator {
                             limit,
                         }),
                         conflict_resolved: false,
+                        already_had: false,
                     }
                 })
                 .collect();
@@ -1402,8 +1405,12 @@ impl ActiveReplicator {
     ) {
         for ((doc_id, bundle), outcome) in bundles.into_iter().zip(outcomes) {
             match outcome {
-                InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. } => {
+                InsertOutcome::Inserted { .. } => {
                     self.pulled_doc(&name, request, doc_id, &bundle, None, RevStatus::Ok);
+                }
+                InsertOutcome::AlreadyHad { .. } => {
+                    let status = RevStatus::AlreadyHad;
+                    self.pulled_doc(&name, request, doc_id, &bundle, None, status);
                 }
                 InsertOutcome::Conflict { .. } => {
                     if let Some(entry) = self.pull_revs.get_mut(&request) {
@@ -1626,16 +1633,17 @@ impl ActiveReplicator {
         let Some(remote) = bundle.last() else { return };
         self.pull_doc_done(name, &doc_id);
         if let Some(entry) = self.pull_revs.get_mut(&request) {
-            entry.statuses.insert(doc_id.clone(), status);
             entry.events.push(DocumentEvent {
                 collection: name.clone(),
-                doc_id,
+                doc_id: doc_id.clone(),
                 rev: remote.rev,
                 direction: Direction::Pull,
                 deleted: remote.deleted,
                 error,
                 conflict_resolved: false,
+                already_had: status == RevStatus::AlreadyHad,
             });
+            entry.statuses.insert(doc_id, status);
         }
     }
 

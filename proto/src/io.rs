@@ -300,6 +300,9 @@ pub struct DocumentEvent {
     /// True when a pulled revision conflicted with a local one and the conflict was
     /// resolved (the resolution is pushed back as a new local revision).
     pub conflict_resolved: bool,
+    /// True when the receiver already had the revision, so nothing was stored (the
+    /// sender could not know: it skipped asking, or another peer delivered it first).
+    pub already_had: bool,
 }
 
 /// Something the application may want to know.

@@ -666,9 +666,8 @@ impl PassivePeer {
             let outcome = outcomes.next();
             *noop = matches!(outcome, Some(InsertOutcome::AlreadyHad { .. }));
             *slot = Some(match outcome {
-                Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
-                    RevStatus::Ok
-                }
+                Some(InsertOutcome::Inserted { .. }) => RevStatus::Ok,
+                Some(InsertOutcome::AlreadyHad { .. }) => RevStatus::AlreadyHad,
                 Some(InsertOutcome::Conflict { current }) => RevStatus::Conflict { current },
                 Some(InsertOutcome::Invalid(e)) => RevStatus::Rejected {
                     code: 400,
@@ -694,6 +693,7 @@ impl PassivePeer {
                 deleted,
                 error: status_error(status),
                 conflict_resolved: false,
+                already_had: false,
             })
             .collect::<Vec<_>>();
         self.conn.respond(n, Response::RevStatuses(statuses));
@@ -758,6 +758,7 @@ impl PassivePeer {
                         deleted,
                         error: status_error(status),
                         conflict_resolved: false,
+                        already_had: *status == RevStatus::AlreadyHad,
                     })
                     .collect();
                 if !events.is_empty() {
@@ -950,6 +951,7 @@ impl PassivePeer {
                         limit,
                     }),
                     conflict_resolved: false,
+                    already_had: false,
                 })
                 .collect();
             self.conn.event(Event::Documents(events));
@@ -1067,7 +1069,7 @@ fn not_served(c: &CollectionName) -> ErrorBody {
 
 fn status_error(status: &RevStatus) -> Option<DocumentError> {
     match status {
-        RevStatus::Ok => None,
+        RevStatus::Ok | RevStatus::AlreadyHad => None,
         RevStatus::Conflict { current } => Some(DocumentError::Conflict { remote: *current }),
         RevStatus::Rejected { code, reason } => Some(DocumentError::Rejected {
             code: *code,

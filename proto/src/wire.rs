@@ -254,8 +254,10 @@ pub enum Response {
 /// What became of one pushed document.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RevStatus {
-    /// Stored (or already present).
+    /// Stored.
     Ok,
+    /// Not stored: the receiver already had this revision.
+    AlreadyHad,
     /// Refused: it conflicts with the receiver's current revision.
     Conflict {
         /// The receiver's current revision.
@@ -637,6 +639,7 @@ mod tests {
                 7,
                 Response::RevStatuses(vec![
                     RevStatus::Ok,
+                    RevStatus::AlreadyHad,
                     RevStatus::Conflict { current: None },
                     RevStatus::Rejected {
                         code: 403,

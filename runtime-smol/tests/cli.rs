@@ -660,3 +660,125 @@ fn bench_argument_and_peer_errors() {
     assert_eq!(lines[7], "seen");
     assert_eq!(lines[8], "bye");
 }
+
+#[test]
+fn a_one_shot_sync_says_why_it_retries_and_prints_a_summary_only_on_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("a"));
+    // Nothing listens on this port once the socket is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = peerlite()
+        .args(["sync", &format!("ws://127.0.0.1:{port}/db"), "--db", &db])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "no summary after a failure"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with("attempt 1 of 3 failed: cannot reach 127.0.0.1:")
+            && lines[0].ends_with("; retrying in 1 s"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("attempt 2 of 3 failed: ") && lines[1].ends_with("retrying in 2 s")
+    );
+    assert!(lines[2].starts_with("error: cannot reach"), "{stderr}");
+}
+
+#[test]
+fn large_documents_sync_and_the_summary_counts_what_the_peer_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    let jsonl = dir.path().join("six.jsonl");
+    let big = "z".repeat(3 << 20);
+    let lines: String = (0..6)
+        .map(|i| format!("{{\"_id\": \"c{i}\", \"b\": \"{big}\"}}\n"))
+        .collect();
+    std::fs::write(&jsonl, lines).unwrap();
+    peerlite()
+        .args(["import", "--db", &b, jsonl.to_str().unwrap()])
+        .assert()
+        .success();
+    for id in ["s0", "s1"] {
+        peerlite()
+            .args(["put", "--db", &a, id, "{}"])
+            .assert()
+            .success();
+    }
+    let server = Server::start(&a, &["--user", "u:p"]);
+    let sync = |extra: &[&str]| {
+        peerlite()
+            .args(["sync", &server.url, "--db", &b, "--user", "u:p"])
+            .arg("--accept-self-signed")
+            .args(extra)
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .success()
+            .stderr("")
+    };
+    // Six documents of 3 MiB in one attempt (this used to retry forever, silently).
+    sync(&["--push"]).stdout("pushed 6, pulled 0, conflicts resolved 0\n");
+    sync(&["--pull"]).stdout("pushed 0, pulled 2, conflicts resolved 0\n");
+    // The two pulled documents go back unasked (a small batch is sent without a
+    // proposal); the listener had them, and the summary says so instead of "pushed 2".
+    sync(&[]).stdout("pushed 0, pulled 0, conflicts resolved 0, 2 already on the other side\n");
+    sync(&[]).stdout("pushed 0, pulled 0, conflicts resolved 0\n");
+    server.stop();
+}
+
+#[test]
+fn continuous_sync_without_a_terminal_prints_a_line_per_activity_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    for id in ["s0", "s1", "s2"] {
+        peerlite()
+            .args(["put", "--db", &a, id, "{}"])
+            .assert()
+            .success();
+    }
+    let server = Server::start(&a, &["--no-tls"]);
+    let bin = assert_cmd::cargo::cargo_bin("peerlite");
+    let mut child = StdCommand::new(bin)
+        .args(["sync", &server.url, "--db", &b, "--continuous", "--pull"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("idle") {
+        seen.push(lines.next().unwrap().unwrap());
+        assert!(seen.len() < 10, "{seen:?}");
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("connecting"),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|l| l == "busy"), "{seen:?}");
+    assert!(seen.iter().any(|l| l == "pushed 0, pulled 3"), "{seen:?}");
+    StdCommand::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("pushed 0, pulled 3, conflicts resolved 0"),
+        "{rest:?}"
+    );
+    server.stop();
+}

@@ -243,6 +243,7 @@ impl Writer {
     fn rev_status(&mut self, status: &RevStatus) {
         match status {
             RevStatus::Ok => self.text("Ok"),
+            RevStatus::AlreadyHad => self.text("AlreadyHad"),
             RevStatus::Conflict { current } => {
                 self.map(1);
                 self.text("Conflict");
@@ -588,7 +589,11 @@ impl<'a> Reader<'a> {
 
     fn rev_status(&mut self) -> Option<RevStatus> {
         if self.peek()? >> 5 == 3 {
-            return (self.text()? == "Ok").then_some(RevStatus::Ok);
+            return match self.text()? {
+                "Ok" => Some(RevStatus::Ok),
+                "AlreadyHad" => Some(RevStatus::AlreadyHad),
+                _ => None,
+            };
         }
         if self.map()? != 1 {
             return None;
@@ -797,6 +802,7 @@ mod tests {
             });
         let status = prop_oneof![
             Just(RevStatus::Ok),
+            Just(RevStatus::AlreadyHad),
             prop::option::of(arb_rev()).prop_map(|current| RevStatus::Conflict { current }),
             (any::<u16>(), ".{0,20}")
                 .prop_map(|(code, reason)| RevStatus::Rejected { code, reason }),

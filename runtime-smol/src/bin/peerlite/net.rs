@@ -3,14 +3,15 @@
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Args;
-use peerlite_proto::{CollectionConfig, Direction, DocId, ReplicatorType};
+use peerlite_proto::{Activity, CollectionConfig, Direction, DocId, DocumentEvent, ReplicatorType};
 use peerlite_smol::{
     AuthFailureLimit, Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls,
-    Replicator, ReplicatorConfiguration, ServerTrust, TlsIdentity, User,
+    Replicator, ReplicatorConfiguration, ReplicatorStatus, ServerTrust, TlsIdentity, User,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -256,31 +257,13 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
         config.max_attempts = 3;
     }
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    replicator.add_document_listener(move |docs| {
-        for d in docs.iter().filter(|d| d.error.is_none()) {
-            match d.direction {
-                Direction::Push => c.pushed.fetch_add(1, Ordering::Relaxed),
-                Direction::Pull => c.pulled.fetch_add(1, Ordering::Relaxed),
-            };
-            if d.conflict_resolved {
-                c.resolved.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let failed = docs.iter().filter(|d| d.error.is_some()).count() as u64;
-        c.failed.fetch_add(failed, Ordering::Relaxed);
-    });
-    let bar = progress_bar();
-    if let Some(bar) = bar.clone() {
-        replicator.add_change_listener(move |s| {
-            if s.progress.total > 0 {
-                bar.set_length(s.progress.total);
-            }
-            bar.set_position(s.progress.completed);
-            bar.set_message(format!("{:?}", s.activity));
-        });
-    }
+    let report = Arc::new(Report::new(
+        args.continuous && !std::io::stdout().is_terminal(),
+    ));
+    let r = report.clone();
+    replicator.add_document_listener(move |docs| r.documents(docs));
+    let r = report.clone();
+    replicator.add_change_listener(move |s| r.status(s));
     replicator.start();
     let status = smol::block_on(async {
         if args.continuous {
@@ -299,13 +282,138 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
         }
         Ok(replicator.wait_until_stopped().await)
     })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    println!("{}", counts.summary());
+    report.finish();
     match status.error {
+        // The summary goes to standard output only when the sync succeeded; after a
+        // failure, what did replicate is said on standard error with the error.
+        None => {
+            println!("{}", report.counts.summary());
+            Ok(())
+        }
+        Some(e) if report.counts.any() => Err(format!(
+            "{e}\n(before it failed: {})",
+            report.counts.summary()
+        )),
         Some(e) => Err(e.to_string()),
-        None => Ok(()),
+    }
+}
+
+/// What `peerlite sync` tells its user while it runs: a progress bar on a terminal,
+/// a line per retry and per document that did not replicate on standard error, and
+/// in continuous mode without a terminal, a line per change of activity and per batch
+/// of documents on standard output.
+struct Report {
+    counts: Counts,
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    last: Mutex<(Option<Activity>, Option<peerlite_proto::Retry>)>,
+}
+
+impl Report {
+    fn new(lines: bool) -> Report {
+        Report {
+            counts: Counts::default(),
+            bar: progress_bar(),
+            lines,
+            last: Mutex::new((None, None)),
+        }
+    }
+
+    /// Prints a line on standard error, above the progress bar if there is one.
+    fn warn(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn status(&self, s: &ReplicatorStatus) {
+        if let Some(bar) = &self.bar {
+            // No bar until there is something to count: an idle sync shows no "0/1".
+            if s.progress.total > 0 {
+                bar.set_length(s.progress.total);
+                bar.set_position(s.progress.completed);
+            }
+            bar.set_message(activity_name(s.activity));
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let (activity, retry) = &mut *last;
+        if let (Some(r), None) = (s.retry, *retry) {
+            let error = s
+                .error
+                .as_ref()
+                .map_or_else(|| "the connection failed".into(), |e| e.to_string());
+            let attempt = match r.max_attempts {
+                0 => format!("attempt {}", r.failed_attempts),
+                max => format!("attempt {} of {max}", r.failed_attempts),
+            };
+            self.warn(&format!(
+                "{attempt} failed: {error}; retrying in {}",
+                human_duration(r.wait)
+            ));
+        }
+        *retry = s.retry;
+        if self.lines && *activity != Some(s.activity) {
+            println!("{}", activity_name(s.activity));
+        }
+        *activity = Some(s.activity);
+    }
+
+    fn documents(&self, docs: &[DocumentEvent]) {
+        let (mut pushed, mut pulled) = (0, 0);
+        for d in docs {
+            match (&d.error, d.direction) {
+                (Some(e), dir) => {
+                    self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    let verb = match dir {
+                        Direction::Push => "not pushed",
+                        Direction::Pull => "not pulled",
+                    };
+                    self.warn(&format!("{verb}: {} ({}): {e}", d.doc_id, d.collection));
+                }
+                (None, _) if d.already_had => {
+                    self.counts.already.fetch_add(1, Ordering::Relaxed);
+                }
+                (None, Direction::Push) => pushed += 1,
+                (None, Direction::Pull) => pulled += 1,
+            }
+            if d.conflict_resolved {
+                self.counts.resolved.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.counts.pushed.fetch_add(pushed, Ordering::Relaxed);
+        self.counts.pulled.fetch_add(pulled, Ordering::Relaxed);
+        if self.lines && pushed + pulled > 0 {
+            println!("pushed {pushed}, pulled {pulled}");
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn activity_name(a: Activity) -> &'static str {
+    match a {
+        Activity::Stopped => "stopped",
+        Activity::Offline => "offline",
+        Activity::Connecting => "connecting",
+        Activity::Idle => "idle",
+        Activity::Busy => "busy",
+    }
+}
+
+/// `1.5 s`, `300 ms`, `2 min 30 s`.
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 if ms.is_multiple_of(1_000) => format!("{} s", ms / 1_000),
+        1_000..60_000 => format!("{:.1} s", d.as_secs_f64()),
+        _ if d.as_secs().is_multiple_of(60) => format!("{} min", d.as_secs() / 60),
+        _ => format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60),
     }
 }
 
@@ -314,10 +422,19 @@ struct Counts {
     pushed: AtomicU64,
     pulled: AtomicU64,
     resolved: AtomicU64,
+    already: AtomicU64,
     failed: AtomicU64,
 }
 
 impl Counts {
+    fn any(&self) -> bool {
+        [&self.pushed, &self.pulled, &self.already, &self.failed]
+            .iter()
+            .any(|c| c.load(Ordering::Relaxed) > 0)
+    }
+
+    /// `pushed N, pulled M, conflicts resolved K`, then what the peer already had and
+    /// what did not replicate, when there is any.
     fn summary(&self) -> String {
         let mut s = format!(
             "pushed {}, pulled {}, conflicts resolved {}",
@@ -325,11 +442,13 @@ impl Counts {
             self.pulled.load(Ordering::Relaxed),
             self.resolved.load(Ordering::Relaxed)
         );
+        let already = self.already.load(Ordering::Relaxed);
+        if already > 0 {
+            s.push_str(&format!(", {already} already on the other side"));
+        }
         let failed = self.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            s.push_str(&format!(
-                ", {failed} documents not replicated (conflicts or rejections)"
-            ));
+            s.push_str(&format!(", {failed} not replicated (see above)"));
         }
         s
     }
@@ -340,9 +459,9 @@ pub(crate) fn progress_bar() -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(1);
+    let bar = indicatif::ProgressBar::new(0);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {msg:8} [{bar:40}] {pos}/{len} ({per_sec})",
+        "{spinner} {msg:10} [{bar:40}] {human_pos}/{human_len} documents",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
