@@ -579,6 +579,11 @@ impl ActiveReplicator {
                     now,
                     true,
                 ),
+                Some(Sent::Hello | Sent::Propose { .. } | Sent::PushRevs { .. })
+                    if error.code == 403 =>
+                {
+                    self.fail(ReplicationError::ReadOnly(error.message), now, true)
+                }
                 Some(_) => self.fail(ReplicationError::Remote(error), now, true),
                 None => self.fail(
                     ReplicationError::Protocol(format!("error for unknown request {n}")),

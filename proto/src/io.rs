@@ -211,6 +211,12 @@ pub enum ReplicationError {
     /// The remote peer refused a request.
     #[error("the remote peer refused: {0}")]
     Remote(ErrorBody),
+    /// The listener does not let this replicator push (it is read-only, or read-only for
+    /// this user): replicate with pull only.
+    #[error(
+        "this listener is read-only: sync with pull only (peerlite sync --pull; ReplicatorType::Pull) — it said: {0}"
+    )]
+    ReadOnly(String),
     /// The remote peer speaks no protocol version this build speaks.
     #[error("the remote peer does not speak protocol version {ours}: {message}")]
     UnsupportedVersion {
@@ -244,6 +250,7 @@ impl ReplicationError {
             ReplicationError::Storage(f) => f.transient,
             ReplicationError::Remote(e) => e.code == 503 || e.code >= 500 && e.code != 505,
             ReplicationError::Protocol(_)
+            | ReplicationError::ReadOnly(_)
             | ReplicationError::UnsupportedVersion { .. }
             | ReplicationError::GaveUp { .. } => false,
         }

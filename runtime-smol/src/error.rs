@@ -35,6 +35,14 @@ pub enum ConnectError {
         /// Seconds until the listener accepts attempts again (its `Retry-After`).
         retry_after_secs: u64,
     },
+    /// The listener is at its connection limit (HTTP 503); trying again later may work.
+    #[error("{message} (503): retrying later may work (it asks for {retry_after_secs} s)")]
+    ListenerBusy {
+        /// Seconds the listener asks to wait (its `Retry-After`).
+        retry_after_secs: u64,
+        /// What the listener said.
+        message: String,
+    },
     /// The listener refused the request for another reason.
     #[error("the listener refused the connection with HTTP status {status}: {message}")]
     Refused {
@@ -53,7 +61,7 @@ pub enum ConnectError {
     NotSelfSigned,
     /// The certificate is not trusted by the configured roots.
     #[error(
-        "server certificate is not trusted ({0}): pin it, accept self-signed certificates, or add its CA as a trusted root"
+        "server certificate is not trusted ({0}): pin it, accept self-signed certificates, or trust its CA (peerlite sync: --pinned-cert, --accept-self-signed, --ca-cert)"
     )]
     UntrustedCertificate(String),
     /// The certificate has expired.
@@ -67,14 +75,15 @@ pub enum ConnectError {
         "the listener closed the connection during the handshake; it probably requires TLS: use wss://"
     )]
     TlsRequired,
-    /// The endpoint is `wss://` and the listener does not speak TLS.
-    #[error("the listener does not speak TLS: use ws:// (TLS is disabled there)")]
+    /// The endpoint is `wss://` and the listener closed the connection during the TLS
+    /// handshake or answered without TLS.
+    #[error(
+        "the listener ended the TLS handshake: it does not speak TLS (then use ws://), or it dropped the connection because it is overloaded"
+    )]
     TlsRefused,
     /// The listener refused (or required and did not get) the client certificate.
-    #[error(
-        "the listener refused the client certificate ({0}): configure a certificate issued by a root the listener trusts"
-    )]
-    ClientCertificateRejected(String),
+    #[error("the listener refused the client certificate: {0}")]
+    ClientCertificateRejected(ClientCertificateProblem),
     /// The TLS handshake failed otherwise.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
@@ -95,9 +104,40 @@ impl ConnectError {
             ConnectError::Unreachable { .. }
                 | ConnectError::Timeout(_)
                 | ConnectError::WebSocket(_)
+                | ConnectError::ListenerBusy { .. }
                 | ConnectError::Refused { status: 500.., .. }
         )
     }
+}
+
+/// What the listener found wrong with the client certificate, from the TLS alert it sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientCertificateProblem {
+    /// The listener requires a client certificate and none was configured.
+    #[error(
+        "the listener requires a client certificate: configure one (--client-cert and --client-key)"
+    )]
+    Required,
+    /// It has expired, or is not valid yet.
+    #[error("it has expired or is not valid yet (check the clocks): issue a new one")]
+    Expired,
+    /// It is not issued by a CA the listener trusts.
+    #[error(
+        "it is not issued by a CA the listener trusts: use a certificate from the listener's client CA"
+    )]
+    UntrustedIssuer,
+    /// Its extended key usage does not allow client authentication (e.g. serverAuth only).
+    #[error(
+        "it is not meant for clients (its extended key usage lacks clientAuth): issue one with extendedKeyUsage=clientAuth"
+    )]
+    WrongPurpose,
+    /// It has been revoked.
+    #[error("it has been revoked")]
+    Revoked,
+    /// Another refusal, with the TLS alert.
+    #[error("TLS alert {0}")]
+    Other(String),
 }
 
 /// Why replication failed or is retrying.

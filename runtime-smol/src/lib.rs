@@ -52,7 +52,9 @@ mod wake;
 
 pub use auth::{Credentials, ListenerAuthenticator, User};
 pub use auth_limit::AuthFailureLimit;
-pub use error::{ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError};
+pub use error::{
+    ClientCertificateProblem, ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError,
+};
 pub use listener::{ConnectionStatus, Listener, ListenerConfig, ListenerTls};
 pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};
 pub use tls::{

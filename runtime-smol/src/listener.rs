@@ -23,7 +23,8 @@ use crate::auth_limit::FailedAuthLimiter;
 use crate::transport::{AcceptOptions, accept};
 use crate::wake::{ReaderMsg, Wake};
 use crate::{
-    AuthFailureLimit, IdentityAttributes, ListenerAuthenticator, ListenerError, TlsIdentity,
+    AuthFailureLimit, IdentityAttributes, IdentityError, ListenerAuthenticator, ListenerError,
+    TlsIdentity,
 };
 
 /// Where a listener's TLS identity comes from (the seed's `tlsIdentityConfig`).
@@ -138,6 +139,8 @@ pub struct ConnectionStatus {
 struct Shared {
     rejected: AtomicU64,
     connections: AtomicUsize,
+    /// Connections over the limit being answered 503 (at most [`BUSY_ANSWERS`]).
+    turning_away: AtomicUsize,
     active: AtomicUsize,
     next_conn: AtomicU64,
     /// Stop handles of the open connections.
@@ -242,6 +245,7 @@ impl Listener {
             active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             open: Mutex::new(BTreeMap::new()),
+            turning_away: AtomicUsize::new(0),
         });
         let accept_options = Arc::new(AcceptOptions {
             tls: acceptor,
@@ -353,12 +357,15 @@ fn resolve_identity(db: &Database, tls: &ListenerTls) -> Result<TlsIdentity, Lis
             expiration,
         } => {
             let now = SystemTime::now();
-            if let Some(existing) = TlsIdentity::load(db, label)?
-                && existing
-                    .expiration()
-                    .is_some_and(|e| e > now + Duration::from_secs(24 * 3600))
-            {
-                return Ok(existing);
+            if let Some(existing) = TlsIdentity::load(db, label)? {
+                return match existing.expiration() {
+                    Some(expired) if expired <= now => Err(IdentityError::Expired {
+                        label: label.clone(),
+                        expired,
+                    }
+                    .into()),
+                    _ => Ok(existing),
+                };
             }
             let expiration = expiration.unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
             let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -391,16 +398,34 @@ async fn accept_loop(
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
+        tasks.retain(|t: &smol::Task<()>| !t.is_finished());
         if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
             shared.rejected.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
+            // Say so (HTTP 503 with Retry-After, after the TLS handshake a client needs to
+            // read it) to a few at a time; past that, a flood is just dropped.
+            if shared.turning_away.load(Ordering::Relaxed) >= BUSY_ANSWERS {
+                drop(stream);
+                continue;
+            }
+            shared.turning_away.fetch_add(1, Ordering::Relaxed);
+            let (options, shared) = (options.clone(), shared.clone());
+            // Short, so idle connections cannot hold these slots for long.
+            let timeout = config.handshake_timeout.min(Duration::from_secs(2));
+            let limit = config.max_connections;
+            tasks.push(smol::spawn(async move {
+                let busy = crate::transport::turn_away(stream, &options, limit);
+                smol::future::or(busy, async {
+                    smol::Timer::after(timeout).await;
+                })
+                .await;
+                shared.turning_away.fetch_sub(1, Ordering::Relaxed);
+            }));
             continue;
         }
         shared.connections.fetch_add(1, Ordering::Relaxed);
         let (db, options, shared, passive) =
             (db.clone(), options.clone(), shared.clone(), passive.clone());
         let timeout = config.handshake_timeout;
-        tasks.retain(|t: &smol::Task<()>| !t.is_finished());
         tasks.push(smol::spawn(async move {
             let handshake =
                 smol::future::or(async { Some(accept(stream, &options).await) }, async {
@@ -436,6 +461,9 @@ enum ConnMsg {
     Storage(OpId, StorageReply),
     Stop,
 }
+
+/// Connections over the limit answered "busy" at once; more are dropped unanswered.
+const BUSY_ANSWERS: usize = 16;
 
 /// Frames read ahead of the passive peer. The protocol's windows keep a well-behaved
 /// peer far below this (a few change batches and 2 MiB of revisions unanswered); the

@@ -15,9 +15,9 @@ use rustls::{CertificateError, ClientConfig};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
-use crate::ConnectError;
 use crate::auth::{Authenticator, Credentials};
 use crate::auth_limit::FailedAuthLimiter;
+use crate::{ClientCertificateProblem, ConnectError};
 use peerlite_proto::{Principal, SUBPROTOCOL};
 
 /// Any byte stream a WebSocket can run on (TCP, or TLS over TCP).
@@ -205,18 +205,23 @@ fn classify_tls(e: std::io::Error) -> ConnectError {
 }
 
 /// A TLS alert from the listener saying it does not accept our client certificate.
-fn client_certificate_alert(e: &std::io::Error) -> Option<String> {
+fn client_certificate_alert(e: &std::io::Error) -> Option<ClientCertificateProblem> {
+    use ClientCertificateProblem as P;
     use rustls::AlertDescription as A;
-    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
-        rustls::Error::AlertReceived(
-            a @ (A::CertificateRequired
-            | A::UnknownCA
-            | A::BadCertificate
-            | A::CertificateUnknown
-            | A::AccessDenied),
-        ) => Some(format!("{a:?}")),
-        _ => None,
-    }
+    let rustls::Error::AlertReceived(alert) = e.get_ref()?.downcast_ref::<rustls::Error>()? else {
+        return None;
+    };
+    Some(match alert {
+        A::CertificateRequired => P::Required,
+        A::CertificateExpired => P::Expired,
+        A::UnknownCA => P::UntrustedIssuer,
+        A::UnsupportedCertificate => P::WrongPurpose,
+        A::CertificateRevoked => P::Revoked,
+        a @ (A::BadCertificate | A::CertificateUnknown | A::AccessDenied) => {
+            P::Other(format!("{a:?}"))
+        }
+        _ => return None,
+    })
 }
 
 fn classify_ws(e: WsError, tls: bool) -> ConnectError {
@@ -235,14 +240,21 @@ fn classify_ws(e: WsError, tls: bool) -> ConnectError {
                 .unwrap_or_default();
             if status == 401 {
                 ConnectError::Unauthorized
-            } else if status == 429 {
+            } else if status == 429 || status == 503 {
                 let retry_after_secs = response
                     .headers()
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0);
-                ConnectError::TooManyFailedAttempts { retry_after_secs }
+                if status == 429 {
+                    ConnectError::TooManyFailedAttempts { retry_after_secs }
+                } else {
+                    ConnectError::ListenerBusy {
+                        retry_after_secs,
+                        message,
+                    }
+                }
             } else {
                 ConnectError::Refused { status, message }
             }
@@ -369,6 +381,34 @@ pub(crate) async fn accept(
     .map_err(AcceptError::WebSocket)?;
     Ok((ws, principal.unwrap_or_default()))
 }
+
+/// Answers an incoming connection that is over the listener's connection limit: HTTP 503
+/// with `Retry-After`, after the TLS handshake (a client cannot read an answer without it).
+pub(crate) async fn turn_away(tcp: TcpStream, options: &AcceptOptions, limit: usize) {
+    let io: Box<dyn Io> = match &options.tls {
+        Some(acceptor) => match acceptor.accept(tcp).await {
+            Ok(stream) => Box::new(stream),
+            Err(_) => return,
+        },
+        None => Box::new(tcp),
+    };
+    #[allow(clippy::result_large_err)]
+    let busy = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
+        let mut e = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the listener is at its connection limit ({limit})"),
+        );
+        e.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+        );
+        Err(e)
+    };
+    let _ = async_tungstenite::accept_hdr_async(io, busy).await;
+}
+
+/// What a listener at its connection limit asks clients to wait.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// 429 with `Retry-After` (whole seconds, rounded up).
 #[allow(clippy::result_large_err)]

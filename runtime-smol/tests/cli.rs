@@ -399,7 +399,7 @@ fn sync_with_a_pinned_certificate_and_push_only() {
         .args(["put", "--db", &b, "only-b", "{}"])
         .assert()
         .success();
-    let server = Server::start(&a, &["--tls-self-signed", "server"]);
+    let server = Server::start(&a, &["--tls-self-signed", "server", "--no-auth"]);
     peerlite()
         .args([
             "sync",
@@ -477,7 +477,16 @@ fn serve_and_sync_argument_errors() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     peerlite()
-        .args(["serve", "--db", &db, "--host", "127.0.0.1", "--port", &port])
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--no-auth",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("cannot listen"));
@@ -748,7 +757,7 @@ fn continuous_sync_without_a_terminal_prints_a_line_per_activity_and_batch() {
             .assert()
             .success();
     }
-    let server = Server::start(&a, &["--no-tls"]);
+    let server = Server::start(&a, &["--no-tls", "--no-auth"]);
     let bin = assert_cmd::cargo::cargo_bin("peerlite");
     let mut child = StdCommand::new(bin)
         .args(["sync", &server.url, "--db", &b, "--continuous", "--pull"])
@@ -780,5 +789,434 @@ fn continuous_sync_without_a_terminal_prints_a_line_per_activity_and_batch() {
         Some("pushed 0, pulled 3, conflicts resolved 0"),
         "{rest:?}"
     );
+    server.stop();
+}
+
+#[test]
+fn read_commands_need_an_existing_database_and_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = db_arg(&dir.path().join("typo"));
+    for args in [
+        vec!["get", "--db", &missing, "x"],
+        vec!["ls", "--db", &missing],
+        vec!["export", "--db", &missing],
+        vec!["rm", "--db", &missing, "x"],
+        vec!["collections", "--db", &missing],
+        vec!["identity", "--db", &missing, "list"],
+        vec!["identity", "--db", &missing, "export-cert", "peerlite"],
+    ] {
+        peerlite().args(&args).assert().failure().stderr(
+            predicate::str::starts_with("error: no database at")
+                .and(predicate::str::contains("check --db")),
+        );
+    }
+    assert!(
+        !dir.path().join("typo").exists(),
+        "a read command created the database"
+    );
+
+    let db = db_arg(&dir.path().join("db"));
+    peerlite()
+        .args(["put", "--db", &db, "a", "{}"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["put", "--db", &db, "--collection", "app.notes", "n", "{}"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["collections", "--db", &db])
+        .assert()
+        .success()
+        .stdout("_default._default\napp.notes\n");
+    peerlite()
+        .args(["ls", "--db", &db, "--collection", "app.note"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "has no collection app.note; it has: _default._default, app.notes",
+        ));
+    // The mistyped collection was not created either.
+    peerlite()
+        .args(["collections", "--db", &db])
+        .assert()
+        .success()
+        .stdout("_default._default\napp.notes\n");
+}
+
+#[test]
+fn put_reads_stdin_import_takes_a_bom_and_saving_the_same_body_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("db"));
+    // A body larger than one command-line argument may be (128 KiB on Linux).
+    let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(300 << 10));
+    let rev = peerlite()
+        .args(["put", "--db", &db, "big", "-"])
+        .write_stdin(big.clone())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&rev).starts_with("1-"));
+    peerlite()
+        .args(["put", "--db", &db, "big", "-"])
+        .write_stdin(big)
+        .assert()
+        .success()
+        .stdout(String::from_utf8(rev).unwrap());
+
+    let file = dir.path().join("bom.jsonl");
+    std::fs::write(
+        &file,
+        "\u{feff}{\"_id\": \"a\", \"n\": 1}\n{\"_id\": \"b\", \"n\": 2}\n",
+    )
+    .unwrap();
+    let import = || {
+        peerlite()
+            .args(["import", "--db", &db, file.to_str().unwrap()])
+            .assert()
+            .success()
+    };
+    import().stdout("imported 2 documents into _default._default\n");
+    import().stdout("imported 2 documents into _default._default (2 unchanged)\n");
+    peerlite()
+        .args(["get", "--db", &db, "a"])
+        .assert()
+        .success()
+        .stdout("{\"n\":1}\n");
+    // Still generation 1: re-importing made no revision.
+    peerlite()
+        .args(["put", "--db", &db, "a", r#"{"n": 1}"#])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("1-"));
+    // The body limit is said as such.
+    let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(5 << 20));
+    peerlite()
+        .args(["put", "--db", &db, "huge", "-"])
+        .write_stdin(huge)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("4194304"));
+}
+
+#[test]
+fn serve_requires_authentication_unless_told_and_passwords_stay_out_of_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    peerlite()
+        .args(["serve", "--db", &a, "--host", "127.0.0.1", "--port", "0"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("serve needs a way to authenticate clients")
+                .and(predicate::str::contains("--no-auth")),
+        );
+    peerlite()
+        .args(["serve", "--db", &a, "--port", "0", "--user", "alice:"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "user \"alice\" has an empty password",
+        ));
+
+    // An open listener says so on standard error.
+    let bin = assert_cmd::cargo::cargo_bin("peerlite");
+    let mut open = StdCommand::new(&bin)
+        .args([
+            "serve",
+            "--db",
+            &a,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-auth",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let warning = BufReader::new(open.stderr.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        warning.starts_with("warning: --no-auth: anyone who can reach 127.0.0.1:0"),
+        "{warning}"
+    );
+    open.kill().unwrap();
+    open.wait().unwrap();
+
+    let users = dir.path().join("users");
+    std::fs::write(&users, "# who may sync\nalice:s3cret\nbob:hunter2\n").unwrap();
+    let server = Server::start(&a, &["--users-file", users.to_str().unwrap()]);
+    let password = dir.path().join("password");
+    std::fs::write(&password, "hunter2\n").unwrap();
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--accept-self-signed",
+            "--user",
+            "bob",
+        ])
+        .arg("--password-file")
+        .arg(&password)
+        .assert()
+        .success();
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--accept-self-signed",
+            "--user",
+            "alice",
+        ])
+        .env("PEERLITE_PASSWORD", "s3cret")
+        .assert()
+        .success();
+    peerlite()
+        .args([
+            "sync",
+            &server.url,
+            "--db",
+            &b,
+            "--accept-self-signed",
+            "--user",
+            "alice",
+        ])
+        .env_remove("PEERLITE_PASSWORD")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no password for user \"alice\""));
+    server.stop();
+}
+
+#[test]
+fn a_read_only_listener_says_to_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    peerlite()
+        .args(["put", "--db", &a, "s", "{}"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["put", "--db", &b, "c", "{}"])
+        .assert()
+        .success();
+    let server = Server::start(&a, &["--no-tls", "--no-auth", "--read-only"]);
+    peerlite()
+        .args(["sync", &server.url, "--db", &b])
+        .assert()
+        .failure()
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "this listener is read-only: sync with pull only (peerlite sync --pull",
+        ));
+    peerlite()
+        .args(["sync", &server.url, "--db", &b, "--pull"])
+        .assert()
+        .success()
+        .stdout("pushed 0, pulled 1, conflicts resolved 0\n");
+    server.stop();
+}
+
+#[test]
+fn an_expired_identity_is_refused_with_how_to_renew_it_and_renewal_keeps_its_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("db"));
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &db,
+            "create",
+            "old",
+            "--expiration",
+            "2020-01-01T00:00:00Z",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "expiration 2020-01-01T00:00:00Z is in the past",
+        ));
+    assert!(
+        !dir.path().join("db").exists(),
+        "a refused command created the database"
+    );
+    // One that expires in two seconds.
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let soon = soon
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    peerlite()
+        .args([
+            "identity",
+            "--db",
+            &db,
+            "create",
+            "srv",
+            "--common-name",
+            "laptop.local",
+        ])
+        .args(["--organization", "Acme", "--expiration", &soon])
+        .assert()
+        .success();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    peerlite()
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-auth",
+        ])
+        .args(["--tls-self-signed", "srv"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains(format!("the identity \"srv\" expired on {soon}"))
+                .and(predicate::str::contains("peerlite identity renew srv")),
+        );
+    let renewed = peerlite()
+        .args(["identity", "--db", &db, "renew", "srv"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let renewed = String::from_utf8(renewed).unwrap();
+    let fingerprint = renewed
+        .strip_prefix("renewed srv sha256 ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{renewed}"))
+        .to_owned();
+    let pem = peerlite()
+        .args(["identity", "--db", &db, "export-cert", "srv"])
+        .output()
+        .unwrap()
+        .stdout;
+    let cert = dir.path().join("srv.pem");
+    std::fs::write(&cert, pem).unwrap();
+    let subject = StdCommand::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout);
+    assert!(
+        subject.contains("CN = laptop.local") && subject.contains("O = Acme"),
+        "{subject}"
+    );
+    assert!(subject.contains("DNS:laptop.local"), "{subject}");
+    let server = Server::start(&db, &["--tls-self-signed", "srv", "--no-auth"]);
+    assert_eq!(server.fingerprint.as_deref(), Some(fingerprint.as_str()));
+    server.stop();
+}
+
+/// Runs a shell script in `dir` (the README's openssl recipes, verbatim).
+fn sh(dir: &Path, script: &str) {
+    let out = StdCommand::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_readme_openssl_recipe_for_client_certificates_and_a_ca_works_and_v1_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The recipe in README.md ("Client certificates with openssl").
+    sh(
+        d,
+        r#"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+    -days 3650 -subj "/CN=My Devices CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout device.key -out device.csr \
+    -subj "/CN=phone-1"
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in device.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out device.pem \
+    -days 365 -extfile client.ext
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+    -subj "/CN=localhost"
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+    -days 365 -extfile server.ext
+# The common recipe without -extfile makes an X.509 v1 certificate.
+openssl x509 -req -in device.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out v1.pem -days 365
+"#,
+    );
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let (a, b) = (db_arg(&d.join("a")), db_arg(&d.join("b")));
+    peerlite()
+        .args(["put", "--db", &a, "s", "{}"])
+        .assert()
+        .success();
+    let server = Server::start(
+        &a,
+        &[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--client-ca",
+            &path("ca.pem"),
+        ],
+    );
+    let url = server.url.replacen("127.0.0.1", "localhost", 1);
+    let sync = |cert: &str| {
+        peerlite()
+            .args(["sync", &url, "--db", &b, "--ca-cert", &path("ca.pem")])
+            .args([
+                "--client-cert",
+                &path(cert),
+                "--client-key",
+                &path("device.key"),
+            ])
+            .assert()
+    };
+    sync("device.pem")
+        .success()
+        .stdout("pushed 0, pulled 1, conflicts resolved 0\n");
+    sync("v1.pem")
+        .failure()
+        .stderr(predicate::str::contains("X.509 v1").and(predicate::str::contains("-extfile")));
+    // Without --ca-cert the CA-issued certificate is not trusted, and the error says how.
+    peerlite()
+        .args(["sync", &url, "--db", &b])
+        .args([
+            "--client-cert",
+            &path("device.pem"),
+            "--client-key",
+            &path("device.key"),
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--ca-cert"));
     server.stop();
 }

@@ -650,10 +650,15 @@ fn connections_over_the_limit_are_turned_away() {
         let mut c = ReplicatorConfiguration::new(url(&listener, "ws"));
         c.max_attempts = 1;
         let status = sync(&Database::in_memory().unwrap(), c).await;
+        let Some(ReplicatorError::Connect(e)) = status.error else {
+            panic!("{status:?}");
+        };
         assert!(
-            matches!(status.error, Some(ReplicatorError::Connect(_))),
-            "{status:?}"
+            matches!(&e, ConnectError::ListenerBusy { retry_after_secs: 5, message } if message.contains("connection limit (2)")),
+            "{e:?}"
         );
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("connection limit"), "{e}");
         wait_for(|| listener.status().rejected_connection_count >= 1).await;
         for r in &held {
             r.stop();

@@ -12,9 +12,9 @@ use peerlite_proto::{
     Body, CollectionConfig, CollectionName, DocId, ReplicationError, ReplicatorType,
 };
 use peerlite_smol::{
-    AuthFailureLimit, ConnectError, Credentials, IdentityAttributes, IdentityError, Listener,
-    ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator, ReplicatorConfiguration,
-    ReplicatorError, ServerTrust, TlsIdentity, User,
+    AuthFailureLimit, ClientCertificateProblem, ConnectError, Credentials, IdentityAttributes,
+    IdentityError, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator,
+    ReplicatorConfiguration, ReplicatorError, ServerTrust, TlsIdentity, User,
 };
 use peerlite_storage::Database;
 
@@ -311,6 +311,15 @@ fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401_then_429() {
 
 /// A CA and a certificate it issued (for `cn`), as a client identity.
 fn issued(ca: &(rcgen::CertificateParams, rcgen::KeyPair), cn: &str) -> TlsIdentity {
+    issued_with(ca, cn, |_| {})
+}
+
+/// Like [`issued`], with the certificate's parameters changed by `edit`.
+fn issued_with(
+    ca: &(rcgen::CertificateParams, rcgen::KeyPair),
+    cn: &str,
+    edit: impl FnOnce(&mut rcgen::CertificateParams),
+) -> TlsIdentity {
     let issuer = rcgen::Issuer::new(ca.0.clone(), &ca.1);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -318,6 +327,7 @@ fn issued(ca: &(rcgen::CertificateParams, rcgen::KeyPair), cn: &str) -> TlsIdent
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    edit(&mut params);
     let cert = params.signed_by(&key, &issuer).unwrap();
     TlsIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
 }
@@ -359,39 +369,53 @@ fn client_certificates_are_required_and_checked() {
         good.client_identity = Some(issued(&trusted, "device-42"));
         assert_eq!(sync_with(&client, good).await.error, None);
 
-        let mut none = client_config(&listener, pin.clone());
-        none.client_identity = None;
-        let status = sync_with(&client, none).await;
-        assert!(
-            matches!(
-                status.error,
-                Some(ReplicatorError::Connect(
-                    ConnectError::ClientCertificateRejected(_)
-                ))
+        // Each refusal is named for what is wrong, with what to do.
+        let past = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+        let cases = [
+            (None, ClientCertificateProblem::Required, "--client-cert"),
+            (
+                Some(issued(&stranger, "intruder")),
+                ClientCertificateProblem::UntrustedIssuer,
+                "not issued by a CA the listener trusts",
             ),
-            "{status:?}"
-        );
-
-        let mut foreign = client_config(&listener, pin);
-        foreign.client_identity = Some(issued(&stranger, "intruder"));
-        let status = sync_with(&client, foreign).await;
-        assert!(
-            matches!(
-                status.error,
-                Some(ReplicatorError::Connect(
-                    ConnectError::ClientCertificateRejected(_)
-                ))
+            (
+                Some(issued_with(&trusted, "old-device", |p| {
+                    p.not_before = past - time::Duration::days(30);
+                    p.not_after = past;
+                })),
+                ClientCertificateProblem::Expired,
+                "expired",
             ),
-            "{status:?}"
-        );
+            (
+                Some(issued_with(&trusted, "a-server", |p| {
+                    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+                })),
+                ClientCertificateProblem::WrongPurpose,
+                "extendedKeyUsage=clientAuth",
+            ),
+        ];
+        let count = cases.len() as u64;
+        for (identity, problem, says) in cases {
+            let mut config = client_config(&listener, pin.clone());
+            config.client_identity = identity;
+            let status = sync_with(&client, config).await;
+            match status.error {
+                Some(ReplicatorError::Connect(ConnectError::ClientCertificateRejected(p))) => {
+                    assert_eq!(p, problem);
+                    let message = ConnectError::ClientCertificateRejected(p).to_string();
+                    assert!(message.contains(says), "{message}");
+                }
+                other => panic!("expected {problem:?}, got {other:?}"),
+            }
+        }
         // The listener counts a rejection just after the client sees it.
         for _ in 0..500 {
-            if listener.status().rejected_connection_count >= 2 {
+            if listener.status().rejected_connection_count >= count {
                 break;
             }
             smol::Timer::after(Duration::from_millis(10)).await;
         }
-        assert!(listener.status().rejected_connection_count >= 2);
+        assert!(listener.status().rejected_connection_count >= count);
         listener.stop().await;
     });
 }
@@ -431,10 +455,10 @@ fn users_may_be_read_only_or_limited_to_collections() {
         push.collections = vec![CollectionConfig::new(a.clone())];
         push.replicator_type = ReplicatorType::Push;
         match sync_with(&client, push).await.error {
-            Some(ReplicatorError::Replication(ReplicationError::Remote(e))) => {
-                assert_eq!(e.code, 403)
+            Some(ReplicatorError::Replication(ReplicationError::ReadOnly(why))) => {
+                assert!(why.contains("read-only"), "{why}")
             }
-            other => panic!("expected 403, got {other:?}"),
+            other => panic!("expected a read-only refusal, got {other:?}"),
         }
         let mut pull = client_config(&listener, pin.clone());
         pull.credentials = Some(Credentials::new("reader", "pw"));

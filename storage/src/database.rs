@@ -104,10 +104,13 @@ pub struct Document {
 /// The result of a local write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteResult {
-    /// The new current revision.
+    /// The new current revision (or, when nothing changed, the current one).
     pub rev: RevId,
-    /// The sequence assigned to the change.
+    /// The sequence assigned to the change (or, when nothing changed, the document's).
     pub seq: Seq,
+    /// False when the body saved equals the current revision's: then nothing is written,
+    /// no revision is made and nothing replicates.
+    pub changed: bool,
 }
 
 /// One local edit inside [`Database::write_local`].
@@ -311,7 +314,9 @@ impl Database {
     }
 
     /// Saves a new revision of a document on top of its current revision (or as its first
-    /// revision), without a concurrency check.
+    /// revision), without a concurrency check. Saving the body the document already has
+    /// is a no-op ([`WriteResult::changed`] is false): no revision, nothing to replicate,
+    /// so re-importing unchanged data sends nothing.
     pub fn save(
         &self,
         collection: &CollectionName,
@@ -438,16 +443,29 @@ impl Database {
             }
             let revision = match current {
                 None => Revision::first(deleted, body)?,
-                Some((parent, _)) => tree
-                    .revision(&parent, depth)
-                    .ok_or_else(|| {
+                Some((parent, parent_deleted)) => {
+                    let parent_rev = tree.revision(&parent, depth).ok_or_else(|| {
                         StorageError::corrupt(
                             "document",
                             id.as_str().as_bytes(),
                             "current revision has no body",
                         )
-                    })?
-                    .child(deleted, body, depth)?,
+                    })?;
+                    if !deleted && !parent_deleted && parent_rev.body == body {
+                        // The same body again: no new revision, nothing to replicate.
+                        let doc_seq = match entry.2 {
+                            Seq::ZERO => entry.0.unwrap_or(Seq::ZERO),
+                            touched => touched,
+                        };
+                        results.push(WriteResult {
+                            rev: parent,
+                            seq: doc_seq,
+                            changed: false,
+                        });
+                        continue;
+                    }
+                    parent_rev.child(deleted, body, depth)?
+                }
             };
             tree.insert(&revision)
                 .map_err(|e| StorageError::corrupt("document", id.as_str().as_bytes(), e))?;
@@ -457,6 +475,7 @@ impl Database {
             results.push(WriteResult {
                 rev: revision.rev,
                 seq,
+                changed: true,
             });
             notices.push(ChangeNotice {
                 collection: collection.clone(),
@@ -467,11 +486,12 @@ impl Database {
                 origin: ChangeOrigin::Local,
             });
         }
-        if results.is_empty() {
+        if notices.is_empty() {
             return Ok(results);
         }
         let mut batch = WriteBatch::new();
-        for (id, (disk_seq, tree, doc_seq)) in &work {
+        // Documents whose every edit was a no-op stay as they are.
+        for (id, (disk_seq, tree, doc_seq)) in work.iter().filter(|(_, w)| w.2 != Seq::ZERO) {
             self.stage_doc(&mut batch, state.id, id, *disk_seq, *doc_seq, tree)?;
         }
         batch.put(

@@ -148,8 +148,56 @@ conformance!(
     corrupt_records_are_typed_errors,
     revision_trees_are_pruned,
     save_batch_is_atomic,
+    saving_the_same_body_is_a_no_op,
     execute_runs_every_operation,
 );
+
+/// Saving the body a document already has writes nothing: no revision, no sequence, no
+/// change notice (so nothing replicates); a different body, a deletion, or saving over a
+/// tombstone still writes.
+fn saving_the_same_body_is_a_no_op(h: &mut dyn Harness) {
+    let db = h.open();
+    let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = heard.clone();
+    db.add_change_listener(move |n| {
+        counter.fetch_add(n.len(), std::sync::atomic::Ordering::SeqCst);
+    });
+    let w1 = db.save(&dc(), &id("a"), body(r#"{"v": 1}"#)).unwrap();
+    db.save(&dc(), &id("b"), body(r#"{"v": 1}"#)).unwrap();
+    assert!(w1.changed);
+    let again = db.save(&dc(), &id("a"), body(r#"{"v": 1}"#)).unwrap();
+    assert_eq!(
+        (again.rev, again.seq, again.changed),
+        (w1.rev, w1.seq, false)
+    );
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(2));
+    // In a batch: unchanged documents stay as they are, changed ones are written.
+    let results = db
+        .save_batch(
+            &dc(),
+            [
+                (id("a"), body(r#"{"v": 1}"#)),
+                (id("b"), body(r#"{"v": 2}"#)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.changed).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert_eq!(results[0].seq, Seq(1));
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq(3));
+    let changes = db.changes(&dc(), Seq::ZERO, 10).unwrap();
+    assert_eq!(
+        changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [Seq(1), Seq(3)]
+    );
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // A deleted document saved with its old body is re-created.
+    db.delete(&dc(), &id("a"), Expected::Any).unwrap();
+    let back = db.save(&dc(), &id("a"), body(r#"{"v": 1}"#)).unwrap();
+    assert!(back.changed && back.rev.generation() == 3);
+}
 
 fn save_get_and_optimistic_concurrency(h: &mut dyn Harness) {
     let db = h.open();

@@ -371,8 +371,14 @@ fn read_only_listener_refuses_push_but_serves_pull() {
     let status = w.status(push).clone();
     assert_eq!(status.activity, Activity::Stopped);
     match status.error {
-        Some(ReplicationError::Remote(e)) => assert_eq!(e.code, 403, "{e}"),
-        other => panic!("expected a 403, got {other:?}"),
+        Some(e @ ReplicationError::ReadOnly(_)) => {
+            assert!(
+                e.to_string()
+                    .starts_with("this listener is read-only: sync with pull only"),
+                "{e}"
+            )
+        }
+        other => panic!("expected a read-only refusal, got {other:?}"),
     }
     assert_eq!(body_of(&w, hub, "c"), None);
     let pull = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Pull);

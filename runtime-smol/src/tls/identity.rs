@@ -17,8 +17,20 @@ use sha2::{Digest, Sha256};
 #[non_exhaustive]
 pub enum IdentityError {
     /// The requested expiration is not in the future.
-    #[error("the identity's expiration {0:?} is in the past; choose a later date")]
+    #[error("the identity's expiration {} is in the past; choose a later date", rfc3339(*.0))]
     ExpirationInPast(SystemTime),
+    /// The stored self-signed identity has expired. It is not replaced silently: a new
+    /// certificate has a new fingerprint, which clients that pin the old one refuse.
+    #[error(
+        "the identity {label:?} expired on {}: renew it (`peerlite identity renew {label}`, or TlsIdentity::renewed) — it keeps its attributes, but clients that pin its certificate need the new one",
+        rfc3339(*.expired)
+    )]
+    Expired {
+        /// Its label.
+        label: String,
+        /// When it expired.
+        expired: SystemTime,
+    },
     /// A certificate attribute is unusable (e.g. an email that is not ASCII).
     #[error("invalid certificate attribute: {0}")]
     InvalidAttribute(String),
@@ -36,6 +48,18 @@ pub enum IdentityError {
         /// Why it could not be read.
         reason: String,
     },
+    /// The certificate is X.509 v1 or v2: TLS needs v3, whose extensions say what the
+    /// certificate is for.
+    #[error(
+        "the certificate is X.509 v{version}, and TLS accepts only v3 certificates: sign it again with extensions, e.g. `openssl x509 -req ... -extfile ext.cnf` where ext.cnf holds basicConstraints=CA:FALSE, keyUsage=digitalSignature and extendedKeyUsage=clientAuth (or serverAuth for a listener)"
+    )]
+    UnsupportedCertificateVersion {
+        /// 1 or 2.
+        version: u32,
+    },
+    /// The leaf certificate cannot be parsed.
+    #[error("the certificate cannot be parsed: {0}")]
+    BadCertificate(String),
     /// The private key does not belong to the certificate.
     #[error("the private key does not match the certificate: {0}")]
     KeyMismatch(String),
@@ -188,6 +212,13 @@ impl TlsIdentity {
         if chain.is_empty() {
             return Err(IdentityError::NoCertificate("the chain".into()));
         }
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+        if leaf.version() != x509_parser::x509::X509Version::V3 {
+            return Err(IdentityError::UnsupportedCertificateVersion {
+                version: leaf.version().0 + 1,
+            });
+        }
         let identity = TlsIdentity { chain, key };
         identity.check_key()?;
         Ok(identity)
@@ -333,6 +364,69 @@ impl TlsIdentity {
             .collect()
     }
 
+    /// The subject attributes and server names (DNS names and IP addresses) of the leaf
+    /// certificate, as [`TlsIdentity::self_signed`] takes them.
+    pub fn attributes(&self) -> Result<(IdentityAttributes, Vec<String>), IdentityError> {
+        use x509_parser::extensions::GeneralName;
+        let (_, x) = x509_parser::parse_x509_certificate(self.certificate().as_ref())
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+        let subject = x.subject();
+        fn first<'a>(
+            mut it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+        ) -> Option<String> {
+            it.next().and_then(|a| a.as_str().ok()).map(str::to_owned)
+        }
+        let attributes = IdentityAttributes {
+            common_name: first(subject.iter_common_name()).unwrap_or_default(),
+            organization: first(subject.iter_organization()),
+            organization_unit: first(subject.iter_organizational_unit()),
+            email: first(subject.iter_email()),
+        };
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = x.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                    GeneralName::IPAddress(ip) => {
+                        let ip: Option<std::net::IpAddr> = match ip.len() {
+                            4 => <[u8; 4]>::try_from(*ip).ok().map(Into::into),
+                            16 => <[u8; 16]>::try_from(*ip).ok().map(Into::into),
+                            _ => None,
+                        };
+                        names.extend(ip.map(|ip| ip.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok((attributes, names))
+    }
+
+    /// A new self-signed identity with this one's subject attributes and server names,
+    /// valid until `expiration`: how an expired self-signed identity is renewed. Its key
+    /// and fingerprint are new, so clients that pin the old certificate need this one.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use peerlite_smol::{IdentityAttributes, TlsIdentity};
+    ///
+    /// let now = SystemTime::now();
+    /// let year = Duration::from_secs(365 * 24 * 3600);
+    /// let old = TlsIdentity::self_signed(&IdentityAttributes::common_name("laptop"), now + year, now, &["laptop.local".into()])?;
+    /// let new = old.renewed(now + 2 * year, now)?;
+    /// assert_eq!(new.attributes()?, old.attributes()?);
+    /// assert_ne!(new.sha256_fingerprint(), old.sha256_fingerprint());
+    /// # Ok::<(), peerlite_smol::IdentityError>(())
+    /// ```
+    pub fn renewed(
+        &self,
+        expiration: SystemTime,
+        now: SystemTime,
+    ) -> Result<TlsIdentity, IdentityError> {
+        let (attributes, names) = self.attributes()?;
+        TlsIdentity::self_signed(&attributes, expiration, now, &names)
+    }
+
     /// When the leaf certificate expires.
     pub fn expiration(&self) -> Option<SystemTime> {
         let (_, x) = x509_parser::parse_x509_certificate(self.certificate().as_ref()).ok()?;
@@ -418,6 +512,13 @@ fn check_label(label: &str) -> Result<(), IdentityError> {
         return Err(IdentityError::InvalidLabel(label.into()));
     }
     Ok(())
+}
+
+/// A time as RFC 3339 (`2030-01-01T00:00:00Z`), as every message of Peerlite writes it.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {

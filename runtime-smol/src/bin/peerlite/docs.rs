@@ -1,4 +1,4 @@
-//! Document commands: put, get, rm, ls, import, export.
+//! Document commands: put, get, rm, ls, import, export, collections.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
@@ -12,16 +12,33 @@ fn doc_id(id: &str) -> Result<DocId, String> {
     DocId::new(id).map_err(|e| format!("invalid document ID {id:?}: {e}"))
 }
 
+/// Saves a document; `json` is the body, or `-` to read it from standard input (for
+/// bodies larger than a command line allows). Prints the current revision; saving the
+/// body the document already has changes nothing.
 pub(crate) fn put(args: &DbArgs, id: &str, json: &str) -> Result<(), String> {
+    let id = doc_id(id)?;
+    let text = if json == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+        text
+    } else {
+        json.to_owned()
+    };
+    let body = Body::from_json_str(without_bom(&text)).map_err(|e| e.to_string())?;
     let (db, c) = args.open()?;
-    let body = Body::from_json_str(json).map_err(|e| e.to_string())?;
-    let w = db.save(&c, &doc_id(id)?, body).map_err(|e| e.to_string())?;
+    let w = db.save(&c, &id, body).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
     Ok(())
 }
 
+/// Text without a leading UTF-8 byte-order mark (which some editors write).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 pub(crate) fn get(args: &DbArgs, id: &str) -> Result<(), String> {
-    let (db, c) = args.open()?;
+    let (db, c) = args.open_existing()?;
     match db.get(&c, &doc_id(id)?).map_err(|e| e.to_string())? {
         Some(doc) => {
             println!("{}", doc.body.to_json_string());
@@ -32,7 +49,7 @@ pub(crate) fn get(args: &DbArgs, id: &str) -> Result<(), String> {
 }
 
 pub(crate) fn rm(args: &DbArgs, id: &str) -> Result<(), String> {
-    let (db, c) = args.open()?;
+    let (db, c) = args.open_existing()?;
     let w = db
         .delete(&c, &doc_id(id)?, Expected::Any)
         .map_err(|e| match e {
@@ -48,7 +65,7 @@ fn each_document(
     args: &DbArgs,
     mut f: impl FnMut(&peerlite_storage::Document) -> std::io::Result<()>,
 ) -> Result<(), String> {
-    let (db, c) = args.open()?;
+    let (db, c) = args.open_existing()?;
     let mut after = None;
     loop {
         let page = db
@@ -82,12 +99,13 @@ pub(crate) fn import(args: &DbArgs, file: &Path) -> Result<(), String> {
     let mut docs = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let line = if n == 0 { without_bom(&line) } else { &line };
         if line.trim().is_empty() {
             continue;
         }
         let at = |msg: String| format!("line {}: {msg}", n + 1);
         let mut value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
+            serde_json::from_str(line).map_err(|e| at(format!("invalid JSON: {e}")))?;
         let object = value
             .as_object_mut()
             .ok_or_else(|| at("expected a JSON object".into()))?;
@@ -100,12 +118,17 @@ pub(crate) fn import(args: &DbArgs, file: &Path) -> Result<(), String> {
     }
     let (db, c) = args.open()?;
     let count = docs.len();
+    let mut unchanged = 0;
     let mut rest = docs;
     while !rest.is_empty() {
         let chunk: Vec<_> = rest.drain(..rest.len().min(1000)).collect();
-        db.save_batch(&c, chunk).map_err(|e| e.to_string())?;
+        let results = db.save_batch(&c, chunk).map_err(|e| e.to_string())?;
+        unchanged += results.iter().filter(|r| !r.changed).count();
     }
-    println!("imported {count} documents into {c}");
+    match unchanged {
+        0 => println!("imported {count} documents into {c}"),
+        n => println!("imported {count} documents into {c} ({n} unchanged)"),
+    }
     Ok(())
 }
 
@@ -120,4 +143,12 @@ pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
         writeln!(out, "{}", serde_json::Value::Object(line))
     })?;
     out.flush().map_err(|e| e.to_string())
+}
+
+pub(crate) fn collections(db: &Path) -> Result<(), String> {
+    let db = crate::open_existing_db(db)?;
+    for c in db.collections().map_err(|e| e.to_string())? {
+        println!("{c}");
+    }
+    Ok(())
 }

@@ -29,6 +29,16 @@ pub(crate) enum IdentityCommand {
         #[arg(long)]
         expiration: Option<String>,
     },
+    /// Renew the self-signed identity LABEL (e.g. once it expired): a new certificate with
+    /// the same attributes and server names. Its fingerprint is new: give the new
+    /// certificate to clients that pin the old one.
+    Renew {
+        /// The identity's label.
+        label: String,
+        /// Expiration, RFC 3339 (e.g. 2030-01-01T00:00:00Z); default one year from now.
+        #[arg(long)]
+        expiration: Option<String>,
+    },
     /// Print the certificate of LABEL in PEM (give it to clients to pin).
     ExportCert {
         /// The identity's label.
@@ -43,45 +53,66 @@ pub(crate) enum IdentityCommand {
     List,
 }
 
-pub(crate) fn run(db: &Path, command: IdentityCommand) -> Result<(), String> {
-    let db = crate::open_db(db)?;
-    match command {
-        IdentityCommand::Create {
-            label,
-            common_name,
+pub(crate) fn run(db_path: &Path, command: IdentityCommand) -> Result<(), String> {
+    if let IdentityCommand::Create {
+        label,
+        common_name,
+        organization,
+        organization_unit,
+        email,
+        expiration,
+    } = command
+    {
+        // Made first, so that bad options create no database.
+        let now = SystemTime::now();
+        let expiration = match expiration {
+            Some(text) => parse_time(&text)?,
+            None => now + Duration::from_secs(365 * 24 * 3600),
+        };
+        let attributes = IdentityAttributes {
+            common_name: common_name.clone(),
             organization,
             organization_unit,
             email,
-            expiration,
-        } => {
-            if TlsIdentity::load(&db, &label)
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                return Err(format!(
-                    "an identity labelled {label:?} exists; delete it first"
-                ));
-            }
+        };
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            common_name,
+        ];
+        let id = TlsIdentity::self_signed(&attributes, expiration, now, &names)
+            .map_err(|e| e.to_string())?;
+        let db = crate::open_db(db_path)?;
+        if TlsIdentity::load(&db, &label)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err(format!(
+                "an identity labelled {label:?} exists; delete it first (or renew it)"
+            ));
+        }
+        id.save(&db, &label).map_err(|e| e.to_string())?;
+        println!("created {label} sha256 {}", id.sha256_fingerprint());
+        return Ok(());
+    }
+    // The other commands read (or change) an existing database.
+    let db = crate::open_existing_db(db_path)?;
+    match command {
+        IdentityCommand::Create { .. } => {}
+        IdentityCommand::Renew { label, expiration } => {
+            let old = load(&db, &label)?;
             let now = SystemTime::now();
             let expiration = match expiration {
                 Some(text) => parse_time(&text)?,
                 None => now + Duration::from_secs(365 * 24 * 3600),
             };
-            let attributes = IdentityAttributes {
-                common_name: common_name.clone(),
-                organization,
-                organization_unit,
-                email,
-            };
-            let names = vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-                common_name,
-            ];
-            let id = TlsIdentity::self_signed(&attributes, expiration, now, &names)
-                .map_err(|e| e.to_string())?;
-            id.save(&db, &label).map_err(|e| e.to_string())?;
-            println!("created {label} sha256 {}", id.sha256_fingerprint());
+            let new = old.renewed(expiration, now).map_err(|e| e.to_string())?;
+            new.save(&db, &label).map_err(|e| e.to_string())?;
+            println!(
+                "renewed {label} sha256 {} expires {}",
+                new.sha256_fingerprint(),
+                format_time(expiration)
+            );
         }
         IdentityCommand::ExportCert { label } => print!("{}", load(&db, &label)?.certificate_pem()),
         IdentityCommand::Delete { label } => {

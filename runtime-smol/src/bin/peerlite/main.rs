@@ -42,7 +42,7 @@ enum Command {
         db: DbArgs,
         /// Document ID.
         id: String,
-        /// The document body, a JSON object.
+        /// The document body, a JSON object, or - to read it from standard input.
         json: String,
     },
     /// Print a document's body as JSON.
@@ -76,6 +76,12 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// List a database's collections, one per line.
+    Collections {
+        /// Database directory (it must exist).
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Manage TLS identities stored in a database.
     Identity {
         /// Database directory.
@@ -102,7 +108,7 @@ enum Command {
 /// A database directory and a collection.
 #[derive(Args)]
 struct DbArgs {
-    /// Database directory (created if missing).
+    /// Database directory (put and import create it; other commands need it to exist).
     #[arg(long)]
     db: PathBuf,
     /// Collection, as scope.name or name.
@@ -111,6 +117,7 @@ struct DbArgs {
 }
 
 impl DbArgs {
+    /// For commands that write: creates the database and the collection if missing.
     fn open(&self) -> Result<(Database, CollectionName), String> {
         let collection = parse_collection(&self.collection)?;
         let db = open_db(&self.db)?;
@@ -118,10 +125,38 @@ impl DbArgs {
             .map_err(|e| e.to_string())?;
         Ok((db, collection))
     }
+
+    /// For commands that read (or remove): the database and the collection must exist,
+    /// so a mistyped name is an error instead of an empty answer.
+    fn open_existing(&self) -> Result<(Database, CollectionName), String> {
+        let collection = parse_collection(&self.collection)?;
+        let db = open_existing_db(&self.db)?;
+        if !db.has_collection(&collection).map_err(|e| e.to_string())? {
+            let names = db.collections().map_err(|e| e.to_string())?;
+            let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "database {} has no collection {collection}; it has: {}",
+                self.db.display(),
+                names.join(", ")
+            ));
+        }
+        Ok((db, collection))
+    }
 }
 
 fn open_db(path: &std::path::Path) -> Result<Database, String> {
     Database::open(path).map_err(|e| format!("cannot open database {}: {e}", path.display()))
+}
+
+/// Opens a database that must already exist: reading commands never create one.
+fn open_existing_db(path: &std::path::Path) -> Result<Database, String> {
+    if !path.is_dir() {
+        return Err(format!(
+            "no database at {}: check --db (only put, import, serve and sync create one)",
+            path.display()
+        ));
+    }
+    open_db(path)
 }
 
 fn parse_collection(s: &str) -> Result<CollectionName, String> {
@@ -141,6 +176,7 @@ fn main() -> ExitCode {
         Command::Ls { db } => docs::ls(&db),
         Command::Import { db, file } => docs::import(&db, &file),
         Command::Export { db } => docs::export(&db),
+        Command::Collections { db } => docs::collections(&db),
         Command::Identity { db, command } => identity::run(&db, command),
         Command::Demo { docs } => demo::run(docs),
         Command::Bench(args) => bench::run(args),

@@ -31,9 +31,18 @@ pub(crate) struct ServeArgs {
     /// Collections to serve (scope.name); repeat for several. Default: _default._default.
     #[arg(long = "collection")]
     collections: Vec<String>,
-    /// A user allowed to connect, as NAME:PASSWORD; repeat for several.
+    /// A user allowed to connect, as NAME:PASSWORD, or NAME with the password in the
+    /// PEERLITE_PASSWORD environment variable; repeat for several.
     #[arg(long = "user")]
     users: Vec<String>,
+    /// Users allowed to connect, one NAME:PASSWORD per line (# starts a comment): keeps
+    /// passwords out of the process list.
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
+    /// Accept anyone, without credentials: whoever reaches the port may read and change
+    /// the database. Without it, serve requires --user, --users-file or --client-ca.
+    #[arg(long, conflicts_with_all = ["users", "users_file", "client_ca"])]
+    no_auth: bool,
     /// Refuse pushes: clients may only pull.
     #[arg(long)]
     read_only: bool,
@@ -65,7 +74,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PASS", requires = "tls_p12")]
     tls_p12_password: Option<String>,
     /// Require client certificates issued by the CA(s) in this PEM file.
-    #[arg(long, value_name = "CA.pem", conflicts_with_all = ["users", "no_tls"])]
+    #[arg(long, value_name = "CA.pem", conflicts_with_all = ["users", "users_file", "no_tls"])]
     client_ca: Option<PathBuf>,
 }
 
@@ -89,15 +98,23 @@ pub(crate) struct SyncArgs {
     /// Collections to replicate (scope.name); repeat for several. Default: _default._default.
     #[arg(long = "collection")]
     collections: Vec<String>,
-    /// Credentials, as NAME:PASSWORD.
+    /// Credentials, as NAME:PASSWORD, or NAME with the password from --password-file or
+    /// the PEERLITE_PASSWORD environment variable (out of the process list).
     #[arg(long)]
     user: Option<String>,
+    /// A file whose first line is the password of --user NAME.
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
     /// Trust only this certificate (PEM or DER file).
-    #[arg(long, value_name = "FILE", conflicts_with = "accept_self_signed")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["accept_self_signed", "ca_cert"])]
     pinned_cert: Option<PathBuf>,
     /// Accept any self-signed certificate (and no CA-issued one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_cert")]
     accept_self_signed: bool,
+    /// Trust certificates issued by the CA(s) in this PEM file; the listener's
+    /// certificate must also name the host of the URL.
+    #[arg(long, value_name = "CA.pem")]
+    ca_cert: Option<PathBuf>,
     /// Client certificate chain in PEM (with --client-key).
     #[arg(long, value_name = "CERT.pem", requires = "client_key")]
     client_cert: Option<PathBuf>,
@@ -109,10 +126,65 @@ pub(crate) struct SyncArgs {
     doc_ids: Vec<String>,
 }
 
-fn split_user(s: &str) -> Result<(&str, &str), String> {
-    s.split_once(':')
-        .filter(|(u, _)| !u.is_empty())
-        .ok_or_else(|| format!("invalid user {s:?}: write NAME:PASSWORD"))
+/// The environment variable a password may come from instead of the command line.
+const PASSWORD_VAR: &str = "PEERLITE_PASSWORD";
+
+/// A user name and password from `NAME:PASSWORD`, or from `NAME` and a password file or
+/// [`PASSWORD_VAR`]. Empty names and passwords are refused.
+fn credentials(spec: &str, password_file: Option<&Path>) -> Result<(String, String), String> {
+    let (name, password) = match spec.split_once(':') {
+        Some((name, password)) => (name, password.to_owned()),
+        None => {
+            let password = match password_file {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                None => std::env::var(PASSWORD_VAR).map_err(|_| {
+                    format!(
+                        "no password for user {spec:?}: write NAME:PASSWORD, or set {PASSWORD_VAR}, or give --password-file (sync)"
+                    )
+                })?,
+            };
+            (spec, password)
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("invalid user {spec:?}: write NAME:PASSWORD"));
+    }
+    if password.is_empty() {
+        return Err(format!("user {name:?} has an empty password"));
+    }
+    Ok((name.to_owned(), password))
+}
+
+/// The users of a `--users-file`: one `NAME:PASSWORD` per line, `#` comments.
+fn users_file(path: &Path) -> Result<Vec<User>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut users = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !line.contains(':') {
+            return Err(format!(
+                "{} line {}: write NAME:PASSWORD",
+                path.display(),
+                n + 1
+            ));
+        }
+        let (name, password) = credentials(line, None)
+            .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
+        users.push(User::new(name, &password));
+    }
+    if users.is_empty() {
+        return Err(format!("{} holds no user", path.display()));
+    }
+    Ok(users)
 }
 
 fn collections(names: &[String]) -> Result<Vec<peerlite_proto::CollectionName>, String> {
@@ -149,7 +221,6 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
-    let db = crate::open_db(&args.db)?;
     let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         ListenerTls::Identity(TlsIdentity::from_pem_files(cert, key).map_err(|e| e.to_string())?)
     } else if let (Some(p12), Some(password)) = (&args.tls_p12, &args.tls_p12_password) {
@@ -170,13 +241,25 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         Some(ca) => Some(ListenerAuthenticator::ClientCertificate {
             roots: read_certs(ca)?,
         }),
-        None if args.users.is_empty() => None,
+        None if args.no_auth => {
+            eprintln!(
+                "warning: --no-auth: anyone who can reach {}:{} may read and change this database",
+                args.host, args.port
+            );
+            None
+        }
         None => {
-            let users = args
+            let mut users = args
                 .users
                 .iter()
-                .map(|u| split_user(u).map(|(name, pass)| User::new(name, pass)))
-                .collect::<Result<_, _>>()?;
+                .map(|u| credentials(u, None).map(|(name, pass)| User::new(name, &pass)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(file) = &args.users_file {
+                users.extend(users_file(file)?);
+            }
+            if users.is_empty() {
+                return Err("serve needs a way to authenticate clients: --user NAME:PASSWORD, --users-file FILE or --client-ca CA.pem (or --no-auth to accept anyone)".into());
+            }
             Some(ListenerAuthenticator::Basic(users))
         }
     };
@@ -195,6 +278,8 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         ..ListenerConfig::default()
     };
     smol::block_on(async {
+        // Opened once every option is known good, so a bad one creates no database.
+        let db = crate::open_db(&args.db)?;
         let listener = Listener::start(db, config)
             .await
             .map_err(|e| e.to_string())?;
@@ -214,7 +299,6 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
-    let db = crate::open_db(&args.db)?;
     let mut config = ReplicatorConfiguration::new(args.url.clone());
     config.replicator_type = match (args.push, args.pull) {
         (true, _) => ReplicatorType::Push,
@@ -235,19 +319,20 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
         })
         .collect();
     if let Some(user) = &args.user {
-        let (name, pass) = split_user(user)?;
+        let (name, pass) = credentials(user, args.password_file.as_deref())?;
         config.credentials = Some(Credentials::new(name, pass));
     }
-    config.server_trust = match (&args.pinned_cert, args.accept_self_signed) {
-        (Some(file), _) => {
+    config.server_trust = match (&args.pinned_cert, &args.ca_cert, args.accept_self_signed) {
+        (Some(file), _, _) => {
             let cert = read_certs(file)?
                 .into_iter()
                 .next()
                 .ok_or("no certificate in the pinned file")?;
             ServerTrust::Pinned(cert)
         }
-        (None, true) => ServerTrust::SelfSignedOnly,
-        (None, false) => ServerTrust::default(),
+        (None, Some(file), _) => ServerTrust::TrustedRoots(read_certs(file)?),
+        (None, None, true) => ServerTrust::SelfSignedOnly,
+        (None, None, false) => ServerTrust::default(),
     };
     if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
         config.client_identity =
@@ -256,6 +341,7 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     if !args.continuous {
         config.max_attempts = 3;
     }
+    let db = crate::open_db(&args.db)?;
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
     let report = Arc::new(Report::new(
         args.continuous && !std::io::stdout().is_terminal(),
