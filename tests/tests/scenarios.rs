@@ -857,3 +857,43 @@ fn documents_near_the_frame_limit_sync_and_larger_ones_are_reported() {
     assert_eq!(revisions_in(&mut w, |w| one_shot(w, again)), 0);
     assert!(doc_events(&w, again).is_empty());
 }
+
+/// Progress counts the current connection's work: a one-shot sync whose connection drops
+/// midway ends with every document it counted completed, and never more documents than
+/// there are (it counted 90 for 6 while it retried, before).
+#[test]
+fn progress_after_a_reconnection_counts_each_document_once() {
+    let (mut w, hub, client) = hub_and_client(31);
+    for i in 0..1000 {
+        w.save(client, &format!("doc-{i}"), r#"{"x": 1}"#).unwrap();
+    }
+    let link = w.replicate(client, hub, |c| {
+        c.replicator_type = ReplicatorType::Push;
+        c.initial_retry_wait = Duration::from_millis(50);
+        c.checkpoint_interval = Duration::from_millis(1);
+    });
+    w.start(link);
+    w.run_for(Duration::from_millis(30));
+    let before = w.status(link).progress;
+    assert!(
+        before.completed > 0 && before.completed < 1000,
+        "{before:?}"
+    );
+    w.drop_connection(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    let status = w.status(link).clone();
+    assert_eq!((status.activity, status.error), (Activity::Stopped, None));
+    let p = status.progress;
+    assert_eq!(p.completed, p.total, "{p:?}");
+    assert!(p.total > 0 && p.total <= 1000, "{p:?}");
+    w.check_converged(&[hub, client]).unwrap();
+    // The retry was announced while it was pending.
+    assert!(
+        w.events(link).iter().any(|e| matches!(
+            e,
+            Event::Status(s) if s.retry.is_some_and(|r| r.failed_attempts == 1)
+                && s.activity == Activity::Offline
+        )),
+        "no status announced the retry"
+    );
+}
