@@ -1021,25 +1021,9 @@ impl ActiveReplicator {
         if too_large.is_empty() {
             return;
         }
-        let limit = budget.hard_bytes as u64;
-        let events: Vec<DocumentEvent> = too_large
+        let events: Vec<DocumentEvent> = crate::bundle::oversized(too_large)
             .into_iter()
-            .filter_map(|(bundle, bytes)| {
-                let last = bundle.revisions.last()?;
-                Some(DocumentEvent {
-                    collection: name.clone(),
-                    doc_id: bundle.doc_id,
-                    rev: last.rev,
-                    direction: Direction::Push,
-                    deleted: last.deleted,
-                    error: Some(DocumentError::TooLarge {
-                        bytes: bytes as u64,
-                        limit,
-                    }),
-                    conflict_resolved: false,
-                    already_had: false,
-                })
-            })
+            .map(|o| crate::bundle::too_large_event(name, o, Direction::Push, budget.hard_bytes))
             .collect();
         self.progress(events.len() as u64, 0);
         self.conn.event(Event::Documents(events));
@@ -1314,24 +1298,12 @@ impl ActiveReplicator {
             self.pull_doc_done(&name, doc);
         }
         if !oversized.is_empty() {
-            let limit = self.config.frame_limits.max_frame_bytes as u64;
+            let limit = self.config.frame_limits.max_frame_bytes;
             let events = oversized
                 .into_iter()
                 .map(|o| {
                     self.pull_doc_done(&name, &o.doc_id);
-                    DocumentEvent {
-                        collection: name.clone(),
-                        doc_id: o.doc_id,
-                        rev: o.rev,
-                        direction: Direction::Pull,
-                        deleted: false,
-                        error: Some(DocumentError::TooLarge {
-                            bytes: o.bytes,
-                            limit,
-                        }),
-                        conflict_resolved: false,
-                        already_had: false,
-                    }
+                    crate::bundle::too_large_event(&name, o, Direction::Pull, limit)
                 })
                 .collect();
             self.conn.event(Event::Documents(events));

@@ -117,6 +117,44 @@ pub(crate) fn cut<T>(
     Cut { frames, too_large }
 }
 
+/// The event reporting a document that cannot be sent to a peer whose frame limit is
+/// `limit` (both sides report it, in `direction`).
+pub(crate) fn too_large_event(
+    collection: &crate::CollectionName,
+    oversized: crate::Oversized,
+    direction: crate::Direction,
+    limit: usize,
+) -> crate::DocumentEvent {
+    crate::DocumentEvent {
+        collection: collection.clone(),
+        doc_id: oversized.doc_id,
+        rev: oversized.rev,
+        direction,
+        deleted: false,
+        error: Some(crate::DocumentError::TooLarge {
+            bytes: oversized.bytes,
+            limit: limit as u64,
+        }),
+        conflict_resolved: false,
+        already_had: false,
+    }
+}
+
+/// The documents of `too_large` (from [`cut`]) as [`crate::Oversized`] notes.
+pub(crate) fn oversized(too_large: Vec<(crate::RevBundle, usize)>) -> Vec<crate::Oversized> {
+    too_large
+        .into_iter()
+        .filter_map(|(b, bytes)| {
+            let rev = b.revisions.last()?.rev;
+            Some(crate::Oversized {
+                doc_id: b.doc_id,
+                rev,
+                bytes: bytes as u64,
+            })
+        })
+        .collect()
+}
+
 /// The IDs of a document's leaves other than its current revision.
 pub fn other_leaf_ids(bundle: &[Revision]) -> Vec<RevId> {
     match bundle.split_last() {

@@ -17,8 +17,8 @@ use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
     DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertMode,
-    InsertOutcome, Output, Oversized, PROTOCOL_VERSION, Request, RequestNumber, Response,
-    RevBundle, RevId, RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
+    InsertOutcome, Output, PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevId,
+    RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -925,33 +925,13 @@ impl PassivePeer {
             envelope + notes_room,
             budget,
         );
-        let oversized: Vec<Oversized> = too_large
-            .into_iter()
-            .filter_map(|(b, bytes)| {
-                let rev = b.revisions.last()?.rev;
-                Some(Oversized {
-                    doc_id: b.doc_id,
-                    rev,
-                    bytes: bytes as u64,
-                })
-            })
-            .collect();
+        let oversized = crate::bundle::oversized(too_large);
         if !oversized.is_empty() {
-            let limit = budget.hard_bytes as u64;
             let events = oversized
                 .iter()
-                .map(|o| DocumentEvent {
-                    collection: collection.clone(),
-                    doc_id: o.doc_id.clone(),
-                    rev: o.rev,
-                    direction: Direction::Pull,
-                    deleted: false,
-                    error: Some(DocumentError::TooLarge {
-                        bytes: o.bytes,
-                        limit,
-                    }),
-                    conflict_resolved: false,
-                    already_had: false,
+                .map(|o| {
+                    let (o, pull) = (o.clone(), Direction::Pull);
+                    crate::bundle::too_large_event(&collection, o, pull, budget.hard_bytes)
                 })
                 .collect();
             self.conn.event(Event::Documents(events));
