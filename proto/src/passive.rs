@@ -606,6 +606,7 @@ impl PassivePeer {
                         principal: &self.principal,
                     })
                     .err()
+                    .map(bounded_reason)
                 })
             });
             match verdict {
@@ -1045,6 +1046,23 @@ fn not_served(c: &CollectionName) -> ErrorBody {
         404,
         format!("collection {c} is not served to you by this listener"),
     )
+}
+
+/// The most bytes of a validator's reason sent back: a `RevStatuses` answer for a whole
+/// `Revs` message stays small whatever the validator returns.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason`, cut at [`MAX_REASON_BYTES`] on a character boundary.
+fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 fn status_error(status: &RevStatus) -> Option<DocumentError> {

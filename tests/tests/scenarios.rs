@@ -897,3 +897,38 @@ fn progress_after_a_reconnection_counts_each_document_once() {
         "no status announced the retry"
     );
 }
+
+/// A validator's reason is cut at 1 KiB, so the answer to a whole `Revs` message stays
+/// small: 100 rejections with 200 KiB reasons would make a 20 MB frame otherwise.
+#[test]
+fn long_rejection_reasons_are_cut_and_the_push_completes() {
+    let mut w = World::new(12, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let client = w.add_peer("client");
+    let wordy = |_: &ValidationContext<'_>| Err(format!("no: {}", "é".repeat(100 << 10)));
+    w.listen(
+        hub,
+        PassiveConfig {
+            validator: Some(Arc::new(wordy)),
+            ..PassiveConfig::default()
+        },
+    );
+    for i in 0..100 {
+        w.save(client, &format!("d{i}"), "{}").unwrap();
+    }
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    one_shot(&mut w, link);
+    let rejected: Vec<_> = doc_events(&w, link)
+        .into_iter()
+        .filter_map(|d| match d.error {
+            Some(DocumentError::Rejected { code: 403, reason }) => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 100);
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r.starts_with("no: é") && r.len() <= 1024 + 3)
+    );
+}
