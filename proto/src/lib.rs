@@ -95,7 +95,7 @@ mod active;
 mod backoff;
 mod body;
 mod bundle;
-mod cbor;
+pub mod cbor;
 mod collection;
 mod conflict;
 mod conn;

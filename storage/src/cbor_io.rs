@@ -5,7 +5,9 @@
 //! through serde and ciborium was the largest single cost of a resync. Their layout is
 //! fixed and tiny — arrays, unsigned integers, byte and text strings, booleans and null —
 //! so this module reads and writes exactly that subset, byte for byte as ciborium does
-//! (minimal-length headers, definite lengths), and the on-disk format is unchanged.
+//! (minimal-length headers, definite lengths), and the on-disk format is unchanged. Item
+//! heads are read and written by `peerlite_proto::cbor`, the one CBOR layer the wire
+//! codec uses too.
 //!
 //! Every read is bounds-checked: a truncated or malformed record is an error, never a
 //! panic, and a declared length larger than the bytes that remain is refused before
@@ -44,13 +46,8 @@ pub(crate) enum ReadError {
     TrailingBytes(usize),
 }
 
-const UINT: u8 = 0;
-const BYTES: u8 = 2;
-const TEXT: u8 = 3;
-const ARRAY: u8 = 4;
-const FALSE: u8 = 0xf4;
-const TRUE: u8 = 0xf5;
-const NULL: u8 = 0xf6;
+use peerlite_proto::cbor::major::{ARRAY, BYTES, TEXT, UINT};
+use peerlite_proto::cbor::{self, FALSE, HeadError, NULL, TRUE};
 
 /// Reads items from a byte slice, front to back.
 pub(crate) struct Reader<'a> {
@@ -79,31 +76,19 @@ impl<'a> Reader<'a> {
     /// Reads an item head of major type `major`; returns its argument.
     fn head(&mut self, major: u8, expected: &'static str) -> Result<u64, ReadError> {
         let first = *self.buf.get(self.pos).ok_or(ReadError::Truncated)?;
-        if first >> 5 != major {
-            return Err(ReadError::Unexpected {
-                expected,
-                found: first,
-            });
-        }
-        self.pos += 1;
-        let size = match first & 0x1f {
-            n @ 0..=23 => return Ok(u64::from(n)),
-            24 => 1,
-            25 => 2,
-            26 => 4,
-            27 => 8,
-            // Indefinite lengths and reserved values: never written by the store.
-            _ => {
-                return Err(ReadError::Unexpected {
-                    expected,
-                    found: first,
-                });
-            }
+        let unexpected = ReadError::Unexpected {
+            expected,
+            found: first,
         };
-        Ok(self
-            .take(size)?
-            .iter()
-            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        if first >> 5 != major {
+            return Err(unexpected);
+        }
+        match cbor::read_head(self.buf, &mut self.pos) {
+            Ok(head) => Ok(head.arg),
+            Err(HeadError::Truncated) => Err(ReadError::Truncated),
+            // Indefinite lengths and reserved values: never written by the store.
+            Err(_) => Err(unexpected),
+        }
     }
 
     /// A length argument that the rest of the input can hold (each element or byte takes
@@ -185,24 +170,7 @@ impl Writer {
     }
 
     fn head(&mut self, major: u8, arg: u64) {
-        let m = major << 5;
-        // The casts below cannot truncate: each arm's range bounds the value.
-        match arg {
-            0..=23 => self.out.push(m | arg as u8),
-            24..=0xff => self.out.extend_from_slice(&[m | 24, arg as u8]),
-            0x100..=0xffff => {
-                self.out.push(m | 25);
-                self.out.extend_from_slice(&(arg as u16).to_be_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                self.out.push(m | 26);
-                self.out.extend_from_slice(&(arg as u32).to_be_bytes());
-            }
-            _ => {
-                self.out.push(m | 27);
-                self.out.extend_from_slice(&arg.to_be_bytes());
-            }
-        }
+        cbor::write_head(&mut self.out, major, arg);
     }
 
     pub(crate) fn uint(&mut self, n: u64) {

@@ -20,6 +20,7 @@
 use bytes::Bytes;
 
 use super::{Frame, FrameLimits, Request, Response, RevBundle, RevStatus};
+use crate::cbor::{self, major};
 use crate::{Body, Change, CollectionName, DIGEST_LEN, DocId, RevId, Revision, Seq};
 
 /// Encodes `frame` if it is one of the bulk kinds; `None` for the others.
@@ -109,51 +110,37 @@ impl Writer {
     }
 
     fn head(&mut self, major: u8, arg: u64) {
-        let m = major << 5;
-        if arg < 24 {
-            self.out.push(m | arg as u8);
-        } else if arg <= 0xff {
-            self.out.extend_from_slice(&[m | 24, arg as u8]);
-        } else if arg <= 0xffff {
-            self.out.push(m | 25);
-            self.out.extend_from_slice(&(arg as u16).to_be_bytes());
-        } else if arg <= 0xffff_ffff {
-            self.out.push(m | 26);
-            self.out.extend_from_slice(&(arg as u32).to_be_bytes());
-        } else {
-            self.out.push(m | 27);
-            self.out.extend_from_slice(&arg.to_be_bytes());
-        }
+        cbor::write_head(&mut self.out, major, arg);
     }
 
     fn uint(&mut self, v: u64) {
-        self.head(0, v);
+        self.head(major::UINT, v);
     }
 
     fn bytes(&mut self, b: &[u8]) {
-        self.head(2, b.len() as u64);
+        self.head(major::BYTES, b.len() as u64);
         self.out.extend_from_slice(b);
     }
 
     fn text(&mut self, s: &str) {
-        self.head(3, s.len() as u64);
+        self.head(major::TEXT, s.len() as u64);
         self.out.extend_from_slice(s.as_bytes());
     }
 
     fn array(&mut self, len: usize) {
-        self.head(4, len as u64);
+        self.head(major::ARRAY, len as u64);
     }
 
     fn map(&mut self, len: usize) {
-        self.head(5, len as u64);
+        self.head(major::MAP, len as u64);
     }
 
     fn bool(&mut self, v: bool) {
-        self.out.push(if v { 0xf5 } else { 0xf4 });
+        self.out.push(if v { cbor::TRUE } else { cbor::FALSE });
     }
 
     fn null(&mut self) {
-        self.out.push(0xf6);
+        self.out.push(cbor::NULL);
     }
 
     fn rev_id(&mut self, rev: &RevId) {
@@ -306,24 +293,11 @@ impl<'a> Reader<'a> {
 
     /// The next head if its major type is `major`: its argument.
     fn head(&mut self, major: u8) -> Option<u64> {
-        let first = *self.buf.get(self.pos)?;
-        if first >> 5 != major {
+        if self.peek()? >> 5 != major {
             return None;
         }
         self.count()?;
-        self.pos += 1;
-        match first & 0x1f {
-            info @ 0..=23 => Some(u64::from(info)),
-            24 => Some(u64::from(self.take(1)?[0])),
-            25 => Some(u64::from(u16::from_be_bytes(
-                self.take(2)?.try_into().ok()?,
-            ))),
-            26 => Some(u64::from(u32::from_be_bytes(
-                self.take(4)?.try_into().ok()?,
-            ))),
-            27 => Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?)),
-            _ => None,
-        }
+        cbor::read_head(self.buf, &mut self.pos).ok().map(|h| h.arg)
     }
 
     /// Counts one more item.
@@ -337,11 +311,11 @@ impl<'a> Reader<'a> {
     }
 
     fn uint(&mut self) -> Option<u64> {
-        self.head(0)
+        self.head(major::UINT)
     }
 
     fn text(&mut self) -> Option<&'a str> {
-        let len = self.head(3)?;
+        let len = self.head(major::TEXT)?;
         std::str::from_utf8(self.take(len)?).ok()
     }
 
@@ -350,19 +324,19 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self) -> Option<u64> {
-        self.head(5)
+        self.head(major::MAP)
     }
 
     /// An array of at most `max` elements: its length.
     fn array(&mut self, max: usize) -> Option<usize> {
-        let len = usize::try_from(self.head(4)?).ok()?;
+        let len = usize::try_from(self.head(major::ARRAY)?).ok()?;
         (len <= max).then_some(len)
     }
 
     fn bool(&mut self) -> Option<bool> {
         let value = match self.peek()? {
-            0xf4 => false,
-            0xf5 => true,
+            cbor::FALSE => false,
+            cbor::TRUE => true,
             _ => return None,
         };
         self.count()?;
@@ -372,7 +346,7 @@ impl<'a> Reader<'a> {
 
     /// Whether the next item is null (then read); `None` over the item limit.
     fn null(&mut self) -> Option<bool> {
-        if self.peek() != Some(0xf6) {
+        if self.peek() != Some(cbor::NULL) {
             return Some(false);
         }
         self.count()?;
@@ -385,7 +359,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let generation = self.uint()?;
-        let len = self.head(2)?;
+        let len = self.head(major::BYTES)?;
         let digest: [u8; DIGEST_LEN] = self.take(len)?.try_into().ok()?;
         RevId::from_parts(generation, digest).ok()
     }
@@ -408,7 +382,7 @@ impl<'a> Reader<'a> {
     }
 
     fn body(&mut self) -> Option<Body> {
-        let len = self.head(2)?;
+        let len = self.head(major::BYTES)?;
         let start = self.pos;
         let slice = self.take(len)?;
         let bytes = match self.shared {
@@ -588,7 +562,7 @@ impl<'a> Reader<'a> {
     }
 
     fn rev_status(&mut self) -> Option<RevStatus> {
-        if self.peek()? >> 5 == 3 {
+        if self.peek()? >> 5 == major::TEXT {
             return match self.text()? {
                 "Ok" => Some(RevStatus::Ok),
                 "AlreadyHad" => Some(RevStatus::AlreadyHad),

@@ -10,6 +10,8 @@
 
 use half::f16;
 
+use super::head::{Head, HeadError, major, read_head};
+
 /// Limits applied while scanning one CBOR item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ScanLimits {
@@ -95,12 +97,6 @@ struct Scanner<'a> {
     limits: ScanLimits,
 }
 
-struct Head {
-    major: u8,
-    info: u8,
-    arg: u64,
-}
-
 impl<'a> Scanner<'a> {
     fn peek_major(&self) -> Result<u8, ScanError> {
         self.buf
@@ -118,40 +114,16 @@ impl<'a> Scanner<'a> {
     }
 
     fn head(&mut self) -> Result<Head, ScanError> {
-        let first = *self.take(1)?.first().ok_or(ScanError::Truncated)?;
-        let major = first >> 5;
-        let info = first & 0x1f;
-        let (arg, minimal) = match info {
-            0..=23 => (u64::from(info), true),
-            24 => {
-                let v = u64::from(self.take(1)?[0]);
-                (v, v >= 24)
-            }
-            25 => {
-                let b = self.take(2)?;
-                let v = u64::from(u16::from_be_bytes([b[0], b[1]]));
-                (v, v > 0xff)
-            }
-            26 => {
-                let b = self.take(4)?;
-                let v = u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                (v, v > 0xffff)
-            }
-            27 => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                let v = u64::from_be_bytes(a);
-                (v, v > 0xffff_ffff)
-            }
-            31 => return Err(ScanError::Unsupported("indefinite-length items")),
-            _ => return Err(ScanError::Malformed("reserved additional information")),
-        };
+        let head = read_head(self.buf, &mut self.pos).map_err(|e| match e {
+            HeadError::Indefinite => ScanError::Unsupported("indefinite-length items"),
+            HeadError::Reserved => ScanError::Malformed("reserved additional information"),
+            _ => ScanError::Truncated,
+        })?;
         // Floats (major 7 with 2/4/8 bytes) have their own canonical rule.
-        if !minimal && major != 7 {
+        if !head.is_minimal() && head.major != major::SIMPLE {
             self.canonical = false;
         }
-        Ok(Head { major, info, arg })
+        Ok(head)
     }
 
     fn count_item(&mut self) -> Result<(), ScanError> {
