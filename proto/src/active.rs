@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::conn::Conn;
-use crate::passive::request_name;
 use crate::peer_knows::PeerKnows;
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
@@ -14,10 +13,10 @@ use crate::{
     Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, CollectionConfig,
     CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
     Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, FrameLimits,
-    Hello, Input, InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, Progress,
-    ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry, RevBundle, RevId,
-    RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply,
-    resolution_revisions,
+    Hello, Input, InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, PeerMisbehaved,
+    Progress, ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry,
+    RevBundle, RevId, RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp,
+    StorageReply, resolution_revisions,
 };
 
 /// How many times a conflict resolution is recomputed when the local document keeps
@@ -55,6 +54,21 @@ enum Sent {
         docs: Vec<(DocId, RevId, bool)>,
     },
     Ping,
+}
+
+impl Sent {
+    /// The name of the request it is.
+    fn name(&self) -> &'static str {
+        match self {
+            Sent::Hello => "Hello",
+            Sent::GetCheckpoint => "GetCheckpoint",
+            Sent::SetCheckpoint => "SetCheckpoint",
+            Sent::SubChanges => "SubChanges",
+            Sent::Propose { .. } => "ProposeChanges",
+            Sent::PushRevs { .. } => "Revs",
+            Sent::Ping => "Ping",
+        }
+    }
 }
 
 /// Storage operations awaiting a reply (tagged with the connection epoch).
@@ -292,10 +306,10 @@ impl ActiveReplicator {
             return;
         }
         if self.connected() {
-            self.conn.outputs.push_back(Output::Close(CloseReason {
-                code: CloseCode::GoingAway,
-                message: "replicator stopped".into(),
-            }));
+            self.conn.outputs.push_back(Output::Close(CloseReason::new(
+                CloseCode::GoingAway,
+                "replicator stopped",
+            )));
         }
         self.end_connection();
         self.phase = Phase::Stopped;
@@ -339,11 +353,7 @@ impl ActiveReplicator {
                 self.arm_heartbeat(now);
                 match Frame::decode_bytes(&bytes, &self.config.frame_limits) {
                     Ok(frame) => self.handle_frame(frame, now),
-                    Err(e) => self.fail(
-                        ReplicationError::Protocol(format!("undecodable frame: {e}")),
-                        now,
-                        true,
-                    ),
+                    Err(e) => self.violation(PeerMisbehaved::UndecodableFrame(e), now),
                 }
             }
             Input::Disconnected(d) => {
@@ -472,9 +482,14 @@ impl ActiveReplicator {
                 ReplicationError::Storage(_) => CloseCode::InternalError,
                 _ => CloseCode::GoingAway,
             };
+            let violation = match &error {
+                ReplicationError::Protocol(v) => Some((**v).clone()),
+                _ => None,
+            };
             self.conn.outputs.push_back(Output::Close(CloseReason {
                 code,
                 message: error.to_string(),
+                violation,
             }));
         }
         self.end_connection();
@@ -516,6 +531,11 @@ impl ActiveReplicator {
                 self.set_activity_forced(Activity::Stopped);
             }
         }
+    }
+
+    /// The peer broke the protocol: close with the violation; never retried.
+    fn violation(&mut self, violation: PeerMisbehaved, now: Instant) {
+        self.fail(ReplicationError::Protocol(Box::new(violation)), now, true);
     }
 
     fn arm_heartbeat(&mut self, now: Instant) {
@@ -564,11 +584,7 @@ impl ActiveReplicator {
         match frame {
             Frame::Response(n, response) => match self.conn.requests.remove(&n) {
                 Some(sent) => self.handle_response(sent, response, now),
-                None => self.fail(
-                    ReplicationError::Protocol(format!("response to unknown request {n}")),
-                    now,
-                    true,
-                ),
+                None => self.violation(PeerMisbehaved::ResponseToUnknownRequest(n), now),
             },
             Frame::Error(n, error) => match self.conn.requests.remove(&n) {
                 Some(Sent::Hello) if error.code == 505 => self.fail(
@@ -585,22 +601,12 @@ impl ActiveReplicator {
                     self.fail(ReplicationError::ReadOnly(error.message), now, true)
                 }
                 Some(_) => self.fail(ReplicationError::Remote(error), now, true),
-                None => self.fail(
-                    ReplicationError::Protocol(format!("error for unknown request {n}")),
-                    now,
-                    true,
-                ),
+                None => self.violation(PeerMisbehaved::ErrorForUnknownRequest(n), now),
             },
             Frame::Request(n, request) => {
                 if self.phase != Phase::Running {
-                    return self.fail(
-                        ReplicationError::Protocol(format!(
-                            "{} before the handshake finished",
-                            request_name(&request)
-                        )),
-                        now,
-                        true,
-                    );
+                    let request = request.name();
+                    return self.violation(PeerMisbehaved::RequestBeforeHandshake(request), now);
                 }
                 match request {
                     Request::Ping => self.conn.respond(n, Response::Pong),
@@ -614,13 +620,12 @@ impl ActiveReplicator {
                         unavailable,
                         oversized,
                     } => self.pulled_revs(n, collection, docs, unavailable, oversized, now),
-                    other => self.fail(
-                        ReplicationError::Protocol(format!(
-                            "a passive peer may not send {}",
-                            request_name(&other)
-                        )),
+                    other => self.violation(
+                        PeerMisbehaved::RequestNotAllowed {
+                            role: "passive",
+                            request: other.name(),
+                        },
                         now,
-                        true,
                     ),
                 }
             }
@@ -673,10 +678,12 @@ impl ActiveReplicator {
                 },
                 Response::RevStatuses(statuses),
             ) => self.pushed_revs_answered(&collection, batch, bytes, docs, statuses, now),
-            (_, other) => self.fail(
-                ReplicationError::Protocol(format!("unexpected response {other:?}")),
+            (sent, other) => self.violation(
+                PeerMisbehaved::UnexpectedResponse {
+                    request: sent.name(),
+                    response: other.name(),
+                },
                 now,
-                true,
             ),
         }
     }
@@ -936,12 +943,13 @@ impl ActiveReplicator {
     ) {
         let max_history = self.config.max_history;
         if flags.len() != docs.len() {
-            let msg = format!(
-                "Wanted has {} flags for {} proposed changes",
-                flags.len(),
-                docs.len()
-            );
-            return self.fail(ReplicationError::Protocol(msg), now, true);
+            let v = PeerMisbehaved::AnswerLength {
+                response: "Wanted",
+                got: flags.len(),
+                expected: docs.len(),
+                of: "proposed changes",
+            };
+            return self.violation(v, now);
         }
         let Some(c) = self.cols.get_mut(name) else {
             return;
@@ -1079,12 +1087,13 @@ impl ActiveReplicator {
         now: Instant,
     ) {
         if statuses.len() != docs.len() {
-            let msg = format!(
-                "RevStatuses has {} entries for {} documents",
-                statuses.len(),
-                docs.len()
-            );
-            return self.fail(ReplicationError::Protocol(msg), now, true);
+            let v = PeerMisbehaved::AnswerLength {
+                response: "RevStatuses",
+                got: statuses.len(),
+                expected: docs.len(),
+                of: "documents",
+            };
+            return self.violation(v, now);
         }
         // A conflict is resolved by pulling: the pull brings the remote revision, the
         // resolver decides, and the resolution is pushed as a new local change. One
@@ -1172,8 +1181,11 @@ impl ActiveReplicator {
     ) {
         let pulls = self.config.replicator_type.pulls();
         let Some(c) = self.cols.get_mut(&name).filter(|_| pulls) else {
-            let msg = format!("Changes for {name}, which is not being pulled");
-            return self.fail(ReplicationError::Protocol(msg), now, true);
+            let v = PeerMisbehaved::NotPulling {
+                request: "Changes",
+                collection: name,
+            };
+            return self.violation(v, now);
         };
         let Some(last_seq) = changes.iter().map(|ch| ch.seq).max() else {
             c.pull.caught_up = true;
@@ -1276,21 +1288,25 @@ impl ActiveReplicator {
         now: Instant,
     ) {
         if !self.config.replicator_type.pulls() || !self.cols.contains_key(&name) {
-            let msg = format!("Revs for {name}, which is not being pulled");
-            return self.fail(ReplicationError::Protocol(msg), now, true);
+            let v = PeerMisbehaved::NotPulling {
+                request: "Revs",
+                collection: name,
+            };
+            return self.violation(v, now);
         }
         for bundle in &docs {
             if bundle.revisions.is_empty() {
-                let msg = format!("pulled document {} carries no revision", bundle.doc_id);
-                return self.fail(ReplicationError::Protocol(msg), now, true);
+                let v = PeerMisbehaved::EmptyBundle(bundle.doc_id.clone());
+                return self.violation(v, now);
             }
             for r in &bundle.revisions {
                 if let Err(e) = r.validate() {
-                    let msg = format!(
-                        "invalid revision {} of document {}: {e}",
-                        r.rev, bundle.doc_id
-                    );
-                    return self.fail(ReplicationError::Protocol(msg), now, true);
+                    let v = PeerMisbehaved::InvalidRevision {
+                        doc_id: bundle.doc_id.clone(),
+                        rev: r.rev,
+                        error: e,
+                    };
+                    return self.violation(v, now);
                 }
             }
         }
@@ -1850,10 +1866,10 @@ impl ActiveReplicator {
         }
         self.save_checkpoint();
         if self.saving == 0 && self.saved_cp.as_ref() == Some(&self.progress_cp) {
-            self.conn.outputs.push_back(Output::Close(CloseReason {
-                code: CloseCode::Normal,
-                message: "replication complete".into(),
-            }));
+            self.conn.outputs.push_back(Output::Close(CloseReason::new(
+                CloseCode::Normal,
+                "replication complete",
+            )));
             self.end_connection();
             self.phase = Phase::Stopped;
             self.timers.clear();

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use crate::{
-    CollectionName, DocId, ErrorBody, OpId, RevId, Seq, StorageFailure, StorageOp, StorageReply,
+    CollectionName, DocId, ErrorBody, OpId, PeerMisbehaved, RevId, Seq, StorageFailure, StorageOp,
+    StorageReply,
 };
 
 /// An input to a state machine, passed to `handle_input` with the current time.
@@ -102,6 +103,28 @@ pub struct CloseReason {
     pub code: CloseCode,
     /// A short explanation.
     pub message: String,
+    /// The peer's protocol violation, when that is why.
+    pub violation: Option<PeerMisbehaved>,
+}
+
+impl CloseReason {
+    /// A close for `code`, explained by `message`.
+    pub fn new(code: CloseCode, message: impl Into<String>) -> CloseReason {
+        CloseReason {
+            code,
+            message: message.into(),
+            violation: None,
+        }
+    }
+
+    /// A close because the peer broke the protocol (code 1002).
+    pub fn violation(violation: PeerMisbehaved) -> CloseReason {
+        CloseReason {
+            code: CloseCode::ProtocolError,
+            message: violation.to_string(),
+            violation: Some(violation),
+        }
+    }
 }
 
 /// WebSocket close codes used by Peerlite.
@@ -207,7 +230,7 @@ pub enum ReplicationError {
     },
     /// The remote peer sent something this protocol does not allow.
     #[error("the remote peer broke the protocol: {0}")]
-    Protocol(String),
+    Protocol(Box<PeerMisbehaved>),
     /// The remote peer refused a request.
     #[error("the remote peer refused: {0}")]
     Remote(ErrorBody),

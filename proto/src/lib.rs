@@ -110,6 +110,7 @@ mod revtree;
 mod seq;
 mod store;
 mod timer;
+mod violation;
 mod wire;
 
 pub use active::ActiveReplicator;
@@ -141,6 +142,7 @@ pub use store::{
     Change, InsertMode, InsertOutcome, OpId, RevisionInsert, RevsDiff, StorageFailure, StorageOp,
     StorageReply,
 };
+pub use violation::PeerMisbehaved;
 pub use wire::{
     Checkpoint, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello, Oversized,
     PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevStatus, SUBPROTOCOL,

@@ -17,8 +17,8 @@ use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
     DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertMode,
-    InsertOutcome, Output, PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevId,
-    RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
+    InsertOutcome, Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response,
+    RevBundle, RevId, RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -164,6 +164,16 @@ enum Sent {
     },
 }
 
+impl Sent {
+    /// The name of the request it is.
+    fn name(&self) -> &'static str {
+        match self {
+            Sent::Changes { .. } => "Changes",
+            Sent::Revs { .. } => "Revs",
+        }
+    }
+}
+
 /// Storage operations awaiting a reply.
 enum Op {
     GetCheckpoint(RequestNumber),
@@ -261,7 +271,7 @@ impl PassivePeer {
                         CloseCode::MessageTooBig,
                         format!("a message of {size} bytes is over this peer's limit of {max}"),
                     ),
-                    Err(e) => self.protocol_error(format!("undecodable frame: {e}")),
+                    Err(e) => self.protocol_error(PeerMisbehaved::UndecodableFrame(e)),
                 }
             }
             Input::Storage(id, reply) => {
@@ -287,10 +297,8 @@ impl PassivePeer {
                 if self.phase != Phase::Closed {
                     self.phase = Phase::Closed;
                     self.timers.clear();
-                    self.conn.event(Event::Closed(CloseReason {
-                        code: CloseCode::GoingAway,
-                        message: d.message,
-                    }));
+                    let reason = CloseReason::new(CloseCode::GoingAway, d.message);
+                    self.conn.event(Event::Closed(reason));
                 }
             }
             Input::Connected => {
@@ -339,21 +347,21 @@ impl PassivePeer {
 
     /// Closes the connection from this side (e.g. the listener is stopping).
     pub fn close(&mut self, code: CloseCode, message: impl Into<String>) {
+        self.close_for(CloseReason::new(code, message));
+    }
+
+    fn close_for(&mut self, reason: CloseReason) {
         if self.phase == Phase::Closed {
             return;
         }
-        let reason = CloseReason {
-            code,
-            message: message.into(),
-        };
         self.phase = Phase::Closed;
         self.timers.clear();
         self.conn.outputs.push_back(Output::Close(reason.clone()));
         self.conn.event(Event::Closed(reason));
     }
 
-    fn protocol_error(&mut self, message: String) {
-        self.close(CloseCode::ProtocolError, message);
+    fn protocol_error(&mut self, violation: PeerMisbehaved) {
+        self.close_for(CloseReason::violation(violation));
     }
 
     fn push_allowed(&self) -> bool {
@@ -373,24 +381,22 @@ impl PassivePeer {
         match frame {
             Frame::Request(n, request) => {
                 if self.conn.inbound_pending >= self.config.max_pending_requests {
-                    return self.protocol_error(format!(
-                        "more than {} requests awaiting answers",
-                        self.config.max_pending_requests
-                    ));
+                    let max = self.config.max_pending_requests;
+                    return self.protocol_error(PeerMisbehaved::TooManyPendingRequests(max));
                 }
                 self.conn.inbound_pending += 1;
                 self.handle_request(n, request);
             }
             Frame::Response(n, response) => match self.conn.requests.remove(&n) {
                 Some(sent) => self.handle_response(sent, response),
-                None => self.protocol_error(format!("response to unknown request {n}")),
+                None => self.protocol_error(PeerMisbehaved::ResponseToUnknownRequest(n)),
             },
             Frame::Error(n, error) => match self.conn.requests.remove(&n) {
                 Some(_) => self.close(
                     CloseCode::GoingAway,
                     format!("the replicator refused our request: {error}"),
                 ),
-                None => self.protocol_error(format!("error for unknown request {n}")),
+                None => self.protocol_error(PeerMisbehaved::ErrorForUnknownRequest(n)),
             },
         }
     }
@@ -399,14 +405,11 @@ impl PassivePeer {
         if self.phase == Phase::AwaitingHello {
             return match request {
                 Request::Hello(hello) => self.handle_hello(n, hello),
-                other => self.protocol_error(format!(
-                    "expected Hello first, got {}",
-                    request_name(&other)
-                )),
+                other => self.protocol_error(PeerMisbehaved::ExpectedHello(other.name())),
             };
         }
         match request {
-            Request::Hello(_) => self.protocol_error("Hello sent twice".into()),
+            Request::Hello(_) => self.protocol_error(PeerMisbehaved::HelloTwice),
             Request::Ping => self.conn.respond(n, Response::Pong),
             Request::GetCheckpoint { id } => {
                 if id.is_empty() || id.len() > 200 {
@@ -496,9 +499,10 @@ impl PassivePeer {
                 let leaves_out = !unavailable.is_empty() || !oversized.is_empty();
                 self.handle_pushed_revs(n, collection, docs, leaves_out)
             }
-            Request::Changes { .. } => {
-                self.protocol_error("a passive peer does not accept Changes".into())
-            }
+            Request::Changes { .. } => self.protocol_error(PeerMisbehaved::RequestNotAllowed {
+                role: "active",
+                request: "Changes",
+            }),
         }
     }
 
@@ -575,22 +579,21 @@ impl PassivePeer {
         }
         if leaves_out {
             // Only the side serving a changes feed may leave wanted documents out.
-            return self.protocol_error(
-                "Revs from the active peer with unavailable or oversized documents".into(),
-            );
+            return self.protocol_error(PeerMisbehaved::ActiveLeftDocumentsOut);
         }
         let mut summary = Vec::with_capacity(docs.len());
         for bundle in &docs {
             let Some(last) = bundle.revisions.last() else {
-                return self.protocol_error(format!("no revision for document {}", bundle.doc_id));
+                return self.protocol_error(PeerMisbehaved::EmptyBundle(bundle.doc_id.clone()));
             };
             summary.push((bundle.doc_id.clone(), last.rev, last.deleted));
             for r in &bundle.revisions {
                 if let Err(e) = r.validate() {
-                    return self.protocol_error(format!(
-                        "invalid revision {} of document {}: {e}",
-                        r.rev, bundle.doc_id
-                    ));
+                    return self.protocol_error(PeerMisbehaved::InvalidRevision {
+                        doc_id: bundle.doc_id.clone(),
+                        rev: r.rev,
+                        error: e,
+                    });
                 }
             }
         }
@@ -713,11 +716,12 @@ impl PassivePeer {
                 Response::Wanted(flags),
             ) => {
                 if flags.len() != changes.len() {
-                    return self.protocol_error(format!(
-                        "Wanted has {} flags for {} changes",
-                        flags.len(),
-                        changes.len()
-                    ));
+                    return self.protocol_error(PeerMisbehaved::AnswerLength {
+                        response: "Wanted",
+                        got: flags.len(),
+                        expected: changes.len(),
+                        of: "changes",
+                    });
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
                     f.changes_in_flight = f.changes_in_flight.saturating_sub(1);
@@ -739,11 +743,12 @@ impl PassivePeer {
                 Response::RevStatuses(statuses),
             ) => {
                 if statuses.len() != docs.len() {
-                    return self.protocol_error(format!(
-                        "RevStatuses has {} entries for {} documents",
-                        statuses.len(),
-                        docs.len()
-                    ));
+                    return self.protocol_error(PeerMisbehaved::AnswerLength {
+                        response: "RevStatuses",
+                        got: statuses.len(),
+                        expected: docs.len(),
+                        of: "documents",
+                    });
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
                     f.rev_bytes_in_flight = f.rev_bytes_in_flight.saturating_sub(bytes);
@@ -767,7 +772,10 @@ impl PassivePeer {
                 }
                 self.pump(&collection);
             }
-            (_, other) => self.protocol_error(format!("unexpected response {other:?}")),
+            (sent, other) => self.protocol_error(PeerMisbehaved::UnexpectedResponse {
+                request: sent.name(),
+                response: other.name(),
+            }),
         }
     }
 
@@ -1073,18 +1081,5 @@ fn status_error(status: &RevStatus) -> Option<DocumentError> {
             code: *code,
             reason: reason.clone(),
         }),
-    }
-}
-
-pub(crate) fn request_name(r: &Request) -> &'static str {
-    match r {
-        Request::Hello(_) => "Hello",
-        Request::GetCheckpoint { .. } => "GetCheckpoint",
-        Request::SetCheckpoint { .. } => "SetCheckpoint",
-        Request::SubChanges { .. } => "SubChanges",
-        Request::Changes { .. } => "Changes",
-        Request::ProposeChanges { .. } => "ProposeChanges",
-        Request::Revs { .. } => "Revs",
-        Request::Ping => "Ping",
     }
 }

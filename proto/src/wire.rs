@@ -224,6 +224,22 @@ pub enum Request {
     Ping,
 }
 
+impl Request {
+    /// The request's name, as in messages: `Hello`, `Revs`, ….
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "Hello",
+            Request::GetCheckpoint { .. } => "GetCheckpoint",
+            Request::SetCheckpoint { .. } => "SetCheckpoint",
+            Request::SubChanges { .. } => "SubChanges",
+            Request::Changes { .. } => "Changes",
+            Request::ProposeChanges { .. } => "ProposeChanges",
+            Request::Revs { .. } => "Revs",
+            Request::Ping => "Ping",
+        }
+    }
+}
+
 /// A successful response.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -249,6 +265,20 @@ pub enum Response {
     RevStatuses(Vec<RevStatus>),
     /// Answer to `Ping`.
     Pong,
+}
+
+impl Response {
+    /// The response's name, as in messages: `Wanted`, `RevStatuses`, ….
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "Hello",
+            Response::Checkpoint(_) => "Checkpoint",
+            Response::Ok => "Ok",
+            Response::Wanted(_) => "Wanted",
+            Response::RevStatuses(_) => "RevStatuses",
+            Response::Pong => "Pong",
+        }
+    }
 }
 
 /// What became of one pushed document.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlite_proto::{
-    ActiveReplicator, Activity, ApiError, Body, CloseCode, CollectionName, DocId, ErrorBody, Frame,
-    Hello, Input, OpId, Output, PassiveConfig, PassivePeer, Principal, ReplicationError,
-    ReplicatorConfig, Request, Response, RevBundle, Revision, Seq, StorageOp,
+    ActiveReplicator, Activity, ApiError, Body, CloseCode, CollectionName, DocId, ErrorBody, Event,
+    Frame, Hello, Input, OpId, Output, PassiveConfig, PassivePeer, PeerMisbehaved, Principal,
+    ReplicationError, ReplicatorConfig, Request, Response, RevBundle, Revision, Seq, StorageOp,
 };
 use peerlite_storage::Database;
 
@@ -454,4 +454,37 @@ fn oversized_bodies_close_the_connection() {
     let out = drain(|| p.poll_output());
     assert!(closed_with(&out, CloseCode::ProtocolError), "{out:?}");
     assert_eq!(writes(&out), 0);
+}
+
+/// Each violation is named by its own variant, in the close reason the peer reports and
+/// sends (and on the active side, in the replication error).
+#[test]
+fn violations_are_typed_in_close_reasons_and_events() {
+    let (mut p, t) = open_passive();
+    p.handle_input(request(2, hello()), t).unwrap();
+    let out = drain(|| p.poll_output());
+    let sent = out.iter().find_map(|o| match o {
+        Output::Close(r) => Some(r.clone()),
+        _ => None,
+    });
+    let sent = sent.expect("closed");
+    assert_eq!(sent.violation, Some(PeerMisbehaved::HelloTwice));
+    assert_eq!(
+        (sent.code, sent.message.as_str()),
+        (CloseCode::ProtocolError, "Hello sent twice")
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Closed(r)) if r.violation == Some(PeerMisbehaved::HelloTwice)
+    )));
+
+    let (mut p, t) = open_passive();
+    let answer = Frame::Response(77, Response::Pong).encode();
+    p.handle_input(Input::Frame(answer), t).unwrap();
+    let out = drain(|| p.poll_output());
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Close(r) if r.violation == Some(PeerMisbehaved::ResponseToUnknownRequest(77))
+            && r.message == "response to unknown request 77"
+    )));
 }
