@@ -81,34 +81,38 @@ enum Op {
         batch: u64,
         changes: Vec<Change>,
     },
-    PullDiff {
-        collection: CollectionName,
-        request: RequestNumber,
-        changes: Vec<Change>,
-        selected: Vec<bool>,
-        counts: Vec<usize>,
-    },
+    PullDiff(PullDiff),
     PullInsert {
         collection: CollectionName,
         request: RequestNumber,
         bundles: Vec<(DocId, Vec<Revision>)>,
     },
-    ResolveRead {
-        collection: CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: Vec<Revision>,
-        attempt: u8,
-    },
-    ResolveWrite {
-        collection: CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: Vec<Revision>,
-        attempt: u8,
-        /// The write holds a resolution (not just the remote revision).
-        resolved: bool,
-    },
+    ResolveRead(Resolving),
+    /// The write holds a resolution (`true`), or just the remote revision.
+    ResolveWrite(Resolving, bool),
+}
+
+/// A pulled `Changes` batch whose revs-diff is being read.
+struct PullDiff {
+    collection: CollectionName,
+    request: RequestNumber,
+    changes: Vec<Change>,
+    /// Per change: whether the document filter selects it.
+    selected: Vec<bool>,
+    /// Per selected change: how many revisions of it the diff asks about.
+    counts: Vec<usize>,
+}
+
+/// A pulled document that conflicts with a local one, on its way to a resolution.
+struct Resolving {
+    collection: CollectionName,
+    /// The `Revs` request it came in.
+    request: RequestNumber,
+    doc: DocId,
+    /// The pulled revisions.
+    bundle: Vec<Revision>,
+    /// Resolutions already refused because the local document changed meanwhile.
+    attempt: u8,
 }
 
 struct PushBatch {
@@ -1228,27 +1232,24 @@ impl ActiveReplicator {
                 collection: name.clone(),
                 revs,
             },
-            Op::PullDiff {
+            Op::PullDiff(PullDiff {
                 collection: name,
                 request: n,
                 changes,
                 selected,
                 counts,
-            },
+            }),
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn pull_diffed(
-        &mut self,
-        name: CollectionName,
-        request: RequestNumber,
-        changes: Vec<Change>,
-        selected: Vec<bool>,
-        counts: Vec<usize>,
-        diff: Vec<RevsDiff>,
-        now: Instant,
-    ) {
+    fn pull_diffed(&mut self, op: PullDiff, diff: Vec<RevsDiff>, now: Instant) {
+        let PullDiff {
+            collection: name,
+            request,
+            changes,
+            selected,
+            counts,
+        } = op;
         let mut chosen_wanted = crate::bundle::wanted_from_diff(&counts, diff).into_iter();
         let mut flags = Vec::with_capacity(changes.len());
         let mut wanted = BTreeSet::new();
@@ -1409,7 +1410,13 @@ impl ActiveReplicator {
                     if let Some(entry) = self.pull_revs.get_mut(&request) {
                         entry.pending += 1;
                     }
-                    self.read_to_resolve(name.clone(), request, doc_id, bundle, 0);
+                    self.read_to_resolve(Resolving {
+                        collection: name.clone(),
+                        request,
+                        doc: doc_id,
+                        bundle,
+                        attempt: 0,
+                    });
                 }
                 InsertOutcome::Invalid(e) => {
                     let reason = e.to_string();
@@ -1421,81 +1428,62 @@ impl ActiveReplicator {
     }
 
     /// Reads a conflicting document's leaves, to resolve its conflict with `bundle`.
-    fn read_to_resolve(
-        &mut self,
-        name: CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: Vec<Revision>,
-        attempt: u8,
-    ) {
-        let max_history = self.config.max_history;
-        self.op(
-            StorageOp::GetLeaves {
-                collection: name.clone(),
-                ids: vec![doc.clone()],
-                max_history,
-            },
-            Op::ResolveRead {
-                collection: name,
-                request,
-                doc,
-                bundle,
-                attempt,
-            },
-        );
+    fn read_to_resolve(&mut self, r: Resolving) {
+        let read = StorageOp::GetLeaves {
+            collection: r.collection.clone(),
+            ids: vec![r.doc.clone()],
+            max_history: self.config.max_history,
+        };
+        self.op(read, Op::ResolveRead(r));
     }
 
     /// Resolves a pulled document that conflicts with the local current revision, and
     /// writes the pulled bundle and the resolution in one guarded insert.
-    #[allow(clippy::too_many_arguments)]
-    fn resolve(
-        &mut self,
-        name: CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: Vec<Revision>,
-        attempt: u8,
-        leaves: Vec<Revision>,
-        now: Instant,
-    ) {
+    fn resolve(&mut self, r: Resolving, leaves: Vec<Revision>, now: Instant) {
         let max_history = self.config.max_history;
-        let Some(remote) = bundle.last().cloned() else {
+        let Some(remote) = r.bundle.last() else {
             return;
         };
-        let local = leaves.iter().max_by_key(|r| (!r.deleted, r.rev));
+        let local = leaves.iter().max_by_key(|l| (!l.deleted, l.rev));
         let (expected, revisions, resolved) = match local {
-            None => (None, Ok(bundle.clone()), false),
+            None => (None, Ok(r.bundle.clone()), false),
             Some(local) if local.is_or_descends_from(&remote.rev) => {
                 // The remote revision arrived meanwhile: nothing to resolve.
-                self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
+                let Resolving {
+                    collection,
+                    request,
+                    doc,
+                    bundle,
+                    ..
+                } = r;
+                self.pulled_doc(&collection, request, doc, &bundle, None, RevStatus::Ok);
                 return self.pull_op_done(request, now);
             }
             Some(local)
                 if leaves.iter().any(|l| l.history.contains(&remote.rev))
-                    && !bundle_touches_branch(&bundle, &leaves, local) =>
+                    && !bundle_touches_branch(&r.bundle, &leaves, local) =>
             {
                 // The remote revision is already here with a descendant (say a tombstone
                 // that closed it): the sender is behind and there is nothing to resolve.
                 // Keep what else the bundle brings (the branches it closed).
-                (Some(local.rev), Ok(bundle.clone()), false)
+                (Some(local.rev), Ok(r.bundle.clone()), false)
             }
             Some(local) => {
                 let conflict = Conflict {
-                    doc_id: &doc,
+                    doc_id: &r.doc,
                     local: ConflictSide { revision: local },
-                    remote: ConflictSide { revision: &remote },
+                    remote: ConflictSide { revision: remote },
                 };
                 let custom = self
                     .cols
-                    .get(&name)
+                    .get(&r.collection)
                     .and_then(|c| c.config.conflict_resolver.clone());
                 let resolution = match &custom {
-                    Some(r) => r.resolve(&conflict),
+                    Some(resolver) => resolver.resolve(&conflict),
                     None => self.resolver.resolve(&conflict),
                 };
                 let revs = resolution_revisions(&conflict, &resolution, max_history).map(|extra| {
-                    let mut all = bundle.clone();
+                    let mut all = r.bundle.clone();
                     all.extend(extra);
                     all
                 });
@@ -1503,46 +1491,39 @@ impl ActiveReplicator {
             }
         };
         match revisions {
-            Ok(revisions) => self.op(
-                StorageOp::InsertRevisions {
-                    collection: name.clone(),
+            Ok(revisions) => {
+                let write = StorageOp::InsertRevisions {
+                    collection: r.collection.clone(),
                     inserts: vec![RevisionInsert {
-                        doc_id: doc.clone(),
+                        doc_id: r.doc.clone(),
                         revisions,
                         mode: InsertMode::Guarded { expected },
                     }],
-                },
-                Op::ResolveWrite {
-                    collection: name,
-                    request,
-                    doc,
-                    bundle,
-                    attempt,
-                    resolved,
-                },
-            ),
+                };
+                self.op(write, Op::ResolveWrite(r, resolved));
+            }
             Err(e) => {
                 let reason = format!("cannot resolve the conflict: {e}");
-                self.pull_rejected(&name, request, doc, &bundle, 500, reason);
+                let request = r.request;
+                self.pull_rejected(&r.collection, request, r.doc, &r.bundle, 500, reason);
                 self.pull_op_done(request, now);
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The guarded insert of a pulled document (and its resolution) is done.
     fn resolution_written(
         &mut self,
-        name: CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: Vec<Revision>,
-        (attempt, resolved): (u8, bool),
+        r: Resolving,
+        resolved: bool,
         outcome: Option<InsertOutcome>,
         now: Instant,
     ) {
+        let request = r.request;
         match outcome {
             Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
-                self.pulled_doc(&name, request, doc, &bundle, None, RevStatus::Ok);
+                let name = r.collection;
+                self.pulled_doc(&name, request, r.doc, &r.bundle, None, RevStatus::Ok);
                 if resolved {
                     self.mark_resolved(request);
                 }
@@ -1553,16 +1534,19 @@ impl ActiveReplicator {
                     self.pump_push(&name);
                 }
             }
-            Some(InsertOutcome::Conflict { .. }) if attempt + 1 < MAX_RESOLVE_ATTEMPTS => {
+            Some(InsertOutcome::Conflict { .. }) if r.attempt + 1 < MAX_RESOLVE_ATTEMPTS => {
                 // The local document changed while resolving: read it again.
-                return self.read_to_resolve(name, request, doc, bundle, attempt + 1);
+                return self.read_to_resolve(Resolving {
+                    attempt: r.attempt + 1,
+                    ..r
+                });
             }
             other => {
                 let reason = match other {
                     Some(InsertOutcome::Invalid(e)) => e.to_string(),
                     _ => "the local document kept changing while resolving a conflict".into(),
                 };
-                self.pull_rejected(&name, request, doc, &bundle, 409, reason);
+                self.pull_rejected(&r.collection, request, r.doc, &r.bundle, 409, reason);
             }
         }
         self.pull_op_done(request, now);
@@ -1729,16 +1713,7 @@ impl ActiveReplicator {
                 },
                 StorageReply::Leaves(leaves),
             ) => self.push_leaves_read(collection, batch, changes, leaves, now),
-            (
-                Op::PullDiff {
-                    collection,
-                    request,
-                    changes,
-                    selected,
-                    counts,
-                },
-                StorageReply::RevsDiff(diff),
-            ) => self.pull_diffed(collection, request, changes, selected, counts, diff, now),
+            (Op::PullDiff(op), StorageReply::RevsDiff(diff)) => self.pull_diffed(op, diff, now),
             (
                 Op::PullInsert {
                     collection,
@@ -1747,40 +1722,12 @@ impl ActiveReplicator {
                 },
                 StorageReply::Inserted(outcomes),
             ) => self.pull_inserted(collection, request, bundles, outcomes, now),
-            (
-                Op::ResolveRead {
-                    collection,
-                    request,
-                    doc,
-                    bundle,
-                    attempt,
-                },
-                StorageReply::Leaves(mut leaves),
-            ) => {
+            (Op::ResolveRead(r), StorageReply::Leaves(mut leaves)) => {
                 let leaves = leaves.pop().unwrap_or_default();
-                self.resolve(collection, request, doc, bundle, attempt, leaves, now)
+                self.resolve(r, leaves, now)
             }
-            (
-                Op::ResolveWrite {
-                    collection,
-                    request,
-                    doc,
-                    bundle,
-                    attempt,
-                    resolved,
-                },
-                StorageReply::Inserted(mut outcomes),
-            ) => {
-                let outcome = outcomes.pop();
-                self.resolution_written(
-                    collection,
-                    request,
-                    doc,
-                    bundle,
-                    (attempt, resolved),
-                    outcome,
-                    now,
-                )
+            (Op::ResolveWrite(r, resolved), StorageReply::Inserted(mut outcomes)) => {
+                self.resolution_written(r, resolved, outcomes.pop(), now)
             }
             (_, reply) => self.fail(
                 ReplicationError::Storage(crate::StorageFailure {
