@@ -96,7 +96,7 @@ pub struct PassiveConfig {
     /// Where messages are cut (default 1 MiB): entries are added to a `Changes` or `Revs`
     /// message while it stays within this size; a larger document still goes alone if the
     /// peer's announced frame limit allows, and is reported as
-    /// [`DocumentError::TooLarge`](crate::DocumentError::TooLarge) if not.
+    /// [`DocumentError::TooLarge`] if not.
     pub message_bytes: usize,
     /// Unacknowledged revision bytes allowed (default 2 MiB).
     pub max_rev_bytes_in_flight: usize,

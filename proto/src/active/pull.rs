@@ -1,0 +1,430 @@
+//! Pulling: answering the passive peer's `Changes` with what is wanted (revs-diff),
+//! storing the `Revs` it sends without creating conflicts, and retiring batches in order,
+//! which moves the pull checkpoint.
+
+use super::*;
+
+/// A pulled `Changes` batch whose revs-diff is being read.
+pub(super) struct PullDiff {
+    pub(super) collection: CollectionName,
+    pub(super) request: RequestNumber,
+    pub(super) changes: Vec<Change>,
+    /// Per change: whether the document filter selects it.
+    pub(super) selected: Vec<bool>,
+    /// Per selected change: how many revisions of it the diff asks about.
+    pub(super) counts: Vec<usize>,
+}
+
+pub(super) struct PullBatch {
+    pub(super) request: RequestNumber,
+    pub(super) last_seq: Seq,
+    pub(super) diffing: bool,
+    pub(super) outstanding: BTreeSet<DocId>,
+}
+
+#[derive(Default)]
+pub(super) struct PullState {
+    pub(super) caught_up: bool,
+    pub(super) batches: VecDeque<PullBatch>,
+}
+
+/// One `Revs` request from the passive peer being stored.
+pub(super) struct PullRevs {
+    pub(super) collection: CollectionName,
+    /// Storage operations still running for it.
+    pub(super) pending: usize,
+    pub(super) order: Vec<DocId>,
+    pub(super) statuses: BTreeMap<DocId, RevStatus>,
+    pub(super) events: Vec<DocumentEvent>,
+}
+
+impl ActiveReplicator {
+    pub(super) fn pulled_changes(
+        &mut self,
+        n: RequestNumber,
+        name: CollectionName,
+        changes: Vec<Change>,
+        now: Instant,
+    ) {
+        let pulls = self.config.replicator_type.pulls();
+        let Some(c) = self.cols.get_mut(&name).filter(|_| pulls) else {
+            let v = PeerMisbehaved::NotPulling {
+                request: "Changes",
+                collection: name,
+            };
+            return self.violation(v, now);
+        };
+        let Some(last_seq) = changes.iter().map(|ch| ch.seq).max() else {
+            c.pull.caught_up = true;
+            self.conn.respond(n, Response::Wanted(Vec::new()));
+            return self.update_activity(now);
+        };
+        c.pull.caught_up = false;
+        let selected: Vec<bool> = changes
+            .iter()
+            .map(|ch| {
+                c.config
+                    .doc_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&ch.doc_id))
+            })
+            .collect();
+        let chosen: Vec<Change> = changes
+            .iter()
+            .zip(&selected)
+            .filter(|(_, s)| **s)
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        let total = changes.len() as u64;
+        c.pull.batches.push_back(PullBatch {
+            request: n,
+            last_seq,
+            diffing: !chosen.is_empty(),
+            outstanding: BTreeSet::new(),
+        });
+        if chosen.is_empty() {
+            self.conn
+                .respond(n, Response::Wanted(vec![None; changes.len()]));
+            self.progress(total, total);
+            return self.finish_pull_batches(&name, now);
+        }
+        self.progress(0, total);
+        let (revs, counts) = crate::bundle::diff_query(&chosen);
+        self.op(
+            StorageOp::RevsDiff {
+                collection: name.clone(),
+                revs,
+            },
+            Op::PullDiff(PullDiff {
+                collection: name,
+                request: n,
+                changes,
+                selected,
+                counts,
+            }),
+        );
+    }
+
+    pub(super) fn pull_diffed(&mut self, op: PullDiff, diff: Vec<RevsDiff>, now: Instant) {
+        let PullDiff {
+            collection: name,
+            request,
+            changes,
+            selected,
+            counts,
+        } = op;
+        let mut chosen_wanted = crate::bundle::wanted_from_diff(&counts, diff).into_iter();
+        let mut flags = Vec::with_capacity(changes.len());
+        let mut wanted = BTreeSet::new();
+        for (change, sel) in changes.iter().zip(&selected) {
+            let want = if *sel {
+                chosen_wanted.next().flatten()
+            } else {
+                None
+            };
+            if want.is_some() {
+                wanted.insert(change.doc_id.clone());
+            }
+            flags.push(want);
+        }
+        let not_wanted = (changes.len() - wanted.len()) as u64;
+        if let Some(b) = self.cols.get_mut(&name).and_then(|c| {
+            c.pull
+                .batches
+                .iter_mut()
+                .find(|b| b.request == request && b.diffing)
+        }) {
+            b.diffing = false;
+            b.outstanding = wanted;
+        }
+        self.conn.respond(request, Response::Wanted(flags));
+        self.progress(not_wanted, 0);
+        self.finish_pull_batches(&name, now);
+    }
+
+    pub(super) fn pulled_revs(
+        &mut self,
+        n: RequestNumber,
+        name: CollectionName,
+        docs: Vec<RevBundle>,
+        unavailable: Vec<DocId>,
+        oversized: Vec<Oversized>,
+        now: Instant,
+    ) {
+        if !self.config.replicator_type.pulls() || !self.cols.contains_key(&name) {
+            let v = PeerMisbehaved::NotPulling {
+                request: "Revs",
+                collection: name,
+            };
+            return self.violation(v, now);
+        }
+        for bundle in &docs {
+            if bundle.revisions.is_empty() {
+                let v = PeerMisbehaved::EmptyBundle(bundle.doc_id.clone());
+                return self.violation(v, now);
+            }
+            for r in &bundle.revisions {
+                if let Err(e) = r.validate() {
+                    let v = PeerMisbehaved::InvalidRevision {
+                        doc_id: bundle.doc_id.clone(),
+                        rev: r.rev,
+                        error: e,
+                    };
+                    return self.violation(v, now);
+                }
+            }
+        }
+        for doc in &unavailable {
+            self.pull_doc_done(&name, doc);
+        }
+        if !oversized.is_empty() {
+            let limit = self.config.frame_limits.max_frame_bytes;
+            let events = oversized
+                .into_iter()
+                .map(|o| {
+                    self.pull_doc_done(&name, &o.doc_id);
+                    crate::bundle::too_large_event(&name, o, Direction::Pull, limit)
+                })
+                .collect();
+            self.conn.event(Event::Documents(events));
+        }
+        let filter = self
+            .cols
+            .get(&name)
+            .and_then(|c| c.config.pull_filter.clone());
+        let mut entry = PullRevs {
+            collection: name.clone(),
+            pending: 0,
+            order: Vec::with_capacity(docs.len()),
+            statuses: BTreeMap::new(),
+            events: Vec::new(),
+        };
+        let mut to_insert = Vec::new();
+        for bundle in docs {
+            entry.order.push(bundle.doc_id.clone());
+            let include = match (&filter, bundle.revisions.last()) {
+                (Some(f), Some(rev)) => f.include(&FilterContext {
+                    collection: &name,
+                    doc_id: &bundle.doc_id,
+                    revision: rev,
+                }),
+                _ => true,
+            };
+            if include {
+                to_insert.push((bundle.doc_id, bundle.revisions));
+            } else {
+                entry.statuses.insert(bundle.doc_id.clone(), RevStatus::Ok);
+                self.pull_doc_done(&name, &bundle.doc_id);
+            }
+        }
+        if !to_insert.is_empty() {
+            entry.pending = 1;
+            // Only a replicator that also pushes could offer these revisions back.
+            if self.config.replicator_type.pushes()
+                && let Some(c) = self.cols.get_mut(&name)
+            {
+                for (doc_id, revisions) in &to_insert {
+                    c.peer_knows
+                        .record(doc_id, revisions.iter().map(|r| r.rev).collect());
+                }
+            }
+            let inserts = to_insert
+                .iter()
+                .map(|(doc_id, revisions)| RevisionInsert {
+                    doc_id: doc_id.clone(),
+                    revisions: revisions.clone(),
+                    mode: InsertMode::NoConflicts,
+                })
+                .collect();
+            self.op(
+                StorageOp::InsertRevisions {
+                    collection: name.clone(),
+                    inserts,
+                },
+                Op::PullInsert {
+                    collection: name,
+                    request: n,
+                    bundles: to_insert,
+                },
+            );
+        }
+        self.pull_revs.insert(n, entry);
+        self.finish_pull_revs(n, now);
+    }
+
+    pub(super) fn pull_inserted(
+        &mut self,
+        name: CollectionName,
+        request: RequestNumber,
+        bundles: Vec<(DocId, Vec<Revision>)>,
+        outcomes: Vec<InsertOutcome>,
+        now: Instant,
+    ) {
+        for ((doc_id, bundle), outcome) in bundles.into_iter().zip(outcomes) {
+            match outcome {
+                InsertOutcome::Inserted { .. } => {
+                    self.pulled_doc(&name, request, doc_id, &bundle, None, RevStatus::Ok);
+                }
+                InsertOutcome::AlreadyHad { .. } => {
+                    let status = RevStatus::AlreadyHad;
+                    self.pulled_doc(&name, request, doc_id, &bundle, None, status);
+                }
+                InsertOutcome::Conflict { .. } => {
+                    if let Some(entry) = self.pull_revs.get_mut(&request) {
+                        entry.pending += 1;
+                    }
+                    self.read_to_resolve(Resolving {
+                        collection: name.clone(),
+                        request,
+                        doc: doc_id,
+                        bundle,
+                        attempt: 0,
+                    });
+                }
+                InsertOutcome::Invalid(e) => {
+                    let reason = e.to_string();
+                    self.pull_rejected(&name, request, doc_id, &bundle, 400, reason);
+                }
+            }
+        }
+        self.pull_op_done(request, now);
+    }
+
+    /// Records a pulled document that could not be stored.
+    pub(super) fn pull_rejected(
+        &mut self,
+        name: &CollectionName,
+        request: RequestNumber,
+        doc: DocId,
+        bundle: &[Revision],
+        code: u16,
+        reason: String,
+    ) {
+        let error = DocumentError::Rejected {
+            code,
+            reason: reason.clone(),
+        };
+        self.pulled_doc(
+            name,
+            request,
+            doc,
+            bundle,
+            Some(error),
+            RevStatus::Rejected { code, reason },
+        );
+    }
+
+    /// One storage operation of a pulled `Revs` request finished.
+    pub(super) fn pull_op_done(&mut self, request: RequestNumber, now: Instant) {
+        if let Some(entry) = self.pull_revs.get_mut(&request) {
+            entry.pending -= 1;
+        }
+        self.finish_pull_revs(request, now);
+    }
+
+    /// Flags the latest pulled document of a `Revs` request as a resolved conflict, if it
+    /// was stored.
+    pub(super) fn mark_resolved(&mut self, request: RequestNumber) {
+        if let Some(event) = self
+            .pull_revs
+            .get_mut(&request)
+            .and_then(|e| e.events.last_mut())
+            && event.error.is_none()
+        {
+            event.conflict_resolved = true;
+        }
+    }
+
+    /// Records the outcome of one pulled document.
+    pub(super) fn pulled_doc(
+        &mut self,
+        name: &CollectionName,
+        request: RequestNumber,
+        doc_id: DocId,
+        bundle: &[Revision],
+        error: Option<DocumentError>,
+        status: RevStatus,
+    ) {
+        let Some(remote) = bundle.last() else { return };
+        self.pull_doc_done(name, &doc_id);
+        if let Some(entry) = self.pull_revs.get_mut(&request) {
+            entry.events.push(DocumentEvent {
+                collection: name.clone(),
+                doc_id: doc_id.clone(),
+                rev: remote.rev,
+                direction: Direction::Pull,
+                deleted: remote.deleted,
+                error,
+                conflict_resolved: false,
+                already_had: status == RevStatus::AlreadyHad,
+            });
+            entry.statuses.insert(doc_id, status);
+        }
+    }
+
+    /// Marks a wanted document as handled in the oldest batch that waits for it.
+    pub(super) fn pull_doc_done(&mut self, name: &CollectionName, doc: &DocId) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        if let Some(b) = c
+            .pull
+            .batches
+            .iter_mut()
+            .find(|b| b.outstanding.contains(doc))
+        {
+            b.outstanding.remove(doc);
+            self.progress(1, 0);
+        }
+    }
+
+    /// Answers a `Revs` request once every document in it is stored.
+    pub(super) fn finish_pull_revs(&mut self, request: RequestNumber, now: Instant) {
+        if self.pull_revs.get(&request).is_none_or(|e| e.pending > 0) {
+            return;
+        }
+        let Some(entry) = self.pull_revs.remove(&request) else {
+            return;
+        };
+        let PullRevs {
+            collection,
+            order,
+            mut statuses,
+            events,
+            ..
+        } = entry;
+        let statuses = order
+            .iter()
+            .map(|d| statuses.remove(d).unwrap_or(RevStatus::Ok))
+            .collect();
+        self.conn.respond(request, Response::RevStatuses(statuses));
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+        self.finish_pull_batches(&collection, now);
+    }
+
+    /// Retires finished batches in order, advancing the pull checkpoint.
+    pub(super) fn finish_pull_batches(&mut self, name: &CollectionName, now: Instant) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut advanced = None;
+        while c
+            .pull
+            .batches
+            .front()
+            .is_some_and(|b| !b.diffing && b.outstanding.is_empty())
+        {
+            advanced = c.pull.batches.pop_front().map(|b| b.last_seq);
+        }
+        if let Some(seq) = advanced {
+            self.progress_cp
+                .collections
+                .entry(name.clone())
+                .or_default()
+                .pull = seq;
+        }
+        self.update_activity(now);
+    }
+}

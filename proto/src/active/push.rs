@@ -1,0 +1,482 @@
+//! Pushing: reading the local changes feed in batches, proposing them (or sending small
+//! batches at once), and sending the wanted revisions in messages cut by bytes, within the
+//! bytes-in-flight window; a batch retires once every document in it is answered, which
+//! moves the push checkpoint.
+
+use super::*;
+
+/// Most body bytes a batch may hold to be pushed without a proposal.
+pub(super) const DIRECT_PUSH_BYTES: usize = 64 << 10;
+
+pub(super) struct PushBatch {
+    pub(super) id: u64,
+    pub(super) last_seq: Seq,
+    /// What to send for each proposed document: its bundle and local sequence.
+    pub(super) revs: BTreeMap<DocId, (Vec<Revision>, Seq)>,
+    /// Storage reads and requests not yet answered, plus queued messages.
+    pub(super) outstanding: usize,
+}
+
+#[derive(Default)]
+pub(super) struct PushState {
+    pub(super) cursor: Seq,
+    pub(super) reading: bool,
+    pub(super) at_end: bool,
+    pub(super) dirty: bool,
+    pub(super) next_batch: u64,
+    pub(super) batches: VecDeque<PushBatch>,
+    /// `Revs` messages waiting for byte budget: (batch, bundles, their bytes).
+    pub(super) queue: VecDeque<(u64, Vec<RevBundle>, usize)>,
+    pub(super) bytes_in_flight: usize,
+}
+
+/// The bundle to send again when the receiver answered "conflict" with a current
+/// revision that is in fact an ancestor of what was pushed, beyond the trimmed
+/// history. Takes the bundle out of the batch, so a document is retried at most once.
+pub(super) fn retry_bundle(
+    batch: &mut PushBatch,
+    doc_id: &DocId,
+    remote_current: &RevId,
+    max_history: usize,
+) -> Option<RevBundle> {
+    let (revisions, _) = batch.revs.get(doc_id)?;
+    if !revisions.iter().any(|r| r.history.contains(remote_current)) {
+        return None;
+    }
+    let (mut revisions, seq) = batch.revs.remove(doc_id)?;
+    crate::bundle::fit_history(&mut revisions, &[*remote_current], max_history);
+    Some(RevBundle {
+        doc_id: doc_id.clone(),
+        revisions,
+        seq,
+    })
+}
+
+impl ActiveReplicator {
+    /// Starts the next changes read if flow control allows, and sends queued revisions.
+    pub(super) fn pump_push(&mut self, name: &CollectionName) {
+        let limit = self.config.changes_batch;
+        let max_batches = self.config.max_push_batches;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let more = !c.push.at_end || c.push.dirty;
+        if !c.push.reading && more && c.push.batches.len() < max_batches {
+            c.push.reading = true;
+            c.push.dirty = false;
+            let since = c.push.cursor;
+            self.op(
+                StorageOp::Changes {
+                    collection: name.clone(),
+                    since,
+                    limit,
+                },
+                Op::PushRead(name.clone()),
+            );
+        }
+        self.send_queued_revs(name);
+    }
+
+    pub(super) fn push_read(&mut self, name: CollectionName, changes: Vec<Change>, now: Instant) {
+        let limit = self.config.changes_batch;
+        // Deep enough to reach back to whatever the receiver knows (see fit_history).
+        let max_history = crate::bundle::READ_HISTORY;
+        let Some(c) = self.cols.get_mut(&name) else {
+            return;
+        };
+        c.push.reading = false;
+        c.push.at_end = changes.len() < limit;
+        let Some(last_seq) = changes.last().map(|ch| ch.seq) else {
+            self.pump_push(&name);
+            return self.update_activity(now);
+        };
+        c.push.cursor = last_seq;
+        let total = changes.len() as u64;
+        let selected: Vec<Change> = changes
+            .into_iter()
+            .filter(|ch| {
+                c.config
+                    .doc_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&ch.doc_id))
+            })
+            .collect();
+        let id = c.push.next_batch;
+        c.push.next_batch += 1;
+        c.push.batches.push_back(PushBatch {
+            id,
+            last_seq,
+            revs: BTreeMap::new(),
+            outstanding: usize::from(!selected.is_empty()),
+        });
+        self.progress(total - selected.len() as u64, total);
+        if !selected.is_empty() {
+            let ids = selected.iter().map(|ch| ch.doc_id.clone()).collect();
+            self.op(
+                StorageOp::GetLeaves {
+                    collection: name.clone(),
+                    ids,
+                    max_history,
+                },
+                Op::PushLeaves {
+                    collection: name.clone(),
+                    batch: id,
+                    changes: selected,
+                },
+            );
+        }
+        self.pump_push(&name);
+        self.finish_push_batches(&name, now);
+    }
+
+    /// The documents of a push batch are read: filter them, then propose them or, for a
+    /// small batch, send them at once.
+    pub(super) fn push_leaves_read(
+        &mut self,
+        name: CollectionName,
+        batch: u64,
+        changes: Vec<Change>,
+        leaves: Vec<Vec<Revision>>,
+        now: Instant,
+    ) {
+        let direct_max = self.config.push_without_proposal;
+        let max_history = self.config.max_history;
+        let Some(c) = self.cols.get_mut(&name) else {
+            return;
+        };
+        let filter = c.config.push_filter.clone();
+        let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) else {
+            return;
+        };
+        b.outstanding -= 1;
+        let mut skipped = 0;
+        let mut proposal = Vec::new();
+        for (change, leaves) in changes.into_iter().zip(leaves) {
+            // A superseded revision has no bundle: its newer change is later in the feed.
+            let Some(bundle) = crate::bundle_from_leaves(leaves, &change.rev) else {
+                skipped += 1;
+                continue;
+            };
+            let include = match (&filter, bundle.last()) {
+                (Some(f), Some(rev)) => f.include(&FilterContext {
+                    collection: &name,
+                    doc_id: &change.doc_id,
+                    revision: rev,
+                }),
+                _ => true,
+            };
+            let other_leaves = crate::other_leaf_ids(&bundle);
+            if !include
+                || c.peer_knows
+                    .peer_has(&change.doc_id, &change.rev, &other_leaves)
+            {
+                skipped += 1;
+                continue;
+            }
+            proposal.push(Change {
+                other_leaves,
+                ..change.clone()
+            });
+            b.revs.insert(change.doc_id, (bundle, change.seq));
+        }
+        let direct = !proposal.is_empty()
+            && proposal.len() <= direct_max
+            && proposal
+                .iter()
+                .filter_map(|ch| b.revs.get(&ch.doc_id))
+                .map(|(revisions, _)| revisions.iter().map(|r| r.body.len()).sum::<usize>())
+                .sum::<usize>()
+                <= DIRECT_PUSH_BYTES;
+        if direct {
+            // Sent whole, without asking: history reaches back `max_history` ancestors,
+            // and a receiver further behind answers Conflict, which sends it again with
+            // history reaching its revision (see `retry_bundle`).
+            let bundles = proposal
+                .iter()
+                .filter_map(|ch| {
+                    let (revisions, seq) = b.revs.get(&ch.doc_id)?;
+                    let mut revisions = revisions.clone();
+                    crate::bundle::fit_history(&mut revisions, &[], max_history);
+                    Some(RevBundle {
+                        doc_id: ch.doc_id.clone(),
+                        revisions,
+                        seq: *seq,
+                    })
+                })
+                .collect();
+            self.progress(skipped, 0);
+            self.enqueue_revs(&name, batch, bundles, false);
+            self.send_queued_revs(&name);
+            return self.finish_push_batches(&name, now);
+        }
+        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
+        // than that refuses the frame with 1009, which ends the replication with that reason.
+        let budget = crate::bundle::FrameBudget {
+            hard_bytes: usize::MAX,
+            ..self.budget(self.config.changes_batch)
+        };
+        let envelope = crate::bundle::wire_size::envelope(&name);
+        let frames =
+            crate::bundle::cut(proposal, crate::bundle::wire_size::change, envelope, budget).frames;
+        if let Some(b) = self
+            .cols
+            .get_mut(&name)
+            .and_then(|c| c.push.batches.iter_mut().find(|b| b.id == batch))
+        {
+            b.outstanding += frames.len();
+        }
+        for (changes, _) in frames {
+            let docs = changes.iter().map(|ch| ch.doc_id.clone()).collect();
+            self.conn.request(
+                Request::ProposeChanges {
+                    collection: name.clone(),
+                    changes,
+                },
+                Sent::Propose {
+                    collection: name.clone(),
+                    batch,
+                    docs,
+                },
+            );
+        }
+        self.progress(skipped, 0);
+        self.finish_push_batches(&name, now);
+    }
+
+    pub(super) fn proposal_answered(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        docs: Vec<DocId>,
+        flags: Vec<Option<Vec<RevId>>>,
+        now: Instant,
+    ) {
+        let max_history = self.config.max_history;
+        if flags.len() != docs.len() {
+            let v = PeerMisbehaved::AnswerLength {
+                response: "Wanted",
+                got: flags.len(),
+                expected: docs.len(),
+                of: "proposed changes",
+            };
+            return self.violation(v, now);
+        }
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) else {
+            return;
+        };
+        b.outstanding -= 1;
+        let mut not_needed = 0;
+        let mut bundles = Vec::new();
+        for (doc_id, want) in docs.into_iter().zip(flags) {
+            match (want, b.revs.get(&doc_id)) {
+                (Some(known), Some((revisions, seq))) => bundles.push(RevBundle {
+                    doc_id,
+                    revisions: {
+                        let mut revisions = revisions.clone();
+                        crate::bundle::fit_history(&mut revisions, &known, max_history);
+                        revisions
+                    },
+                    seq: *seq,
+                }),
+                _ => {
+                    b.revs.remove(&doc_id);
+                    not_needed += 1;
+                }
+            }
+        }
+        self.progress(not_needed, 0);
+        self.enqueue_revs(name, batch, bundles, false);
+        self.send_queued_revs(name);
+        self.finish_push_batches(name, now);
+    }
+
+    /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
+    /// [`ReplicatorConfig::message_bytes`], never over the frame limit the peer announced.
+    pub(super) fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
+        let hard_bytes = self.peer_frame_limit;
+        crate::bundle::FrameBudget {
+            max_entries,
+            soft_bytes: self.config.message_bytes.min(hard_bytes),
+            hard_bytes,
+        }
+    }
+
+    /// Queues a push batch's bundles as `Revs` messages (at the front: a retry goes
+    /// first). A document too large for any message the peer accepts is reported and
+    /// counted done: it is never sent, so nothing waits for it.
+    pub(super) fn enqueue_revs(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        bundles: Vec<RevBundle>,
+        front: bool,
+    ) {
+        let budget = self.budget(self.config.revs_per_message);
+        let envelope = crate::bundle::wire_size::envelope(name);
+        let crate::bundle::Cut { frames, too_large } =
+            crate::bundle::cut(bundles, crate::bundle::wire_size::bundle, envelope, budget);
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
+            b.outstanding += frames.len();
+            for (bundle, _) in &too_large {
+                b.revs.remove(&bundle.doc_id);
+            }
+        }
+        if front {
+            for (docs, bytes) in frames.into_iter().rev() {
+                c.push.queue.push_front((batch, docs, bytes));
+            }
+        } else {
+            c.push
+                .queue
+                .extend(frames.into_iter().map(|(docs, bytes)| (batch, docs, bytes)));
+        }
+        if too_large.is_empty() {
+            return;
+        }
+        let events: Vec<DocumentEvent> = crate::bundle::oversized(too_large)
+            .into_iter()
+            .map(|o| crate::bundle::too_large_event(name, o, Direction::Push, budget.hard_bytes))
+            .collect();
+        self.progress(events.len() as u64, 0);
+        self.conn.event(Event::Documents(events));
+    }
+
+    /// Sends queued `Revs` messages while the byte budget allows (always at least one).
+    pub(super) fn send_queued_revs(&mut self, name: &CollectionName) {
+        let budget = self.config.max_rev_bytes_in_flight;
+        loop {
+            let Some(c) = self.cols.get_mut(name) else {
+                return;
+            };
+            if c.push.bytes_in_flight > 0 && c.push.bytes_in_flight >= budget {
+                return;
+            }
+            let Some((batch, docs, bytes)) = c.push.queue.pop_front() else {
+                return;
+            };
+            let summary = docs
+                .iter()
+                .filter_map(|d| {
+                    d.revisions
+                        .last()
+                        .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
+                })
+                .collect();
+            let request = Request::Revs {
+                collection: name.clone(),
+                docs,
+                unavailable: Vec::new(),
+                oversized: Vec::new(),
+            };
+            c.push.bytes_in_flight += bytes;
+            self.conn.request(
+                request,
+                Sent::PushRevs {
+                    collection: name.clone(),
+                    batch,
+                    bytes,
+                    docs: summary,
+                },
+            );
+        }
+    }
+
+    pub(super) fn pushed_revs_answered(
+        &mut self,
+        name: &CollectionName,
+        batch: u64,
+        bytes: usize,
+        docs: Vec<(DocId, RevId, bool)>,
+        statuses: Vec<RevStatus>,
+        now: Instant,
+    ) {
+        if statuses.len() != docs.len() {
+            let v = PeerMisbehaved::AnswerLength {
+                response: "RevStatuses",
+                got: statuses.len(),
+                expected: docs.len(),
+                of: "documents",
+            };
+            return self.violation(v, now);
+        }
+        // A conflict is resolved by pulling: the pull brings the remote revision, the
+        // resolver decides, and the resolution is pushed as a new local change. One
+        // exception: the receiver's current revision is an ancestor of ours that our
+        // trimmed history did not reach (it changed after it answered the proposal).
+        // That is no conflict, so the bundle goes again, once, with history reaching it.
+        let max_history = self.config.max_history;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut batch_state = c.push.batches.iter_mut().find(|b| b.id == batch);
+        let mut retries = Vec::new();
+        let mut events = Vec::with_capacity(docs.len());
+        for ((doc_id, rev, deleted), status) in docs.into_iter().zip(statuses) {
+            if let RevStatus::Conflict { current: Some(cur) } = &status
+                && let Some(b) = batch_state.as_deref_mut()
+                && let Some(bundle) = retry_bundle(b, &doc_id, cur, max_history)
+            {
+                retries.push(bundle);
+                continue;
+            }
+            events.push(DocumentEvent {
+                collection: name.clone(),
+                doc_id,
+                rev,
+                direction: Direction::Push,
+                deleted,
+                already_had: status == RevStatus::AlreadyHad,
+                error: match status {
+                    RevStatus::Ok | RevStatus::AlreadyHad => None,
+                    RevStatus::Rejected { code, reason } => {
+                        Some(DocumentError::Rejected { code, reason })
+                    }
+                    RevStatus::Conflict { current } => {
+                        Some(DocumentError::Conflict { remote: current })
+                    }
+                },
+                conflict_resolved: false,
+            });
+        }
+        let done = events.len() as u64;
+        c.push.bytes_in_flight = c.push.bytes_in_flight.saturating_sub(bytes);
+        if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
+            b.outstanding -= 1;
+        }
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+        self.progress(done, 0);
+        if !retries.is_empty() {
+            self.enqueue_revs(name, batch, retries, true);
+        }
+        self.send_queued_revs(name);
+        self.finish_push_batches(name, now);
+    }
+
+    /// Retires finished batches in order, advancing the push checkpoint.
+    pub(super) fn finish_push_batches(&mut self, name: &CollectionName, now: Instant) {
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        let mut advanced = None;
+        while c.push.batches.front().is_some_and(|b| b.outstanding == 0) {
+            advanced = c.push.batches.pop_front().map(|b| b.last_seq);
+        }
+        if let Some(seq) = advanced {
+            self.progress_cp
+                .collections
+                .entry(name.clone())
+                .or_default()
+                .push = seq;
+            self.pump_push(name);
+        }
+        self.update_activity(now);
+    }
+}
