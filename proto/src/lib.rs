@@ -103,6 +103,7 @@ mod doc_id;
 mod io;
 mod passive;
 mod peer_knows;
+mod receiver;
 mod replicator_config;
 mod rev_id;
 mod revision;

@@ -16,9 +16,9 @@ use crate::peer_knows::PeerKnows;
 use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
-    DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertMode,
-    InsertOutcome, Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response,
-    RevBundle, RevId, RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
+    DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertOutcome,
+    Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response, RevBundle, RevId,
+    RevStatus, Revision, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -581,22 +581,16 @@ impl PassivePeer {
             // Only the side serving a changes feed may leave wanted documents out.
             return self.protocol_error(PeerMisbehaved::ActiveLeftDocumentsOut);
         }
-        let mut summary = Vec::with_capacity(docs.len());
-        for bundle in &docs {
-            let Some(last) = bundle.revisions.last() else {
-                return self.protocol_error(PeerMisbehaved::EmptyBundle(bundle.doc_id.clone()));
-            };
-            summary.push((bundle.doc_id.clone(), last.rev, last.deleted));
-            for r in &bundle.revisions {
-                if let Err(e) = r.validate() {
-                    return self.protocol_error(PeerMisbehaved::InvalidRevision {
-                        doc_id: bundle.doc_id.clone(),
-                        rev: r.rev,
-                        error: e,
-                    });
-                }
-            }
+        if let Err(v) = crate::receiver::check_bundles(&docs) {
+            return self.protocol_error(v);
         }
+        let summary: Vec<_> = docs
+            .iter()
+            .filter_map(|b| {
+                let last = b.revisions.last()?;
+                Some((b.doc_id.clone(), last.rev, last.deleted))
+            })
+            .collect();
         let mut statuses = Vec::with_capacity(docs.len());
         let mut inserts = Vec::with_capacity(docs.len());
         for bundle in docs {
@@ -616,11 +610,7 @@ impl PassivePeer {
                 Some(reason) => statuses.push(Some(RevStatus::Rejected { code: 403, reason })),
                 None => {
                     statuses.push(None);
-                    inserts.push(RevisionInsert {
-                        doc_id: bundle.doc_id,
-                        revisions: bundle.revisions,
-                        mode: InsertMode::NoConflicts,
-                    });
+                    inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions));
                 }
             }
         }
@@ -630,12 +620,7 @@ impl PassivePeer {
         // Only a peer that also pulls could be offered these revisions back.
         if self.hello.as_ref().is_some_and(|h| h.pull) {
             let pushed = self.pushed.entry(collection.clone()).or_default();
-            for insert in &inserts {
-                pushed.record(
-                    &insert.doc_id,
-                    insert.revisions.iter().map(|r| r.rev).collect(),
-                );
-            }
+            crate::receiver::record_sent(pushed, &inserts);
         }
         self.conn.storage(
             StorageOp::InsertRevisions {
@@ -667,21 +652,9 @@ impl PassivePeer {
             .zip(noop.iter_mut())
             .filter(|(s, _)| s.is_none())
         {
-            let outcome = outcomes.next();
-            *noop = matches!(outcome, Some(InsertOutcome::AlreadyHad { .. }));
-            *slot = Some(match outcome {
-                Some(InsertOutcome::Inserted { .. }) => RevStatus::Ok,
-                Some(InsertOutcome::AlreadyHad { .. }) => RevStatus::AlreadyHad,
-                Some(InsertOutcome::Conflict { current }) => RevStatus::Conflict { current },
-                Some(InsertOutcome::Invalid(e)) => RevStatus::Rejected {
-                    code: 400,
-                    reason: e.to_string(),
-                },
-                None => RevStatus::Rejected {
-                    code: 500,
-                    reason: "the store returned too few results".into(),
-                },
-            });
+            let status = crate::receiver::status(outcomes.next());
+            *noop = status == RevStatus::AlreadyHad;
+            *slot = Some(status);
         }
         let statuses: Vec<RevStatus> = statuses.into_iter().flatten().collect();
         let events = docs

@@ -158,21 +158,8 @@ impl ActiveReplicator {
             };
             return self.violation(v, now);
         }
-        for bundle in &docs {
-            if bundle.revisions.is_empty() {
-                let v = PeerMisbehaved::EmptyBundle(bundle.doc_id.clone());
-                return self.violation(v, now);
-            }
-            for r in &bundle.revisions {
-                if let Err(e) = r.validate() {
-                    let v = PeerMisbehaved::InvalidRevision {
-                        doc_id: bundle.doc_id.clone(),
-                        rev: r.rev,
-                        error: e,
-                    };
-                    return self.violation(v, now);
-                }
-            }
+        if let Err(v) = crate::receiver::check_bundles(&docs) {
+            return self.violation(v, now);
         }
         for doc in &unavailable {
             self.pull_doc_done(&name, doc);
@@ -219,23 +206,18 @@ impl ActiveReplicator {
         }
         if !to_insert.is_empty() {
             entry.pending = 1;
+            let inserts: Vec<RevisionInsert> = to_insert
+                .iter()
+                .map(|(doc_id, revisions)| {
+                    crate::receiver::insert(doc_id.clone(), revisions.clone())
+                })
+                .collect();
             // Only a replicator that also pushes could offer these revisions back.
             if self.config.replicator_type.pushes()
                 && let Some(c) = self.cols.get_mut(&name)
             {
-                for (doc_id, revisions) in &to_insert {
-                    c.peer_knows
-                        .record(doc_id, revisions.iter().map(|r| r.rev).collect());
-                }
+                crate::receiver::record_sent(&mut c.peer_knows, &inserts);
             }
-            let inserts = to_insert
-                .iter()
-                .map(|(doc_id, revisions)| RevisionInsert {
-                    doc_id: doc_id.clone(),
-                    revisions: revisions.clone(),
-                    mode: InsertMode::NoConflicts,
-                })
-                .collect();
             self.op(
                 StorageOp::InsertRevisions {
                     collection: name.clone(),
@@ -260,16 +242,10 @@ impl ActiveReplicator {
         outcomes: Vec<InsertOutcome>,
         now: Instant,
     ) {
-        for ((doc_id, bundle), outcome) in bundles.into_iter().zip(outcomes) {
-            match outcome {
-                InsertOutcome::Inserted { .. } => {
-                    self.pulled_doc(&name, request, doc_id, &bundle, None, RevStatus::Ok);
-                }
-                InsertOutcome::AlreadyHad { .. } => {
-                    let status = RevStatus::AlreadyHad;
-                    self.pulled_doc(&name, request, doc_id, &bundle, None, status);
-                }
-                InsertOutcome::Conflict { .. } => {
+        let mut outcomes = outcomes.into_iter();
+        for (doc_id, bundle) in bundles {
+            match outcomes.next() {
+                Some(InsertOutcome::Conflict { .. }) => {
                     if let Some(entry) = self.pull_revs.get_mut(&request) {
                         entry.pending += 1;
                     }
@@ -281,10 +257,12 @@ impl ActiveReplicator {
                         attempt: 0,
                     });
                 }
-                InsertOutcome::Invalid(e) => {
-                    let reason = e.to_string();
-                    self.pull_rejected(&name, request, doc_id, &bundle, 400, reason);
-                }
+                outcome => match crate::receiver::status(outcome) {
+                    RevStatus::Rejected { code, reason } => {
+                        self.pull_rejected(&name, request, doc_id, &bundle, code, reason)
+                    }
+                    status => self.pulled_doc(&name, request, doc_id, &bundle, None, status),
+                },
             }
         }
         self.pull_op_done(request, now);
