@@ -5,6 +5,16 @@
 //! batches and bounded bytes in flight. Pushed revisions are validated, checked by the
 //! application's [`Validator`], inserted without creating conflicts, and acknowledged
 //! only after the store reports them persisted.
+//!
+//! This file holds the connection's lifecycle and dispatches requests, responses and
+//! storage replies to the sub-machines: [`auth`] (the handshake, what the principal may
+//! do, pushed revisions validated and stored) and [`feed`] (the changes feed and the
+//! revisions it sends).
+
+mod auth;
+mod feed;
+
+use feed::Feed;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -195,25 +205,6 @@ enum Op {
     },
 }
 
-/// One subscribed changes feed.
-struct Feed {
-    since: Seq,
-    continuous: bool,
-    doc_ids: Option<BTreeSet<DocId>>,
-    reading: bool,
-    at_end: bool,
-    /// Changes were sent since the last caught-up marker (or none was ever sent).
-    marker_due: bool,
-    /// A local change arrived since the last read.
-    dirty: bool,
-    changes_in_flight: usize,
-    /// Wanted changes whose revisions are still to be sent, with the receiver's known
-    /// leaves of each document.
-    wanted: VecDeque<(Change, Vec<RevId>)>,
-    revs_reading: bool,
-    rev_bytes_in_flight: usize,
-}
-
 /// The passive side of one replication connection. See the [crate docs](crate) for the
 /// drive loop.
 pub struct PassivePeer {
@@ -364,19 +355,6 @@ impl PassivePeer {
         self.close_for(CloseReason::violation(violation));
     }
 
-    fn push_allowed(&self) -> bool {
-        !(self.config.read_only || self.principal.read_only)
-    }
-
-    fn collection_allowed(&self, c: &CollectionName) -> bool {
-        self.config.collections.contains(c)
-            && self
-                .principal
-                .collections
-                .as_ref()
-                .is_none_or(|set| set.contains(c))
-    }
-
     fn handle_frame(&mut self, frame: Frame) {
         match frame {
             Frame::Request(n, request) => {
@@ -503,179 +481,6 @@ impl PassivePeer {
                 role: "active",
                 request: "Changes",
             }),
-        }
-    }
-
-    fn handle_hello(&mut self, n: RequestNumber, hello: Hello) {
-        if !hello.versions.contains(&PROTOCOL_VERSION) {
-            self.conn.respond_error(
-                n,
-                ErrorBody::new(
-                    505,
-                    format!(
-                        "unsupported protocol versions {:?}; this peer speaks {PROTOCOL_VERSION}",
-                        hello.versions
-                    ),
-                ),
-            );
-            return self.close(CloseCode::Normal, "unsupported protocol version");
-        }
-        if let Some(c) = hello
-            .collections
-            .iter()
-            .find(|c| !self.collection_allowed(c))
-        {
-            let e = not_served(c);
-            let message = e.message.clone();
-            self.conn.respond_error(n, e);
-            return self.close(CloseCode::Normal, message);
-        }
-        if hello.push && !self.push_allowed() {
-            self.conn.respond_error(
-                n,
-                ErrorBody::new(
-                    403,
-                    "this listener is read-only for you: pushing is not allowed",
-                ),
-            );
-            return self.close(CloseCode::Normal, "push refused: read-only");
-        }
-        self.hello = Some(hello);
-        self.phase = Phase::Open;
-        self.conn.respond(
-            n,
-            Response::Hello {
-                version: PROTOCOL_VERSION,
-                max_frame_bytes: Some(self.config.frame_limits.max_frame_bytes as u64),
-            },
-        );
-    }
-
-    fn negotiated(&self, c: &CollectionName) -> bool {
-        self.hello
-            .as_ref()
-            .is_some_and(|h| h.collections.contains(c))
-    }
-
-    fn push_refusal(&self, collection: &CollectionName) -> Option<ErrorBody> {
-        if !self.push_allowed() {
-            return Some(ErrorBody::new(403, "read-only: pushing is not allowed"));
-        }
-        if !self.negotiated(collection) {
-            return Some(not_served(collection));
-        }
-        None
-    }
-
-    fn handle_pushed_revs(
-        &mut self,
-        n: RequestNumber,
-        collection: CollectionName,
-        docs: Vec<RevBundle>,
-        leaves_out: bool,
-    ) {
-        if let Some(e) = self.push_refusal(&collection) {
-            return self.conn.respond_error(n, e);
-        }
-        if leaves_out {
-            // Only the side serving a changes feed may leave wanted documents out.
-            return self.protocol_error(PeerMisbehaved::ActiveLeftDocumentsOut);
-        }
-        if let Err(v) = crate::receiver::check_bundles(&docs) {
-            return self.protocol_error(v);
-        }
-        let summary: Vec<_> = docs
-            .iter()
-            .filter_map(|b| {
-                let last = b.revisions.last()?;
-                Some((b.doc_id.clone(), last.rev, last.deleted))
-            })
-            .collect();
-        let mut statuses = Vec::with_capacity(docs.len());
-        let mut inserts = Vec::with_capacity(docs.len());
-        for bundle in docs {
-            let verdict = self.config.validator.as_ref().and_then(|v| {
-                bundle.revisions.iter().find_map(|r| {
-                    v.validate(&ValidationContext {
-                        collection: &collection,
-                        doc_id: &bundle.doc_id,
-                        revision: r,
-                        principal: &self.principal,
-                    })
-                    .err()
-                    .map(bounded_reason)
-                })
-            });
-            match verdict {
-                Some(reason) => statuses.push(Some(RevStatus::Rejected { code: 403, reason })),
-                None => {
-                    statuses.push(None);
-                    inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions));
-                }
-            }
-        }
-        if inserts.is_empty() {
-            return self.finish_insert(n, collection, statuses, summary, Vec::new());
-        }
-        // Only a peer that also pulls could be offered these revisions back.
-        if self.hello.as_ref().is_some_and(|h| h.pull) {
-            let pushed = self.pushed.entry(collection.clone()).or_default();
-            crate::receiver::record_sent(pushed, &inserts);
-        }
-        self.conn.storage(
-            StorageOp::InsertRevisions {
-                collection: collection.clone(),
-                inserts,
-            },
-            Op::Insert {
-                request: n,
-                collection,
-                statuses,
-                docs: summary,
-            },
-        );
-    }
-
-    fn finish_insert(
-        &mut self,
-        n: RequestNumber,
-        collection: CollectionName,
-        mut statuses: Vec<Option<RevStatus>>,
-        docs: Vec<(DocId, RevId, bool)>,
-        outcomes: Vec<InsertOutcome>,
-    ) {
-        let mut outcomes = outcomes.into_iter();
-        // Documents the store already had changed nothing here: no event for them.
-        let mut noop = vec![false; statuses.len()];
-        for (slot, noop) in statuses
-            .iter_mut()
-            .zip(noop.iter_mut())
-            .filter(|(s, _)| s.is_none())
-        {
-            let status = crate::receiver::status(outcomes.next());
-            *noop = status == RevStatus::AlreadyHad;
-            *slot = Some(status);
-        }
-        let statuses: Vec<RevStatus> = statuses.into_iter().flatten().collect();
-        let events = docs
-            .into_iter()
-            .zip(&statuses)
-            .zip(noop)
-            .filter(|(_, noop)| !noop)
-            .map(|(((doc_id, rev, deleted), status), _)| DocumentEvent {
-                collection: collection.clone(),
-                doc_id,
-                rev,
-                direction: Direction::Push,
-                deleted,
-                error: status_error(status),
-                conflict_resolved: false,
-                already_had: false,
-            })
-            .collect::<Vec<_>>();
-        self.conn.respond(n, Response::RevStatuses(statuses));
-        if !events.is_empty() {
-            self.conn.event(Event::Documents(events));
         }
     }
 
@@ -807,219 +612,6 @@ impl PassivePeer {
             ),
         }
     }
-
-    fn feed_read(&mut self, collection: CollectionName, changes: Vec<Change>) {
-        let limit = self.config.changes_batch;
-        let Some(f) = self.feeds.get_mut(&collection) else {
-            return;
-        };
-        f.reading = false;
-        let full = changes.len() >= limit;
-        if let Some(last) = changes.last() {
-            f.since = f.since.max(last.seq);
-        }
-        let pushed = self.pushed.get(&collection);
-        let selected: Vec<Change> = changes
-            .into_iter()
-            .filter(|c| f.doc_ids.as_ref().is_none_or(|ids| ids.contains(&c.doc_id)))
-            .filter(|c| pushed.is_none_or(|p| !p.peer_has(&c.doc_id, &c.rev, &c.other_leaves)))
-            .collect();
-        f.at_end = !full;
-        let mut batches = Vec::new();
-        if !selected.is_empty() {
-            f.marker_due = true;
-            batches.push(selected);
-        }
-        if f.at_end && f.marker_due {
-            f.marker_due = false;
-            batches.push(Vec::new()); // caught up
-        }
-        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
-        // than that refuses the frame with 1009, which ends the replication with that reason.
-        let budget = crate::bundle::FrameBudget {
-            hard_bytes: usize::MAX,
-            ..self.budget(self.config.changes_batch)
-        };
-        let envelope = crate::bundle::wire_size::envelope(&collection);
-        let batches: Vec<Vec<Change>> = batches
-            .into_iter()
-            .flat_map(|changes| {
-                if changes.is_empty() {
-                    return vec![changes];
-                }
-                let frames =
-                    crate::bundle::cut(changes, crate::bundle::wire_size::change, envelope, budget)
-                        .frames;
-                frames.into_iter().map(|(c, _)| c).collect()
-            })
-            .collect();
-        let Some(f) = self.feeds.get_mut(&collection) else {
-            return;
-        };
-        f.changes_in_flight += batches.len();
-        for changes in batches {
-            self.conn.request(
-                Request::Changes {
-                    collection: collection.clone(),
-                    changes: changes.clone(),
-                },
-                Sent::Changes {
-                    collection: collection.clone(),
-                    changes,
-                },
-            );
-        }
-        self.pump(&collection);
-    }
-
-    fn send_revs(
-        &mut self,
-        collection: CollectionName,
-        changes: Vec<(Change, Vec<RevId>)>,
-        leaves: Vec<Vec<Revision>>,
-    ) {
-        let max_history = self.config.max_history;
-        let mut docs = Vec::new();
-        let mut unavailable = Vec::new();
-        for ((change, known), leaves) in changes
-            .into_iter()
-            .zip(leaves.into_iter().chain(std::iter::repeat_with(Vec::new)))
-        {
-            match crate::bundle_from_leaves(leaves, &change.rev) {
-                Some(mut revisions) => {
-                    crate::bundle::fit_history(&mut revisions, &known, max_history);
-                    docs.push(RevBundle {
-                        doc_id: change.doc_id,
-                        revisions,
-                        seq: change.seq,
-                    })
-                }
-                None => unavailable.push(change.doc_id),
-            }
-        }
-        let budget = self.budget(self.config.revs_per_message);
-        let envelope = crate::bundle::wire_size::envelope(&collection);
-        // The first message also carries the notes: leave room for the largest they can be.
-        let notes_room = crate::bundle::wire_size::notes_room(&unavailable, docs.len());
-        let crate::bundle::Cut { frames, too_large } = crate::bundle::cut(
-            docs,
-            crate::bundle::wire_size::bundle,
-            envelope + notes_room,
-            budget,
-        );
-        let oversized = crate::bundle::oversized(too_large);
-        if !oversized.is_empty() {
-            let events = oversized
-                .iter()
-                .map(|o| {
-                    let (o, pull) = (o.clone(), Direction::Pull);
-                    crate::bundle::too_large_event(&collection, o, pull, budget.hard_bytes)
-                })
-                .collect();
-            self.conn.event(Event::Documents(events));
-        }
-        let mut notes = Some((unavailable, oversized));
-        let mut messages: Vec<(Vec<RevBundle>, usize)> = frames;
-        if messages.is_empty() {
-            messages.push((Vec::new(), 0));
-        }
-        if let Some(f) = self.feeds.get_mut(&collection) {
-            f.revs_reading = false;
-        }
-        for (docs, bytes) in messages {
-            let (unavailable, oversized) = notes.take().unwrap_or_default();
-            if docs.is_empty() && unavailable.is_empty() && oversized.is_empty() {
-                continue;
-            }
-            let summary: Vec<_> = docs
-                .iter()
-                .filter_map(|b| {
-                    b.revisions
-                        .last()
-                        .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
-                })
-                .collect();
-            if let Some(f) = self.feeds.get_mut(&collection) {
-                f.rev_bytes_in_flight += bytes;
-            }
-            self.conn.request(
-                Request::Revs {
-                    collection: collection.clone(),
-                    docs,
-                    unavailable,
-                    oversized,
-                },
-                Sent::Revs {
-                    collection: collection.clone(),
-                    bytes,
-                    docs: summary,
-                },
-            );
-        }
-        self.pump(&collection);
-    }
-
-    /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
-    /// [`PassiveConfig::message_bytes`], never over the frame limit the peer announced.
-    fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
-        let hard_bytes = self
-            .hello
-            .as_ref()
-            .map_or(FrameLimits::DEFAULT.max_frame_bytes, Hello::frame_limit);
-        crate::bundle::FrameBudget {
-            max_entries,
-            soft_bytes: self.config.message_bytes.min(hard_bytes),
-            hard_bytes,
-        }
-    }
-
-    /// Starts whatever storage reads the feed's flow control allows.
-    fn pump(&mut self, collection: &CollectionName) {
-        if self.phase != Phase::Open {
-            return;
-        }
-        let config = &self.config;
-        let Some(f) = self.feeds.get_mut(collection) else {
-            return;
-        };
-        if !f.revs_reading
-            && !f.wanted.is_empty()
-            && f.rev_bytes_in_flight < config.max_rev_bytes_in_flight
-        {
-            let take = f.wanted.len().min(config.revs_per_message);
-            let changes: Vec<(Change, Vec<RevId>)> = f.wanted.drain(..take).collect();
-            f.revs_reading = true;
-            let ids = changes.iter().map(|(c, _)| c.doc_id.clone()).collect();
-            self.conn.storage(
-                StorageOp::GetLeaves {
-                    collection: collection.clone(),
-                    ids,
-                    max_history: crate::bundle::READ_HISTORY,
-                },
-                Op::ReadRevs {
-                    collection: collection.clone(),
-                    changes,
-                },
-            );
-        }
-        let Some(f) = self.feeds.get_mut(collection) else {
-            return;
-        };
-        let backlog_ok = f.wanted.len() < 2 * config.changes_batch;
-        let more = !f.at_end || (f.continuous && f.dirty);
-        if !f.reading && more && backlog_ok && f.changes_in_flight < config.max_changes_in_flight {
-            f.reading = true;
-            f.dirty = false;
-            self.conn.storage(
-                StorageOp::Changes {
-                    collection: collection.clone(),
-                    since: f.since,
-                    limit: config.changes_batch,
-                },
-                Op::FeedRead(collection.clone()),
-            );
-        }
-    }
 }
 
 fn not_served(c: &CollectionName) -> ErrorBody {
@@ -1027,23 +619,6 @@ fn not_served(c: &CollectionName) -> ErrorBody {
         404,
         format!("collection {c} is not served to you by this listener"),
     )
-}
-
-/// The most bytes of a validator's reason sent back: a `RevStatuses` answer for a whole
-/// `Revs` message stays small whatever the validator returns.
-const MAX_REASON_BYTES: usize = 1024;
-
-/// `reason`, cut at [`MAX_REASON_BYTES`] on a character boundary.
-fn bounded_reason(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push('…');
-    }
-    reason
 }
 
 fn status_error(status: &RevStatus) -> Option<DocumentError> {

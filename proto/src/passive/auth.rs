@@ -1,0 +1,210 @@
+//! Authorisation and validation: the handshake (versions, collections, push rights),
+//! what the connection's principal may do, and pushed revisions — checked, passed by the
+//! listener's validator, stored without conflicts and answered per document.
+
+use super::*;
+
+/// The most bytes of a validator's reason sent back: a `RevStatuses` answer for a whole
+/// `Revs` message stays small whatever the validator returns.
+pub(super) const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason`, cut at [`MAX_REASON_BYTES`] on a character boundary.
+pub(super) fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
+impl PassivePeer {
+    pub(super) fn push_allowed(&self) -> bool {
+        !(self.config.read_only || self.principal.read_only)
+    }
+
+    pub(super) fn collection_allowed(&self, c: &CollectionName) -> bool {
+        self.config.collections.contains(c)
+            && self
+                .principal
+                .collections
+                .as_ref()
+                .is_none_or(|set| set.contains(c))
+    }
+
+    pub(super) fn handle_hello(&mut self, n: RequestNumber, hello: Hello) {
+        if !hello.versions.contains(&PROTOCOL_VERSION) {
+            self.conn.respond_error(
+                n,
+                ErrorBody::new(
+                    505,
+                    format!(
+                        "unsupported protocol versions {:?}; this peer speaks {PROTOCOL_VERSION}",
+                        hello.versions
+                    ),
+                ),
+            );
+            return self.close(CloseCode::Normal, "unsupported protocol version");
+        }
+        if let Some(c) = hello
+            .collections
+            .iter()
+            .find(|c| !self.collection_allowed(c))
+        {
+            let e = not_served(c);
+            let message = e.message.clone();
+            self.conn.respond_error(n, e);
+            return self.close(CloseCode::Normal, message);
+        }
+        if hello.push && !self.push_allowed() {
+            self.conn.respond_error(
+                n,
+                ErrorBody::new(
+                    403,
+                    "this listener is read-only for you: pushing is not allowed",
+                ),
+            );
+            return self.close(CloseCode::Normal, "push refused: read-only");
+        }
+        self.hello = Some(hello);
+        self.phase = Phase::Open;
+        self.conn.respond(
+            n,
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame_bytes: Some(self.config.frame_limits.max_frame_bytes as u64),
+            },
+        );
+    }
+
+    pub(super) fn negotiated(&self, c: &CollectionName) -> bool {
+        self.hello
+            .as_ref()
+            .is_some_and(|h| h.collections.contains(c))
+    }
+
+    pub(super) fn push_refusal(&self, collection: &CollectionName) -> Option<ErrorBody> {
+        if !self.push_allowed() {
+            return Some(ErrorBody::new(403, "read-only: pushing is not allowed"));
+        }
+        if !self.negotiated(collection) {
+            return Some(not_served(collection));
+        }
+        None
+    }
+
+    pub(super) fn handle_pushed_revs(
+        &mut self,
+        n: RequestNumber,
+        collection: CollectionName,
+        docs: Vec<RevBundle>,
+        leaves_out: bool,
+    ) {
+        if let Some(e) = self.push_refusal(&collection) {
+            return self.conn.respond_error(n, e);
+        }
+        if leaves_out {
+            // Only the side serving a changes feed may leave wanted documents out.
+            return self.protocol_error(PeerMisbehaved::ActiveLeftDocumentsOut);
+        }
+        if let Err(v) = crate::receiver::check_bundles(&docs) {
+            return self.protocol_error(v);
+        }
+        let summary: Vec<_> = docs
+            .iter()
+            .filter_map(|b| {
+                let last = b.revisions.last()?;
+                Some((b.doc_id.clone(), last.rev, last.deleted))
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(docs.len());
+        let mut inserts = Vec::with_capacity(docs.len());
+        for bundle in docs {
+            let verdict = self.config.validator.as_ref().and_then(|v| {
+                bundle.revisions.iter().find_map(|r| {
+                    v.validate(&ValidationContext {
+                        collection: &collection,
+                        doc_id: &bundle.doc_id,
+                        revision: r,
+                        principal: &self.principal,
+                    })
+                    .err()
+                    .map(bounded_reason)
+                })
+            });
+            match verdict {
+                Some(reason) => statuses.push(Some(RevStatus::Rejected { code: 403, reason })),
+                None => {
+                    statuses.push(None);
+                    inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions));
+                }
+            }
+        }
+        if inserts.is_empty() {
+            return self.finish_insert(n, collection, statuses, summary, Vec::new());
+        }
+        // Only a peer that also pulls could be offered these revisions back.
+        if self.hello.as_ref().is_some_and(|h| h.pull) {
+            let pushed = self.pushed.entry(collection.clone()).or_default();
+            crate::receiver::record_sent(pushed, &inserts);
+        }
+        self.conn.storage(
+            StorageOp::InsertRevisions {
+                collection: collection.clone(),
+                inserts,
+            },
+            Op::Insert {
+                request: n,
+                collection,
+                statuses,
+                docs: summary,
+            },
+        );
+    }
+
+    pub(super) fn finish_insert(
+        &mut self,
+        n: RequestNumber,
+        collection: CollectionName,
+        mut statuses: Vec<Option<RevStatus>>,
+        docs: Vec<(DocId, RevId, bool)>,
+        outcomes: Vec<InsertOutcome>,
+    ) {
+        let mut outcomes = outcomes.into_iter();
+        // Documents the store already had changed nothing here: no event for them.
+        let mut noop = vec![false; statuses.len()];
+        for (slot, noop) in statuses
+            .iter_mut()
+            .zip(noop.iter_mut())
+            .filter(|(s, _)| s.is_none())
+        {
+            let status = crate::receiver::status(outcomes.next());
+            *noop = status == RevStatus::AlreadyHad;
+            *slot = Some(status);
+        }
+        let statuses: Vec<RevStatus> = statuses.into_iter().flatten().collect();
+        let events = docs
+            .into_iter()
+            .zip(&statuses)
+            .zip(noop)
+            .filter(|(_, noop)| !noop)
+            .map(|(((doc_id, rev, deleted), status), _)| DocumentEvent {
+                collection: collection.clone(),
+                doc_id,
+                rev,
+                direction: Direction::Push,
+                deleted,
+                error: status_error(status),
+                conflict_resolved: false,
+                already_had: false,
+            })
+            .collect::<Vec<_>>();
+        self.conn.respond(n, Response::RevStatuses(statuses));
+        if !events.is_empty() {
+            self.conn.event(Event::Documents(events));
+        }
+    }
+}

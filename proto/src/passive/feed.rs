@@ -1,0 +1,239 @@
+//! The changes feed: reading the store in batches for a subscribed collection, sending
+//! `Changes` and the wanted revisions in messages cut by bytes, within the changes and
+//! bytes-in-flight windows, one-shot or continuous.
+
+use super::*;
+
+/// One subscribed changes feed.
+pub(super) struct Feed {
+    pub(super) since: Seq,
+    pub(super) continuous: bool,
+    pub(super) doc_ids: Option<BTreeSet<DocId>>,
+    pub(super) reading: bool,
+    pub(super) at_end: bool,
+    /// Changes were sent since the last caught-up marker (or none was ever sent).
+    pub(super) marker_due: bool,
+    /// A local change arrived since the last read.
+    pub(super) dirty: bool,
+    pub(super) changes_in_flight: usize,
+    /// Wanted changes whose revisions are still to be sent, with the receiver's known
+    /// leaves of each document.
+    pub(super) wanted: VecDeque<(Change, Vec<RevId>)>,
+    pub(super) revs_reading: bool,
+    pub(super) rev_bytes_in_flight: usize,
+}
+
+impl PassivePeer {
+    pub(super) fn feed_read(&mut self, collection: CollectionName, changes: Vec<Change>) {
+        let limit = self.config.changes_batch;
+        let Some(f) = self.feeds.get_mut(&collection) else {
+            return;
+        };
+        f.reading = false;
+        let full = changes.len() >= limit;
+        if let Some(last) = changes.last() {
+            f.since = f.since.max(last.seq);
+        }
+        let pushed = self.pushed.get(&collection);
+        let selected: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| f.doc_ids.as_ref().is_none_or(|ids| ids.contains(&c.doc_id)))
+            .filter(|c| pushed.is_none_or(|p| !p.peer_has(&c.doc_id, &c.rev, &c.other_leaves)))
+            .collect();
+        f.at_end = !full;
+        let mut batches = Vec::new();
+        if !selected.is_empty() {
+            f.marker_due = true;
+            batches.push(selected);
+        }
+        if f.at_end && f.marker_due {
+            f.marker_due = false;
+            batches.push(Vec::new()); // caught up
+        }
+        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
+        // than that refuses the frame with 1009, which ends the replication with that reason.
+        let budget = crate::bundle::FrameBudget {
+            hard_bytes: usize::MAX,
+            ..self.budget(self.config.changes_batch)
+        };
+        let envelope = crate::bundle::wire_size::envelope(&collection);
+        let batches: Vec<Vec<Change>> = batches
+            .into_iter()
+            .flat_map(|changes| {
+                if changes.is_empty() {
+                    return vec![changes];
+                }
+                let frames =
+                    crate::bundle::cut(changes, crate::bundle::wire_size::change, envelope, budget)
+                        .frames;
+                frames.into_iter().map(|(c, _)| c).collect()
+            })
+            .collect();
+        let Some(f) = self.feeds.get_mut(&collection) else {
+            return;
+        };
+        f.changes_in_flight += batches.len();
+        for changes in batches {
+            self.conn.request(
+                Request::Changes {
+                    collection: collection.clone(),
+                    changes: changes.clone(),
+                },
+                Sent::Changes {
+                    collection: collection.clone(),
+                    changes,
+                },
+            );
+        }
+        self.pump(&collection);
+    }
+
+    pub(super) fn send_revs(
+        &mut self,
+        collection: CollectionName,
+        changes: Vec<(Change, Vec<RevId>)>,
+        leaves: Vec<Vec<Revision>>,
+    ) {
+        let max_history = self.config.max_history;
+        let mut docs = Vec::new();
+        let mut unavailable = Vec::new();
+        for ((change, known), leaves) in changes
+            .into_iter()
+            .zip(leaves.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        {
+            match crate::bundle_from_leaves(leaves, &change.rev) {
+                Some(mut revisions) => {
+                    crate::bundle::fit_history(&mut revisions, &known, max_history);
+                    docs.push(RevBundle {
+                        doc_id: change.doc_id,
+                        revisions,
+                        seq: change.seq,
+                    })
+                }
+                None => unavailable.push(change.doc_id),
+            }
+        }
+        let budget = self.budget(self.config.revs_per_message);
+        let envelope = crate::bundle::wire_size::envelope(&collection);
+        // The first message also carries the notes: leave room for the largest they can be.
+        let notes_room = crate::bundle::wire_size::notes_room(&unavailable, docs.len());
+        let crate::bundle::Cut { frames, too_large } = crate::bundle::cut(
+            docs,
+            crate::bundle::wire_size::bundle,
+            envelope + notes_room,
+            budget,
+        );
+        let oversized = crate::bundle::oversized(too_large);
+        if !oversized.is_empty() {
+            let events = oversized
+                .iter()
+                .map(|o| {
+                    let (o, pull) = (o.clone(), Direction::Pull);
+                    crate::bundle::too_large_event(&collection, o, pull, budget.hard_bytes)
+                })
+                .collect();
+            self.conn.event(Event::Documents(events));
+        }
+        let mut notes = Some((unavailable, oversized));
+        let mut messages: Vec<(Vec<RevBundle>, usize)> = frames;
+        if messages.is_empty() {
+            messages.push((Vec::new(), 0));
+        }
+        if let Some(f) = self.feeds.get_mut(&collection) {
+            f.revs_reading = false;
+        }
+        for (docs, bytes) in messages {
+            let (unavailable, oversized) = notes.take().unwrap_or_default();
+            if docs.is_empty() && unavailable.is_empty() && oversized.is_empty() {
+                continue;
+            }
+            let summary: Vec<_> = docs
+                .iter()
+                .filter_map(|b| {
+                    b.revisions
+                        .last()
+                        .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
+                })
+                .collect();
+            if let Some(f) = self.feeds.get_mut(&collection) {
+                f.rev_bytes_in_flight += bytes;
+            }
+            self.conn.request(
+                Request::Revs {
+                    collection: collection.clone(),
+                    docs,
+                    unavailable,
+                    oversized,
+                },
+                Sent::Revs {
+                    collection: collection.clone(),
+                    bytes,
+                    docs: summary,
+                },
+            );
+        }
+        self.pump(&collection);
+    }
+
+    /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
+    /// [`PassiveConfig::message_bytes`], never over the frame limit the peer announced.
+    pub(super) fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
+        let hard_bytes = self
+            .hello
+            .as_ref()
+            .map_or(FrameLimits::DEFAULT.max_frame_bytes, Hello::frame_limit);
+        crate::bundle::FrameBudget {
+            max_entries,
+            soft_bytes: self.config.message_bytes.min(hard_bytes),
+            hard_bytes,
+        }
+    }
+
+    /// Starts whatever storage reads the feed's flow control allows.
+    pub(super) fn pump(&mut self, collection: &CollectionName) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let config = &self.config;
+        let Some(f) = self.feeds.get_mut(collection) else {
+            return;
+        };
+        if !f.revs_reading
+            && !f.wanted.is_empty()
+            && f.rev_bytes_in_flight < config.max_rev_bytes_in_flight
+        {
+            let take = f.wanted.len().min(config.revs_per_message);
+            let changes: Vec<(Change, Vec<RevId>)> = f.wanted.drain(..take).collect();
+            f.revs_reading = true;
+            let ids = changes.iter().map(|(c, _)| c.doc_id.clone()).collect();
+            self.conn.storage(
+                StorageOp::GetLeaves {
+                    collection: collection.clone(),
+                    ids,
+                    max_history: crate::bundle::READ_HISTORY,
+                },
+                Op::ReadRevs {
+                    collection: collection.clone(),
+                    changes,
+                },
+            );
+        }
+        let Some(f) = self.feeds.get_mut(collection) else {
+            return;
+        };
+        let backlog_ok = f.wanted.len() < 2 * config.changes_batch;
+        let more = !f.at_end || (f.continuous && f.dirty);
+        if !f.reading && more && backlog_ok && f.changes_in_flight < config.max_changes_in_flight {
+            f.reading = true;
+            f.dirty = false;
+            self.conn.storage(
+                StorageOp::Changes {
+                    collection: collection.clone(),
+                    since: f.since,
+                    limit: config.changes_batch,
+                },
+                Op::FeedRead(collection.clone()),
+            );
+        }
+    }
+}
