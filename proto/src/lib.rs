@@ -108,6 +108,7 @@ mod replicator_config;
 mod rev_id;
 mod revision;
 mod revtree;
+mod sender;
 mod seq;
 mod store;
 mod timer;

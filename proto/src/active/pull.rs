@@ -170,7 +170,7 @@ impl ActiveReplicator {
                 .into_iter()
                 .map(|o| {
                     self.pull_doc_done(&name, &o.doc_id);
-                    crate::bundle::too_large_event(&name, o, Direction::Pull, limit)
+                    crate::sender::too_large_event(&name, o, Direction::Pull, limit)
                 })
                 .collect();
             self.conn.event(Event::Documents(events));

@@ -209,15 +209,8 @@ impl ActiveReplicator {
             self.send_queued_revs(&name);
             return self.finish_push_batches(&name, now);
         }
-        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
-        // than that refuses the frame with 1009, which ends the replication with that reason.
-        let budget = crate::bundle::FrameBudget {
-            hard_bytes: usize::MAX,
-            ..self.budget(self.config.changes_batch)
-        };
-        let envelope = crate::bundle::wire_size::envelope(&name);
-        let frames =
-            crate::bundle::cut(proposal, crate::bundle::wire_size::change, envelope, budget).frames;
+        let budget = self.budget(self.config.changes_batch);
+        let frames = crate::sender::change_messages(&name, proposal, budget);
         if let Some(b) = self
             .cols
             .get_mut(&name)
@@ -225,7 +218,7 @@ impl ActiveReplicator {
         {
             b.outstanding += frames.len();
         }
-        for (changes, _) in frames {
+        for changes in frames {
             let docs = changes.iter().map(|ch| ch.doc_id.clone()).collect();
             self.conn.request(
                 Request::ProposeChanges {
@@ -295,13 +288,9 @@ impl ActiveReplicator {
 
     /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
     /// [`ReplicatorConfig::message_bytes`], never over the frame limit the peer announced.
-    pub(super) fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
-        let hard_bytes = self.peer_frame_limit;
-        crate::bundle::FrameBudget {
-            max_entries,
-            soft_bytes: self.config.message_bytes.min(hard_bytes),
-            hard_bytes,
-        }
+    pub(super) fn budget(&self, max_entries: usize) -> crate::sender::FrameBudget {
+        let message_bytes = self.config.message_bytes;
+        crate::sender::FrameBudget::new(max_entries, message_bytes, self.peer_frame_limit)
     }
 
     /// Queues a push batch's bundles as `Revs` messages (at the front: a retry goes
@@ -315,16 +304,17 @@ impl ActiveReplicator {
         front: bool,
     ) {
         let budget = self.budget(self.config.revs_per_message);
-        let envelope = crate::bundle::wire_size::envelope(name);
-        let crate::bundle::Cut { frames, too_large } =
-            crate::bundle::cut(bundles, crate::bundle::wire_size::bundle, envelope, budget);
+        let crate::sender::RevsMessages {
+            messages: frames,
+            oversized,
+        } = crate::sender::revs_messages(name, bundles, 0, budget);
         let Some(c) = self.cols.get_mut(name) else {
             return;
         };
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
             b.outstanding += frames.len();
-            for (bundle, _) in &too_large {
-                b.revs.remove(&bundle.doc_id);
+            for o in &oversized {
+                b.revs.remove(&o.doc_id);
             }
         }
         if front {
@@ -336,12 +326,12 @@ impl ActiveReplicator {
                 .queue
                 .extend(frames.into_iter().map(|(docs, bytes)| (batch, docs, bytes)));
         }
-        if too_large.is_empty() {
+        if oversized.is_empty() {
             return;
         }
-        let events: Vec<DocumentEvent> = crate::bundle::oversized(too_large)
+        let events: Vec<DocumentEvent> = oversized
             .into_iter()
-            .map(|o| crate::bundle::too_large_event(name, o, Direction::Push, budget.hard_bytes))
+            .map(|o| crate::sender::too_large_event(name, o, Direction::Push, budget.hard_bytes))
             .collect();
         self.progress(events.len() as u64, 0);
         self.conn.event(Event::Documents(events));
@@ -360,14 +350,7 @@ impl ActiveReplicator {
             let Some((batch, docs, bytes)) = c.push.queue.pop_front() else {
                 return;
             };
-            let summary = docs
-                .iter()
-                .filter_map(|d| {
-                    d.revisions
-                        .last()
-                        .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
-                })
-                .collect();
+            let summary = crate::sender::summary(&docs);
             let request = Request::Revs {
                 collection: name.clone(),
                 docs,

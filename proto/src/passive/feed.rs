@@ -50,23 +50,12 @@ impl PassivePeer {
             f.marker_due = false;
             batches.push(Vec::new()); // caught up
         }
-        // A change takes at most ~2 KiB, so it always goes: a peer whose limit is smaller
-        // than that refuses the frame with 1009, which ends the replication with that reason.
-        let budget = crate::bundle::FrameBudget {
-            hard_bytes: usize::MAX,
-            ..self.budget(self.config.changes_batch)
-        };
-        let envelope = crate::bundle::wire_size::envelope(&collection);
+        let budget = self.budget(self.config.changes_batch);
         let batches: Vec<Vec<Change>> = batches
             .into_iter()
-            .flat_map(|changes| {
-                if changes.is_empty() {
-                    return vec![changes];
-                }
-                let frames =
-                    crate::bundle::cut(changes, crate::bundle::wire_size::change, envelope, budget)
-                        .frames;
-                frames.into_iter().map(|(c, _)| c).collect()
+            .flat_map(|changes| match changes.is_empty() {
+                true => vec![changes],
+                false => crate::sender::change_messages(&collection, changes, budget),
             })
             .collect();
         let Some(f) = self.feeds.get_mut(&collection) else {
@@ -114,28 +103,23 @@ impl PassivePeer {
             }
         }
         let budget = self.budget(self.config.revs_per_message);
-        let envelope = crate::bundle::wire_size::envelope(&collection);
         // The first message also carries the notes: leave room for the largest they can be.
-        let notes_room = crate::bundle::wire_size::notes_room(&unavailable, docs.len());
-        let crate::bundle::Cut { frames, too_large } = crate::bundle::cut(
-            docs,
-            crate::bundle::wire_size::bundle,
-            envelope + notes_room,
-            budget,
-        );
-        let oversized = crate::bundle::oversized(too_large);
+        let notes_room = crate::sender::wire_size::notes_room(&unavailable, docs.len());
+        let crate::sender::RevsMessages {
+            mut messages,
+            oversized,
+        } = crate::sender::revs_messages(&collection, docs, notes_room, budget);
         if !oversized.is_empty() {
             let events = oversized
                 .iter()
                 .map(|o| {
                     let (o, pull) = (o.clone(), Direction::Pull);
-                    crate::bundle::too_large_event(&collection, o, pull, budget.hard_bytes)
+                    crate::sender::too_large_event(&collection, o, pull, budget.hard_bytes)
                 })
                 .collect();
             self.conn.event(Event::Documents(events));
         }
         let mut notes = Some((unavailable, oversized));
-        let mut messages: Vec<(Vec<RevBundle>, usize)> = frames;
         if messages.is_empty() {
             messages.push((Vec::new(), 0));
         }
@@ -147,14 +131,7 @@ impl PassivePeer {
             if docs.is_empty() && unavailable.is_empty() && oversized.is_empty() {
                 continue;
             }
-            let summary: Vec<_> = docs
-                .iter()
-                .filter_map(|b| {
-                    b.revisions
-                        .last()
-                        .map(|r| (b.doc_id.clone(), r.rev, r.deleted))
-                })
-                .collect();
+            let summary = crate::sender::summary(&docs);
             if let Some(f) = self.feeds.get_mut(&collection) {
                 f.rev_bytes_in_flight += bytes;
             }
@@ -177,16 +154,12 @@ impl PassivePeer {
 
     /// How this side cuts frames for the peer: at most `max_entries` entries, cut at
     /// [`PassiveConfig::message_bytes`], never over the frame limit the peer announced.
-    pub(super) fn budget(&self, max_entries: usize) -> crate::bundle::FrameBudget {
-        let hard_bytes = self
+    pub(super) fn budget(&self, max_entries: usize) -> crate::sender::FrameBudget {
+        let peer_limit = self
             .hello
             .as_ref()
             .map_or(FrameLimits::DEFAULT.max_frame_bytes, Hello::frame_limit);
-        crate::bundle::FrameBudget {
-            max_entries,
-            soft_bytes: self.config.message_bytes.min(hard_bytes),
-            hard_bytes,
-        }
+        crate::sender::FrameBudget::new(max_entries, self.config.message_bytes, peer_limit)
     }
 
     /// Starts whatever storage reads the feed's flow control allows.
