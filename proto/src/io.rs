@@ -271,7 +271,10 @@ impl ReplicationError {
             ReplicationError::Transport { retryable, .. } => *retryable,
             ReplicationError::Timeout(_) => true,
             ReplicationError::Storage(f) => f.transient,
-            ReplicationError::Remote(e) => e.code == 503 || e.code >= 500 && e.code != 505,
+            // A failing server may recover; no version in common will not appear.
+            ReplicationError::Remote(e) => {
+                e.code >= 500 && e.kind() != Some(crate::Code::UnsupportedVersion)
+            }
             ReplicationError::Protocol(_)
             | ReplicationError::ReadOnly(_)
             | ReplicationError::UnsupportedVersion { .. }

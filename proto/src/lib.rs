@@ -146,6 +146,7 @@ pub use store::{
 };
 pub use violation::PeerMisbehaved;
 pub use wire::{
-    Checkpoint, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello, Oversized,
-    PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevStatus, SUBPROTOCOL,
+    Checkpoint, Code, CollectionCheckpoint, ErrorBody, Frame, FrameError, FrameLimits, Hello,
+    Oversized, PROTOCOL_VERSION, Request, RequestNumber, Response, RevBundle, RevStatus,
+    SUBPROTOCOL,
 };

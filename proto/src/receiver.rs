@@ -6,7 +6,7 @@
 
 use crate::peer_knows::PeerKnows;
 use crate::{
-    DocId, InsertMode, InsertOutcome, PeerMisbehaved, RevBundle, RevStatus, Revision,
+    Code, DocId, InsertMode, InsertOutcome, PeerMisbehaved, RevBundle, RevStatus, Revision,
     RevisionInsert,
 };
 
@@ -59,13 +59,7 @@ pub(crate) fn status(outcome: Option<InsertOutcome>) -> RevStatus {
         Some(InsertOutcome::Inserted { .. }) => RevStatus::Ok,
         Some(InsertOutcome::AlreadyHad { .. }) => RevStatus::AlreadyHad,
         Some(InsertOutcome::Conflict { current }) => RevStatus::Conflict { current },
-        Some(InsertOutcome::Invalid(e)) => RevStatus::Rejected {
-            code: 400,
-            reason: e.to_string(),
-        },
-        None => RevStatus::Rejected {
-            code: 500,
-            reason: "the store returned too few results".into(),
-        },
+        Some(InsertOutcome::Invalid(e)) => RevStatus::rejected(Code::BadRequest, e.to_string()),
+        None => RevStatus::rejected(Code::Internal, "the store returned too few results"),
     }
 }

@@ -302,6 +302,74 @@ pub enum RevStatus {
     },
 }
 
+/// The status codes of error responses and per-document statuses (HTTP's, for
+/// familiarity). On the wire a code is its number ([`Code::as_u16`]), so a peer may send
+/// one this build does not name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// 400: malformed or invalid.
+    BadRequest,
+    /// 403: not allowed (a read-only listener, or its validator refused).
+    Forbidden,
+    /// 404: no such collection here (or not for this user).
+    NotFound,
+    /// 409: in conflict with the receiver's state.
+    Conflict,
+    /// 500: the receiver failed.
+    Internal,
+    /// 503: the receiver failed for now; a retry may work.
+    Unavailable,
+    /// 505: no protocol version in common.
+    UnsupportedVersion,
+}
+
+impl Code {
+    /// The number on the wire.
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            Code::BadRequest => 400,
+            Code::Forbidden => 403,
+            Code::NotFound => 404,
+            Code::Conflict => 409,
+            Code::Internal => 500,
+            Code::Unavailable => 503,
+            Code::UnsupportedVersion => 505,
+        }
+    }
+
+    /// The code with this number, if this build names it.
+    pub fn from_u16(code: u16) -> Option<Code> {
+        [
+            Code::BadRequest,
+            Code::Forbidden,
+            Code::NotFound,
+            Code::Conflict,
+            Code::Internal,
+            Code::Unavailable,
+            Code::UnsupportedVersion,
+        ]
+        .into_iter()
+        .find(|c| c.as_u16() == code)
+    }
+}
+
+impl From<Code> for u16 {
+    fn from(code: Code) -> u16 {
+        code.as_u16()
+    }
+}
+
+impl RevStatus {
+    /// A refusal with `code` and why.
+    pub fn rejected(code: Code, reason: impl Into<String>) -> RevStatus {
+        RevStatus::Rejected {
+            code: code.as_u16(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The body of an error response.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[error("peer answered {code}: {message}")]
@@ -314,12 +382,22 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// Builds an error body.
+    /// Builds an error body from a code number.
     pub fn new(code: u16, message: impl Into<String>) -> ErrorBody {
         ErrorBody {
             code,
             message: message.into(),
         }
+    }
+
+    /// Builds an error body from a [`Code`].
+    pub fn with_code(code: Code, message: impl Into<String>) -> ErrorBody {
+        ErrorBody::new(code.as_u16(), message)
+    }
+
+    /// Its code, if this build names it.
+    pub fn kind(&self) -> Option<Code> {
+        Code::from_u16(self.code)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::peer_knows::PeerKnows;
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
 use crate::{
-    Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, CollectionConfig,
+    Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, Code, CollectionConfig,
     CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
     Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, FrameLimits,
     Hello, Input, InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, PeerMisbehaved,
@@ -526,7 +526,7 @@ impl ActiveReplicator {
                 None => self.violation(PeerMisbehaved::ResponseToUnknownRequest(n), now),
             },
             Frame::Error(n, error) => match self.conn.requests.remove(&n) {
-                Some(Sent::Hello) if error.code == 505 => self.fail(
+                Some(Sent::Hello) if error.kind() == Some(Code::UnsupportedVersion) => self.fail(
                     ReplicationError::UnsupportedVersion {
                         ours: PROTOCOL_VERSION,
                         message: error.message,
@@ -535,7 +535,7 @@ impl ActiveReplicator {
                     true,
                 ),
                 Some(Sent::Hello | Sent::Propose { .. } | Sent::PushRevs { .. })
-                    if error.code == 403 =>
+                    if error.kind() == Some(Code::Forbidden) =>
                 {
                     self.fail(ReplicationError::ReadOnly(error.message), now, true)
                 }

@@ -113,7 +113,14 @@ impl ActiveReplicator {
             Err(e) => {
                 let reason = format!("cannot resolve the conflict: {e}");
                 let request = r.request;
-                self.pull_rejected(&r.collection, request, r.doc, &r.bundle, 500, reason);
+                self.pull_rejected(
+                    &r.collection,
+                    request,
+                    r.doc,
+                    &r.bundle,
+                    Code::Internal.as_u16(),
+                    reason,
+                );
                 self.pull_op_done(request, now);
             }
         }
@@ -154,7 +161,14 @@ impl ActiveReplicator {
                     Some(InsertOutcome::Invalid(e)) => e.to_string(),
                     _ => "the local document kept changing while resolving a conflict".into(),
                 };
-                self.pull_rejected(&r.collection, request, r.doc, &r.bundle, 409, reason);
+                self.pull_rejected(
+                    &r.collection,
+                    request,
+                    r.doc,
+                    &r.bundle,
+                    Code::Conflict.as_u16(),
+                    reason,
+                );
             }
         }
         self.pull_op_done(request, now);

@@ -39,8 +39,8 @@ impl PassivePeer {
         if !hello.versions.contains(&PROTOCOL_VERSION) {
             self.conn.respond_error(
                 n,
-                ErrorBody::new(
-                    505,
+                ErrorBody::with_code(
+                    Code::UnsupportedVersion,
                     format!(
                         "unsupported protocol versions {:?}; this peer speaks {PROTOCOL_VERSION}",
                         hello.versions
@@ -62,8 +62,8 @@ impl PassivePeer {
         if hello.push && !self.push_allowed() {
             self.conn.respond_error(
                 n,
-                ErrorBody::new(
-                    403,
+                ErrorBody::with_code(
+                    Code::Forbidden,
                     "this listener is read-only for you: pushing is not allowed",
                 ),
             );
@@ -88,7 +88,10 @@ impl PassivePeer {
 
     pub(super) fn push_refusal(&self, collection: &CollectionName) -> Option<ErrorBody> {
         if !self.push_allowed() {
-            return Some(ErrorBody::new(403, "read-only: pushing is not allowed"));
+            return Some(ErrorBody::with_code(
+                Code::Forbidden,
+                "read-only: pushing is not allowed",
+            ));
         }
         if !self.negotiated(collection) {
             return Some(not_served(collection));
@@ -136,7 +139,7 @@ impl PassivePeer {
                 })
             });
             match verdict {
-                Some(reason) => statuses.push(Some(RevStatus::Rejected { code: 403, reason })),
+                Some(reason) => statuses.push(Some(RevStatus::rejected(Code::Forbidden, reason))),
                 None => {
                     statuses.push(None);
                     inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions));

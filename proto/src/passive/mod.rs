@@ -25,10 +25,10 @@ use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
 use crate::timer::{Timer, TimerTable};
 use crate::{
-    ApiError, Change, CloseCode, CloseReason, CollectionName, Direction, DocId, DocumentError,
-    DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertOutcome,
-    Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response, RevBundle, RevId,
-    RevStatus, Revision, Seq, StorageOp, StorageReply,
+    ApiError, Change, CloseCode, CloseReason, Code, CollectionName, Direction, DocId,
+    DocumentError, DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input,
+    InsertOutcome, Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response,
+    RevBundle, RevId, RevStatus, Revision, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -391,9 +391,10 @@ impl PassivePeer {
             Request::Ping => self.conn.respond(n, Response::Pong),
             Request::GetCheckpoint { id } => {
                 if id.is_empty() || id.len() > 200 {
-                    return self
-                        .conn
-                        .respond_error(n, ErrorBody::new(400, "invalid checkpoint ID"));
+                    return self.conn.respond_error(
+                        n,
+                        ErrorBody::with_code(Code::BadRequest, "invalid checkpoint ID"),
+                    );
                 }
                 self.conn.storage(
                     StorageOp::GetLocal {
@@ -404,9 +405,10 @@ impl PassivePeer {
             }
             Request::SetCheckpoint { id, checkpoint } => {
                 if id.is_empty() || id.len() > 200 {
-                    return self
-                        .conn
-                        .respond_error(n, ErrorBody::new(400, "invalid checkpoint ID"));
+                    return self.conn.respond_error(
+                        n,
+                        ErrorBody::with_code(Code::BadRequest, "invalid checkpoint ID"),
+                    );
                 }
                 self.conn.storage(
                     StorageOp::PutLocal {
@@ -426,14 +428,18 @@ impl PassivePeer {
                     return self.conn.respond_error(n, not_served(&collection));
                 }
                 if self.hello.as_ref().is_some_and(|h| !h.pull) {
-                    return self
-                        .conn
-                        .respond_error(n, ErrorBody::new(400, "SubChanges without pull in Hello"));
+                    return self.conn.respond_error(
+                        n,
+                        ErrorBody::with_code(Code::BadRequest, "SubChanges without pull in Hello"),
+                    );
                 }
                 if self.feeds.contains_key(&collection) {
                     return self.conn.respond_error(
                         n,
-                        ErrorBody::new(409, format!("already subscribed to {collection}")),
+                        ErrorBody::with_code(
+                            Code::Conflict,
+                            format!("already subscribed to {collection}"),
+                        ),
                     );
                 }
                 self.feeds.insert(
@@ -564,9 +570,12 @@ impl PassivePeer {
                 | Op::SetCheckpoint(n)
                 | Op::Propose(n, _)
                 | Op::Insert { request: n, .. } => {
-                    let code = if failure.transient { 503 } else { 500 };
+                    let code = match failure.transient {
+                        true => Code::Unavailable,
+                        false => Code::Internal,
+                    };
                     self.conn
-                        .respond_error(n, ErrorBody::new(code, failure.message.clone()))
+                        .respond_error(n, ErrorBody::with_code(code, failure.message.clone()))
                 }
                 Op::FeedRead(_) | Op::ReadRevs { .. } => {
                     self.close(CloseCode::InternalError, failure.to_string())
@@ -615,8 +624,8 @@ impl PassivePeer {
 }
 
 fn not_served(c: &CollectionName) -> ErrorBody {
-    ErrorBody::new(
-        404,
+    ErrorBody::with_code(
+        Code::NotFound,
         format!("collection {c} is not served to you by this listener"),
     )
 }

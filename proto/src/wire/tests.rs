@@ -285,3 +285,27 @@ proptest! {
         let _ = Frame::decode(&bytes, &FrameLimits::DEFAULT);
     }
 }
+
+#[test]
+fn codes_are_their_numbers_on_the_wire() {
+    for code in [
+        Code::BadRequest,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::Conflict,
+        Code::Internal,
+        Code::Unavailable,
+        Code::UnsupportedVersion,
+    ] {
+        assert_eq!(Code::from_u16(code.as_u16()), Some(code));
+        assert_eq!(ErrorBody::with_code(code, "x").kind(), Some(code));
+    }
+    assert_eq!(Code::from_u16(418), None);
+    assert_eq!(
+        RevStatus::rejected(Code::Forbidden, "no"),
+        RevStatus::Rejected {
+            code: 403,
+            reason: "no".into()
+        }
+    );
+}
