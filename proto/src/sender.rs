@@ -48,6 +48,29 @@ pub(crate) mod wire_size {
     }
 }
 
+/// Bytes of `Revs` messages sent and not yet answered, against a limit. A sender sends
+/// while there is room, and always at least one message, so a document larger than the
+/// limit still goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ByteWindow(usize);
+
+impl ByteWindow {
+    /// Whether another message may go with `max` bytes allowed in flight.
+    pub(crate) fn has_room(&self, max: usize) -> bool {
+        self.0 == 0 || self.0 < max
+    }
+
+    /// A message of `bytes` went out.
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.0 += bytes;
+    }
+
+    /// A message of `bytes` was answered.
+    pub(crate) fn answered(&mut self, bytes: usize) {
+        self.0 = self.0.saturating_sub(bytes);
+    }
+}
+
 /// How a sender cuts a list into frames.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FrameBudget {

@@ -27,7 +27,7 @@ pub(super) struct PushState {
     pub(super) batches: VecDeque<PushBatch>,
     /// `Revs` messages waiting for byte budget: (batch, bundles, their bytes).
     pub(super) queue: VecDeque<(u64, Vec<RevBundle>, usize)>,
-    pub(super) bytes_in_flight: usize,
+    pub(super) in_flight: crate::sender::ByteWindow,
 }
 
 /// The bundle to send again when the receiver answered "conflict" with a current
@@ -344,7 +344,7 @@ impl ActiveReplicator {
             let Some(c) = self.cols.get_mut(name) else {
                 return;
             };
-            if c.push.bytes_in_flight > 0 && c.push.bytes_in_flight >= budget {
+            if !c.push.in_flight.has_room(budget) {
                 return;
             }
             let Some((batch, docs, bytes)) = c.push.queue.pop_front() else {
@@ -357,7 +357,7 @@ impl ActiveReplicator {
                 unavailable: Vec::new(),
                 oversized: Vec::new(),
             };
-            c.push.bytes_in_flight += bytes;
+            c.push.in_flight.sent(bytes);
             self.conn.request(
                 request,
                 Sent::PushRevs {
@@ -428,7 +428,7 @@ impl ActiveReplicator {
             });
         }
         let done = events.len() as u64;
-        c.push.bytes_in_flight = c.push.bytes_in_flight.saturating_sub(bytes);
+        c.push.in_flight.answered(bytes);
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
             b.outstanding -= 1;
         }

@@ -20,7 +20,7 @@ pub(super) struct Feed {
     /// leaves of each document.
     pub(super) wanted: VecDeque<(Change, Vec<RevId>)>,
     pub(super) revs_reading: bool,
-    pub(super) rev_bytes_in_flight: usize,
+    pub(super) in_flight: crate::sender::ByteWindow,
 }
 
 impl PassivePeer {
@@ -133,7 +133,7 @@ impl PassivePeer {
             }
             let summary = crate::sender::summary(&docs);
             if let Some(f) = self.feeds.get_mut(&collection) {
-                f.rev_bytes_in_flight += bytes;
+                f.in_flight.sent(bytes);
             }
             self.conn.request(
                 Request::Revs {
@@ -173,7 +173,7 @@ impl PassivePeer {
         };
         if !f.revs_reading
             && !f.wanted.is_empty()
-            && f.rev_bytes_in_flight < config.max_rev_bytes_in_flight
+            && f.in_flight.has_room(config.max_rev_bytes_in_flight)
         {
             let take = f.wanted.len().min(config.revs_per_message);
             let changes: Vec<(Change, Vec<RevId>)> = f.wanted.drain(..take).collect();

@@ -455,7 +455,7 @@ impl PassivePeer {
                         changes_in_flight: 0,
                         wanted: VecDeque::new(),
                         revs_reading: false,
-                        rev_bytes_in_flight: 0,
+                        in_flight: Default::default(),
                     },
                 );
                 self.conn.respond(n, Response::Ok);
@@ -535,7 +535,7 @@ impl PassivePeer {
                     });
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
-                    f.rev_bytes_in_flight = f.rev_bytes_in_flight.saturating_sub(bytes);
+                    f.in_flight.answered(bytes);
                 }
                 let events: Vec<_> = docs
                     .into_iter()
