@@ -37,6 +37,9 @@ pub struct Disconnect {
     /// false when it cannot without a change of configuration (wrong credentials,
     /// certificate rejected).
     pub retryable: bool,
+    /// How long the peer asked to wait before trying again (an HTTP `Retry-After`): the
+    /// next attempt waits at least this long, within `max_attempt_wait`.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Disconnect {
@@ -45,6 +48,7 @@ impl Disconnect {
         Disconnect {
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -53,6 +57,7 @@ impl Disconnect {
         Disconnect {
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
 
@@ -75,6 +80,7 @@ impl Disconnect {
         Disconnect {
             message,
             retryable: !matches!(code, 1002 | 1003 | 1007 | 1009 | 1010),
+            retry_after: None,
         }
     }
 }

@@ -75,12 +75,16 @@ pub enum ConnectError {
         "the listener closed the connection during the handshake; it probably requires TLS: use wss://"
     )]
     TlsRequired,
-    /// The endpoint is `wss://` and the listener closed the connection during the TLS
-    /// handshake or answered without TLS.
-    #[error(
-        "the listener ended the TLS handshake: it does not speak TLS (then use ws://), or it dropped the connection because it is overloaded"
-    )]
+    /// The endpoint is `wss://` and the listener does not speak TLS (it answered the TLS
+    /// handshake with a plain-text refusal, as Peerlite's plain listeners do).
+    #[error("the listener does not speak TLS: use ws:// (TLS is disabled there)")]
     TlsRefused,
+    /// The listener closed the connection during the TLS handshake without a word: it is
+    /// overloaded (past its connection limit), or it is not a TLS listener. Retried.
+    #[error(
+        "the listener closed the connection during the TLS handshake: it may be at its connection limit (retrying), or not speak TLS (then use ws://)"
+    )]
+    ClosedDuringTlsHandshake,
     /// The listener refused (or required and did not get) the client certificate.
     #[error("the listener refused the client certificate: {0}")]
     ClientCertificateRejected(ClientCertificateProblem),
@@ -96,6 +100,19 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// How long the listener asked to wait before trying again (its `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ConnectError::ListenerBusy {
+                retry_after_secs, ..
+            }
+            | ConnectError::TooManyFailedAttempts { retry_after_secs } => {
+                Some(std::time::Duration::from_secs(*retry_after_secs))
+            }
+            _ => None,
+        }
+    }
+
     /// True when trying again later may help (the network), false when only a change of
     /// configuration will (credentials, certificates, TLS mode).
     pub fn is_retryable(&self) -> bool {
@@ -105,6 +122,7 @@ impl ConnectError {
                 | ConnectError::Timeout(_)
                 | ConnectError::WebSocket(_)
                 | ConnectError::ListenerBusy { .. }
+                | ConnectError::ClosedDuringTlsHandshake
                 | ConnectError::Refused { status: 500.., .. }
         )
     }

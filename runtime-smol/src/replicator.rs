@@ -474,6 +474,7 @@ impl Driver {
                     let d = Disconnect {
                         message: e.to_string(),
                         retryable: e.is_retryable(),
+                        retry_after: e.retry_after(),
                     };
                     self.last_connect_error = Some(e);
                     Input::Disconnected(d)

@@ -173,7 +173,7 @@ fn classify_tls(e: std::io::Error) -> ConnectError {
     else {
         return match e.kind() {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
-                ConnectError::TlsRefused
+                ConnectError::ClosedDuringTlsHandshake
             }
             _ => ConnectError::Tls(e.to_string()),
         };
@@ -197,7 +197,11 @@ fn classify_tls(e: std::io::Error) -> ConnectError {
         rustls::Error::InvalidCertificate(other) => {
             ConnectError::UntrustedCertificate(format!("{other:?}"))
         }
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+        // Plain text where a TLS record was due, or the refusal a plain Peerlite listener
+        // sends to a TLS handshake (see `refuse_tls`).
+        rustls::Error::InvalidMessage(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion) => {
             ConnectError::TlsRefused
         }
         other => ConnectError::Tls(other.to_string()),
@@ -308,7 +312,10 @@ pub(crate) async fn accept(
             let certs = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
             (Box::new(stream), certs)
         }
-        None => (Box::new(tcp), None),
+        None => {
+            refuse_tls(&tcp).await;
+            (Box::new(tcp), None)
+        }
     };
     let mut principal: Option<Principal> = None;
     // tungstenite's callback type fixes the error type; it is built once per handshake.
@@ -380,6 +387,22 @@ pub(crate) async fn accept(
     .await
     .map_err(AcceptError::WebSocket)?;
     Ok((ws, principal.unwrap_or_default()))
+}
+
+/// On a plain listener, answers a TLS handshake (a `wss://` client) with a TLS alert
+/// record (fatal, protocol_version), so the client can tell "this listener does not speak
+/// TLS" from a connection dropped because the listener is overloaded. The WebSocket
+/// handshake that follows fails on the same bytes.
+async fn refuse_tls(tcp: &TcpStream) {
+    use smol::io::AsyncWriteExt;
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    const FATAL_PROTOCOL_VERSION: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46];
+    let mut first = [0u8; 1];
+    if matches!(tcp.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
+        let mut writer = tcp.clone();
+        let _ = writer.write_all(&FATAL_PROTOCOL_VERSION).await;
+        let _ = writer.flush().await;
+    }
 }
 
 /// Answers an incoming connection that is over the listener's connection limit: HTTP 503

@@ -840,3 +840,37 @@ fn large_documents_sync_in_one_attempt_and_oversized_ones_are_reported() {
         listener.stop().await;
     });
 }
+
+#[test]
+fn a_connection_dropped_during_the_tls_handshake_is_retried_and_said_so() {
+    smol::block_on(async {
+        // Something that accepts and hangs up at once, as a listener past its limit does
+        // once it cannot even answer "busy".
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in tcp.incoming() {
+                drop(stream);
+            }
+        });
+        let mut c = ReplicatorConfiguration::new(format!("wss://127.0.0.1:{port}/db"));
+        c.server_trust = ServerTrust::SelfSignedOnly;
+        c.max_attempts = 2;
+        c.max_attempt_wait = Duration::from_millis(50);
+        let r = Replicator::new(Database::in_memory().unwrap(), c).unwrap();
+        let retried = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = retried.clone();
+        r.add_change_listener(move |s| {
+            if s.retry.is_some() {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        r.start();
+        let status = r.wait_until_stopped().await;
+        assert_eq!(
+            connect_error(&status),
+            Some(ConnectError::ClosedDuringTlsHandshake)
+        );
+        assert!(retried.load(std::sync::atomic::Ordering::SeqCst));
+    });
+}

@@ -488,3 +488,27 @@ fn violations_are_typed_in_close_reasons_and_events() {
             && r.message == "response to unknown request 77"
     )));
 }
+
+/// A listener that asks to wait (`Retry-After`, carried in `Disconnect::retry_after`) gets
+/// at least that wait before the next attempt, never more than `max_attempt_wait`.
+#[test]
+fn the_next_attempt_waits_what_the_listener_asked() {
+    for (asked, max_wait, expected) in [
+        (5, 300, 5), // longer than the 1 s backoff: the listener's wait
+        (5, 3, 3),   // bounded by max_attempt_wait
+        (0, 300, 1), // shorter than the backoff: the backoff
+    ] {
+        let t = now();
+        let mut config = ReplicatorConfig::new([1; 16], "wss://peer/db");
+        config.max_attempt_wait = Duration::from_secs(max_wait);
+        let mut a = ActiveReplicator::new(config);
+        a.start(t);
+        assert!(matches!(a.poll_output(), Some(Output::Connect)));
+        let mut busy = peerlite_proto::Disconnect::transient("the listener is busy (503)");
+        busy.retry_after = Some(Duration::from_secs(asked));
+        a.handle_input(Input::Disconnected(busy), t).unwrap();
+        let retry = a.status().retry.expect("a retry is scheduled");
+        assert_eq!(retry.wait, Duration::from_secs(expected), "asked {asked}");
+        assert_eq!(a.poll_timeout(), Some(t + Duration::from_secs(expected)));
+    }
+}

@@ -301,12 +301,13 @@ impl ActiveReplicator {
             }
             Input::Disconnected(d) => {
                 if matches!(self.phase, Phase::Connecting) || self.connected() {
-                    let Disconnect { message, retryable } = d;
-                    self.fail(
-                        ReplicationError::Transport { message, retryable },
-                        now,
-                        false,
-                    );
+                    let Disconnect {
+                        message,
+                        retryable,
+                        retry_after,
+                    } = d;
+                    let error = ReplicationError::Transport { message, retryable };
+                    self.fail_waiting(error, now, false, retry_after);
                 }
             }
             Input::Storage(id, reply) => {
@@ -416,6 +417,18 @@ impl ActiveReplicator {
 
     /// Ends the connection after an error; retries if allowed.
     fn fail(&mut self, error: ReplicationError, now: Instant, close: bool) {
+        self.fail_waiting(error, now, close, None);
+    }
+
+    /// [`Self::fail`], and the next attempt waits at least `at_least` (what the peer
+    /// asked for), within `max_attempt_wait`.
+    fn fail_waiting(
+        &mut self,
+        error: ReplicationError,
+        now: Instant,
+        close: bool,
+        at_least: Option<std::time::Duration>,
+    ) {
         if close && self.connected() {
             let code = match error {
                 ReplicationError::Protocol(_) => CloseCode::ProtocolError,
@@ -441,7 +454,10 @@ impl ActiveReplicator {
             max_attempts: self.config.effective_max_attempts(),
         };
         let delay = if error.is_retryable() {
-            backoff.delay(self.failed_attempts)
+            backoff.delay(self.failed_attempts).map(|wait| {
+                wait.max(at_least.unwrap_or_default())
+                    .min(self.config.max_attempt_wait)
+            })
         } else {
             None
         };
