@@ -325,6 +325,17 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code this build names.
+    pub const ALL: [Code; 7] = [
+        Code::BadRequest,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::Conflict,
+        Code::Internal,
+        Code::Unavailable,
+        Code::UnsupportedVersion,
+    ];
+
     /// The number on the wire.
     pub const fn as_u16(self) -> u16 {
         match self {
@@ -340,17 +351,7 @@ impl Code {
 
     /// The code with this number, if this build names it.
     pub fn from_u16(code: u16) -> Option<Code> {
-        [
-            Code::BadRequest,
-            Code::Forbidden,
-            Code::NotFound,
-            Code::Conflict,
-            Code::Internal,
-            Code::Unavailable,
-            Code::UnsupportedVersion,
-        ]
-        .into_iter()
-        .find(|c| c.as_u16() == code)
+        Code::ALL.into_iter().find(|c| c.as_u16() == code)
     }
 }
 

@@ -288,15 +288,7 @@ proptest! {
 
 #[test]
 fn codes_are_their_numbers_on_the_wire() {
-    for code in [
-        Code::BadRequest,
-        Code::Forbidden,
-        Code::NotFound,
-        Code::Conflict,
-        Code::Internal,
-        Code::Unavailable,
-        Code::UnsupportedVersion,
-    ] {
+    for code in Code::ALL {
         assert_eq!(Code::from_u16(code.as_u16()), Some(code));
         assert_eq!(ErrorBody::with_code(code, "x").kind(), Some(code));
     }
