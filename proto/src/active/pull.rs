@@ -38,6 +38,35 @@ pub(super) struct PullRevs {
     pub(super) events: Vec<DocumentEvent>,
 }
 
+impl PullState {
+    /// Marks a wanted document as handled in the oldest batch that waits for it; false
+    /// when no batch waits for it.
+    pub(super) fn doc_done(&mut self, doc: &DocId) -> bool {
+        match self
+            .batches
+            .iter_mut()
+            .find(|b| b.outstanding.contains(doc))
+        {
+            Some(b) => b.outstanding.remove(doc),
+            None => false,
+        }
+    }
+
+    /// Retires the finished batches at the front, in order; the last sequence retired is
+    /// how far the pull checkpoint may now go.
+    pub(super) fn retire_finished(&mut self) -> Option<Seq> {
+        let mut advanced = None;
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| !b.diffing && b.outstanding.is_empty())
+        {
+            advanced = self.batches.pop_front().map(|b| b.last_seq);
+        }
+        advanced
+    }
+}
+
 impl ActiveReplicator {
     pub(super) fn pulled_changes(
         &mut self,
@@ -342,16 +371,11 @@ impl ActiveReplicator {
 
     /// Marks a wanted document as handled in the oldest batch that waits for it.
     pub(super) fn pull_doc_done(&mut self, name: &CollectionName, doc: &DocId) {
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
-        if let Some(b) = c
-            .pull
-            .batches
-            .iter_mut()
-            .find(|b| b.outstanding.contains(doc))
+        if self
+            .cols
+            .get_mut(name)
+            .is_some_and(|c| c.pull.doc_done(doc))
         {
-            b.outstanding.remove(doc);
             self.progress(1, 0);
         }
     }
@@ -384,18 +408,10 @@ impl ActiveReplicator {
 
     /// Retires finished batches in order, advancing the pull checkpoint.
     pub(super) fn finish_pull_batches(&mut self, name: &CollectionName, now: Instant) {
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
-        let mut advanced = None;
-        while c
-            .pull
-            .batches
-            .front()
-            .is_some_and(|b| !b.diffing && b.outstanding.is_empty())
-        {
-            advanced = c.pull.batches.pop_front().map(|b| b.last_seq);
-        }
+        let advanced = self
+            .cols
+            .get_mut(name)
+            .and_then(|c| c.pull.retire_finished());
         if let Some(seq) = advanced {
             self.progress_cp
                 .collections

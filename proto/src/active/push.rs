@@ -52,6 +52,18 @@ pub(super) fn retry_bundle(
     })
 }
 
+impl PushState {
+    /// Retires the finished batches at the front, in order; the last sequence retired is
+    /// how far the push checkpoint may now go.
+    pub(super) fn retire_finished(&mut self) -> Option<Seq> {
+        let mut advanced = None;
+        while self.batches.front().is_some_and(|b| b.outstanding == 0) {
+            advanced = self.batches.pop_front().map(|b| b.last_seq);
+        }
+        advanced
+    }
+}
+
 impl ActiveReplicator {
     /// Starts the next changes read if flow control allows, and sends queued revisions.
     pub(super) fn pump_push(&mut self, name: &CollectionName) {
@@ -445,13 +457,10 @@ impl ActiveReplicator {
 
     /// Retires finished batches in order, advancing the push checkpoint.
     pub(super) fn finish_push_batches(&mut self, name: &CollectionName, now: Instant) {
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
-        let mut advanced = None;
-        while c.push.batches.front().is_some_and(|b| b.outstanding == 0) {
-            advanced = c.push.batches.pop_front().map(|b| b.last_seq);
-        }
+        let advanced = self
+            .cols
+            .get_mut(name)
+            .and_then(|c| c.push.retire_finished());
         if let Some(seq) = advanced {
             self.progress_cp
                 .collections
