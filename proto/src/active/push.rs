@@ -53,6 +53,42 @@ pub(super) fn retry_bundle(
 }
 
 impl PushState {
+    /// Whether to read the next changes now (none under way, more to read, and fewer
+    /// than `max_batches` batches in flight): the sequence to read after, marked as read.
+    pub(super) fn next_read(&mut self, max_batches: usize) -> Option<Seq> {
+        let more = !self.at_end || self.dirty;
+        if self.reading || !more || self.batches.len() >= max_batches {
+            return None;
+        }
+        self.reading = true;
+        self.dirty = false;
+        Some(self.cursor)
+    }
+
+    /// A read of at most `limit` changes came back: the last sequence it holds, if any,
+    /// which is where the next read starts.
+    pub(super) fn read_done(&mut self, changes: &[Change], limit: usize) -> Option<Seq> {
+        self.reading = false;
+        self.at_end = changes.len() < limit;
+        let last = changes.last()?.seq;
+        self.cursor = last;
+        Some(last)
+    }
+
+    /// Opens the batch of changes up to `last_seq`; it waits for its documents' read when
+    /// it has any. Returns its ID.
+    pub(super) fn open_batch(&mut self, last_seq: Seq, has_documents: bool) -> u64 {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.batches.push_back(PushBatch {
+            id,
+            last_seq,
+            revs: BTreeMap::new(),
+            outstanding: usize::from(has_documents),
+        });
+        id
+    }
+
     /// Retires the finished batches at the front, in order; the last sequence retired is
     /// how far the push checkpoint may now go.
     pub(super) fn retire_finished(&mut self) -> Option<Seq> {
@@ -69,14 +105,11 @@ impl ActiveReplicator {
     pub(super) fn pump_push(&mut self, name: &CollectionName) {
         let limit = self.config.changes_batch;
         let max_batches = self.config.max_push_batches;
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
-        let more = !c.push.at_end || c.push.dirty;
-        if !c.push.reading && more && c.push.batches.len() < max_batches {
-            c.push.reading = true;
-            c.push.dirty = false;
-            let since = c.push.cursor;
+        let next = self
+            .cols
+            .get_mut(name)
+            .and_then(|c| c.push.next_read(max_batches));
+        if let Some(since) = next {
             self.op(
                 StorageOp::Changes {
                     collection: name.clone(),
@@ -96,13 +129,10 @@ impl ActiveReplicator {
         let Some(c) = self.cols.get_mut(&name) else {
             return;
         };
-        c.push.reading = false;
-        c.push.at_end = changes.len() < limit;
-        let Some(last_seq) = changes.last().map(|ch| ch.seq) else {
+        let Some(last_seq) = c.push.read_done(&changes, limit) else {
             self.pump_push(&name);
             return self.update_activity(now);
         };
-        c.push.cursor = last_seq;
         let total = changes.len() as u64;
         let selected: Vec<Change> = changes
             .into_iter()
@@ -113,14 +143,7 @@ impl ActiveReplicator {
                     .is_none_or(|ids| ids.contains(&ch.doc_id))
             })
             .collect();
-        let id = c.push.next_batch;
-        c.push.next_batch += 1;
-        c.push.batches.push_back(PushBatch {
-            id,
-            last_seq,
-            revs: BTreeMap::new(),
-            outstanding: usize::from(!selected.is_empty()),
-        });
+        let id = c.push.open_batch(last_seq, !selected.is_empty());
         self.progress(total - selected.len() as u64, total);
         if !selected.is_empty() {
             let ids = selected.iter().map(|ch| ch.doc_id.clone()).collect();
