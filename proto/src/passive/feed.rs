@@ -23,6 +23,40 @@ pub(super) struct Feed {
     pub(super) in_flight: crate::sender::ByteWindow,
 }
 
+impl Feed {
+    /// The next wanted documents to read and send, when none are being read and the
+    /// bytes-in-flight window has room: at most `per_message`, marked as being read.
+    pub(super) fn next_wanted(
+        &mut self,
+        per_message: usize,
+        max_bytes_in_flight: usize,
+    ) -> Option<Vec<(Change, Vec<RevId>)>> {
+        if self.revs_reading
+            || self.wanted.is_empty()
+            || !self.in_flight.has_room(max_bytes_in_flight)
+        {
+            return None;
+        }
+        self.revs_reading = true;
+        let take = self.wanted.len().min(per_message);
+        Some(self.wanted.drain(..take).collect())
+    }
+
+    /// Whether to read the next changes now (none under way, more to read, the wanted
+    /// backlog small and fewer than `max_in_flight` batches unanswered): the sequence to
+    /// read after, marked as read.
+    pub(super) fn next_read(&mut self, batch: usize, max_in_flight: usize) -> Option<Seq> {
+        let backlog_ok = self.wanted.len() < 2 * batch;
+        let more = !self.at_end || (self.continuous && self.dirty);
+        if self.reading || !more || !backlog_ok || self.changes_in_flight >= max_in_flight {
+            return None;
+        }
+        self.reading = true;
+        self.dirty = false;
+        Some(self.since)
+    }
+}
+
 impl PassivePeer {
     pub(super) fn feed_read(&mut self, collection: CollectionName, changes: Vec<Change>) {
         let limit = self.config.changes_batch;
@@ -171,13 +205,9 @@ impl PassivePeer {
         let Some(f) = self.feeds.get_mut(collection) else {
             return;
         };
-        if !f.revs_reading
-            && !f.wanted.is_empty()
-            && f.in_flight.has_room(config.max_rev_bytes_in_flight)
+        if let Some(changes) =
+            f.next_wanted(config.revs_per_message, config.max_rev_bytes_in_flight)
         {
-            let take = f.wanted.len().min(config.revs_per_message);
-            let changes: Vec<(Change, Vec<RevId>)> = f.wanted.drain(..take).collect();
-            f.revs_reading = true;
             let ids = changes.iter().map(|(c, _)| c.doc_id.clone()).collect();
             self.conn.storage(
                 StorageOp::GetLeaves {
@@ -194,15 +224,11 @@ impl PassivePeer {
         let Some(f) = self.feeds.get_mut(collection) else {
             return;
         };
-        let backlog_ok = f.wanted.len() < 2 * config.changes_batch;
-        let more = !f.at_end || (f.continuous && f.dirty);
-        if !f.reading && more && backlog_ok && f.changes_in_flight < config.max_changes_in_flight {
-            f.reading = true;
-            f.dirty = false;
+        if let Some(since) = f.next_read(config.changes_batch, config.max_changes_in_flight) {
             self.conn.storage(
                 StorageOp::Changes {
                     collection: collection.clone(),
-                    since: f.since,
+                    since,
                     limit: config.changes_batch,
                 },
                 Op::FeedRead(collection.clone()),
