@@ -39,6 +39,29 @@ pub(super) struct PullRevs {
 }
 
 impl PullState {
+    /// Opens the batch of a `Changes` request up to `last_seq`; it waits for its revs-diff
+    /// when it has documents to ask about.
+    pub(super) fn open_batch(&mut self, request: RequestNumber, last_seq: Seq, diffing: bool) {
+        self.batches.push_back(PullBatch {
+            request,
+            last_seq,
+            diffing,
+            outstanding: BTreeSet::new(),
+        });
+    }
+
+    /// The revs-diff of `request`'s batch is answered: it now waits for `wanted`.
+    pub(super) fn diffed(&mut self, request: RequestNumber, wanted: BTreeSet<DocId>) {
+        if let Some(b) = self
+            .batches
+            .iter_mut()
+            .find(|b| b.request == request && b.diffing)
+        {
+            b.diffing = false;
+            b.outstanding = wanted;
+        }
+    }
+
     /// Marks a wanted document as handled in the oldest batch that waits for it; false
     /// when no batch waits for it.
     pub(super) fn doc_done(&mut self, doc: &DocId) -> bool {
@@ -105,12 +128,7 @@ impl ActiveReplicator {
             .map(|(ch, _)| ch.clone())
             .collect();
         let total = changes.len() as u64;
-        c.pull.batches.push_back(PullBatch {
-            request: n,
-            last_seq,
-            diffing: !chosen.is_empty(),
-            outstanding: BTreeSet::new(),
-        });
+        c.pull.open_batch(n, last_seq, !chosen.is_empty());
         if chosen.is_empty() {
             self.conn
                 .respond(n, Response::Wanted(vec![None; changes.len()]));
@@ -157,14 +175,8 @@ impl ActiveReplicator {
             flags.push(want);
         }
         let not_wanted = (changes.len() - wanted.len()) as u64;
-        if let Some(b) = self.cols.get_mut(&name).and_then(|c| {
-            c.pull
-                .batches
-                .iter_mut()
-                .find(|b| b.request == request && b.diffing)
-        }) {
-            b.diffing = false;
-            b.outstanding = wanted;
+        if let Some(c) = self.cols.get_mut(&name) {
+            c.pull.diffed(request, wanted);
         }
         self.conn.respond(request, Response::Wanted(flags));
         self.progress(not_wanted, 0);

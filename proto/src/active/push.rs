@@ -89,6 +89,47 @@ impl PushState {
         id
     }
 
+    /// Queues a batch's `Revs` messages (at the front: a retry goes first); the documents
+    /// too large to send leave the batch.
+    pub(super) fn queue_revs(
+        &mut self,
+        batch: u64,
+        messages: Vec<(Vec<RevBundle>, usize)>,
+        oversized: &[Oversized],
+        front: bool,
+    ) {
+        if let Some(b) = self.batches.iter_mut().find(|b| b.id == batch) {
+            b.outstanding += messages.len();
+            for o in oversized {
+                b.revs.remove(&o.doc_id);
+            }
+        }
+        if front {
+            for (docs, bytes) in messages.into_iter().rev() {
+                self.queue.push_front((batch, docs, bytes));
+            }
+        } else {
+            let queued = messages
+                .into_iter()
+                .map(|(docs, bytes)| (batch, docs, bytes));
+            self.queue.extend(queued);
+        }
+    }
+
+    /// The next queued `Revs` message if the window of `max_bytes` in flight has room,
+    /// counted as sent.
+    pub(super) fn next_message(
+        &mut self,
+        max_bytes: usize,
+    ) -> Option<(u64, Vec<RevBundle>, usize)> {
+        if !self.in_flight.has_room(max_bytes) {
+            return None;
+        }
+        let next = self.queue.pop_front()?;
+        self.in_flight.sent(next.2);
+        Some(next)
+    }
+
     /// Retires the finished batches at the front, in order; the last sequence retired is
     /// how far the push checkpoint may now go.
     pub(super) fn retire_finished(&mut self) -> Option<Seq> {
@@ -343,23 +384,8 @@ impl ActiveReplicator {
             messages: frames,
             oversized,
         } = crate::sender::revs_messages(name, bundles, 0, budget);
-        let Some(c) = self.cols.get_mut(name) else {
-            return;
-        };
-        if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
-            b.outstanding += frames.len();
-            for o in &oversized {
-                b.revs.remove(&o.doc_id);
-            }
-        }
-        if front {
-            for (docs, bytes) in frames.into_iter().rev() {
-                c.push.queue.push_front((batch, docs, bytes));
-            }
-        } else {
-            c.push
-                .queue
-                .extend(frames.into_iter().map(|(docs, bytes)| (batch, docs, bytes)));
+        if let Some(c) = self.cols.get_mut(name) {
+            c.push.queue_revs(batch, frames, &oversized, front);
         }
         if oversized.is_empty() {
             return;
@@ -376,13 +402,11 @@ impl ActiveReplicator {
     pub(super) fn send_queued_revs(&mut self, name: &CollectionName) {
         let budget = self.config.max_rev_bytes_in_flight;
         loop {
-            let Some(c) = self.cols.get_mut(name) else {
-                return;
-            };
-            if !c.push.in_flight.has_room(budget) {
-                return;
-            }
-            let Some((batch, docs, bytes)) = c.push.queue.pop_front() else {
+            let next = self
+                .cols
+                .get_mut(name)
+                .and_then(|c| c.push.next_message(budget));
+            let Some((batch, docs, bytes)) = next else {
                 return;
             };
             let summary = crate::sender::summary(&docs);
@@ -392,7 +416,6 @@ impl ActiveReplicator {
                 unavailable: Vec::new(),
                 oversized: Vec::new(),
             };
-            c.push.in_flight.sent(bytes);
             self.conn.request(
                 request,
                 Sent::PushRevs {
