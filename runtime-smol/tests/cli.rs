@@ -921,20 +921,22 @@ fn serve_requires_authentication_unless_told_and_passwords_stay_out_of_argv() {
             "user \"alice\" has an empty password",
         ));
 
-    // An open listener says so on standard error.
+    // An open listener says so on standard error, and serves (a separate database, so
+    // stopping it cannot leave this test's database half made).
+    let open_db = db_arg(&dir.path().join("open"));
     let bin = assert_cmd::cargo::cargo_bin("peerlite");
     let mut open = StdCommand::new(&bin)
         .args([
             "serve",
             "--db",
-            &a,
+            &open_db,
             "--host",
             "127.0.0.1",
             "--port",
             "0",
             "--no-auth",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -946,6 +948,15 @@ fn serve_requires_authentication_unless_told_and_passwords_stay_out_of_argv() {
     assert!(
         warning.starts_with("warning: --no-auth: anyone who can reach 127.0.0.1:0"),
         "{warning}"
+    );
+    let listening = BufReader::new(open.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        listening.starts_with("listening on wss://127.0.0.1:"),
+        "{listening}"
     );
     open.kill().unwrap();
     open.wait().unwrap();
