@@ -192,6 +192,8 @@ impl fmt::Debug for Database {
 
 impl Database {
     /// Opens (or creates) a database on disk in directory `path`, with default options.
+    /// A new database appears whole or not at all: a process killed while creating it
+    /// leaves nothing at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Database, StorageError> {
         Self::open_with_config(path, DatabaseConfig::default())
     }
@@ -201,6 +203,12 @@ impl Database {
         path: impl AsRef<Path>,
         config: DatabaseConfig,
     ) -> Result<Database, StorageError> {
+        let path = path.as_ref();
+        if path.exists() {
+            crate::create::remove_leftovers(path);
+        } else {
+            crate::create::create(path, &config)?;
+        }
         let kv = FjallKv::open_with(path, &config.memory)?;
         let cache = usize::try_from(config.memory.record_cache_bytes).unwrap_or(usize::MAX);
         Self::with_backend(Arc::new(CachedKv::new(kv, cache)), config)

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod cbor_io;
+mod create;
 mod database;
 mod error;
 mod fjall_backend;
