@@ -4,6 +4,7 @@
 //! moves the push checkpoint.
 
 use super::*;
+use crate::ReplicationFilter;
 
 /// Most body bytes a batch may hold to be pushed without a proposal.
 pub(super) const DIRECT_PUSH_BYTES: usize = 64 << 10;
@@ -15,6 +16,112 @@ pub(super) struct PushBatch {
     pub(super) revs: BTreeMap<DocId, (Vec<Revision>, Seq)>,
     /// Storage reads and requests not yet answered, plus queued messages.
     pub(super) outstanding: usize,
+}
+
+impl PushBatch {
+    /// Of the changes read for this batch and their documents' leaves, those to propose
+    /// (each with its other leaves), keeping what to send for each; and how many are
+    /// skipped (superseded, filtered out, or what the peer sent us).
+    pub(super) fn select(
+        &mut self,
+        collection: &CollectionName,
+        changes: Vec<Change>,
+        leaves: Vec<Vec<Revision>>,
+        filter: Option<&dyn ReplicationFilter>,
+        peer_knows: &PeerKnows,
+    ) -> (Vec<Change>, u64) {
+        let mut skipped = 0;
+        let mut proposal = Vec::new();
+        for (change, leaves) in changes.into_iter().zip(leaves) {
+            // A superseded revision has no bundle: its newer change is later in the feed.
+            let Some(bundle) = crate::bundle_from_leaves(leaves, &change.rev) else {
+                skipped += 1;
+                continue;
+            };
+            let include = match (filter, bundle.last()) {
+                (Some(f), Some(rev)) => f.include(&FilterContext {
+                    collection,
+                    doc_id: &change.doc_id,
+                    revision: rev,
+                }),
+                _ => true,
+            };
+            let other_leaves = crate::other_leaf_ids(&bundle);
+            if !include || peer_knows.peer_has(&change.doc_id, &change.rev, &other_leaves) {
+                skipped += 1;
+                continue;
+            }
+            proposal.push(Change {
+                other_leaves,
+                ..change.clone()
+            });
+            self.revs.insert(change.doc_id, (bundle, change.seq));
+        }
+        (proposal, skipped)
+    }
+
+    /// Whether `proposal` is small enough to send at once, without asking: at most
+    /// `direct_max` documents and [`DIRECT_PUSH_BYTES`] of bodies.
+    pub(super) fn goes_direct(&self, proposal: &[Change], direct_max: usize) -> bool {
+        !proposal.is_empty()
+            && proposal.len() <= direct_max
+            && proposal
+                .iter()
+                .filter_map(|ch| self.revs.get(&ch.doc_id))
+                .map(|(revisions, _)| revisions.iter().map(|r| r.body.len()).sum::<usize>())
+                .sum::<usize>()
+                <= DIRECT_PUSH_BYTES
+    }
+
+    /// The bundles of `proposal` sent without asking: history reaches back `max_history`
+    /// ancestors, and a receiver further behind answers Conflict, which sends it again
+    /// with history reaching its revision (see [`retry_bundle`]).
+    pub(super) fn direct_bundles(&self, proposal: &[Change], max_history: usize) -> Vec<RevBundle> {
+        proposal
+            .iter()
+            .filter_map(|ch| {
+                let (revisions, seq) = self.revs.get(&ch.doc_id)?;
+                let mut revisions = revisions.clone();
+                crate::bundle::fit_history(&mut revisions, &[], max_history);
+                Some(RevBundle {
+                    doc_id: ch.doc_id.clone(),
+                    revisions,
+                    seq: *seq,
+                })
+            })
+            .collect()
+    }
+
+    /// The peer answered a proposal: the bundles it wants, each with history reaching a
+    /// revision it has, and how many it does not need (forgotten here).
+    pub(super) fn answered(
+        &mut self,
+        docs: Vec<DocId>,
+        flags: Vec<Option<Vec<RevId>>>,
+        max_history: usize,
+    ) -> (Vec<RevBundle>, u64) {
+        let mut not_needed = 0;
+        let mut bundles = Vec::new();
+        for (doc_id, want) in docs.into_iter().zip(flags) {
+            match (want, self.revs.get(&doc_id)) {
+                (Some(known), Some((revisions, seq))) => {
+                    let mut revisions = revisions.clone();
+                    crate::bundle::fit_history(&mut revisions, &known, max_history);
+                    let seq = *seq;
+                    bundles.push(RevBundle {
+                        doc_id,
+                        revisions,
+                        seq,
+                    });
+                }
+                _ => {
+                    self.revs.remove(&doc_id);
+                    not_needed += 1;
+                }
+            }
+        }
+        (bundles, not_needed)
+    }
 }
 
 #[derive(Default)]
@@ -225,61 +332,11 @@ impl ActiveReplicator {
             return;
         };
         b.outstanding -= 1;
-        let mut skipped = 0;
-        let mut proposal = Vec::new();
-        for (change, leaves) in changes.into_iter().zip(leaves) {
-            // A superseded revision has no bundle: its newer change is later in the feed.
-            let Some(bundle) = crate::bundle_from_leaves(leaves, &change.rev) else {
-                skipped += 1;
-                continue;
-            };
-            let include = match (&filter, bundle.last()) {
-                (Some(f), Some(rev)) => f.include(&FilterContext {
-                    collection: &name,
-                    doc_id: &change.doc_id,
-                    revision: rev,
-                }),
-                _ => true,
-            };
-            let other_leaves = crate::other_leaf_ids(&bundle);
-            if !include
-                || c.peer_knows
-                    .peer_has(&change.doc_id, &change.rev, &other_leaves)
-            {
-                skipped += 1;
-                continue;
-            }
-            proposal.push(Change {
-                other_leaves,
-                ..change.clone()
-            });
-            b.revs.insert(change.doc_id, (bundle, change.seq));
-        }
-        let direct = !proposal.is_empty()
-            && proposal.len() <= direct_max
-            && proposal
-                .iter()
-                .filter_map(|ch| b.revs.get(&ch.doc_id))
-                .map(|(revisions, _)| revisions.iter().map(|r| r.body.len()).sum::<usize>())
-                .sum::<usize>()
-                <= DIRECT_PUSH_BYTES;
+        let (proposal, skipped) =
+            b.select(&name, changes, leaves, filter.as_deref(), &c.peer_knows);
+        let direct = b.goes_direct(&proposal, direct_max);
         if direct {
-            // Sent whole, without asking: history reaches back `max_history` ancestors,
-            // and a receiver further behind answers Conflict, which sends it again with
-            // history reaching its revision (see `retry_bundle`).
-            let bundles = proposal
-                .iter()
-                .filter_map(|ch| {
-                    let (revisions, seq) = b.revs.get(&ch.doc_id)?;
-                    let mut revisions = revisions.clone();
-                    crate::bundle::fit_history(&mut revisions, &[], max_history);
-                    Some(RevBundle {
-                        doc_id: ch.doc_id.clone(),
-                        revisions,
-                        seq: *seq,
-                    })
-                })
-                .collect();
+            let bundles = b.direct_bundles(&proposal, max_history);
             self.progress(skipped, 0);
             self.enqueue_revs(&name, batch, bundles, false);
             self.send_queued_revs(&name);
@@ -337,25 +394,7 @@ impl ActiveReplicator {
             return;
         };
         b.outstanding -= 1;
-        let mut not_needed = 0;
-        let mut bundles = Vec::new();
-        for (doc_id, want) in docs.into_iter().zip(flags) {
-            match (want, b.revs.get(&doc_id)) {
-                (Some(known), Some((revisions, seq))) => bundles.push(RevBundle {
-                    doc_id,
-                    revisions: {
-                        let mut revisions = revisions.clone();
-                        crate::bundle::fit_history(&mut revisions, &known, max_history);
-                        revisions
-                    },
-                    seq: *seq,
-                }),
-                _ => {
-                    b.revs.remove(&doc_id);
-                    not_needed += 1;
-                }
-            }
-        }
+        let (bundles, not_needed) = b.answered(docs, flags, max_history);
         self.progress(not_needed, 0);
         self.enqueue_revs(name, batch, bundles, false);
         self.send_queued_revs(name);
