@@ -1257,3 +1257,14 @@ fn a_database_killed_while_being_created_still_opens() {
             .success();
     }
 }
+
+/// SIGTERM sent the moment `serve` says it listens stops it cleanly: its signal handler
+/// is in place before it prints anything (before, a signal in that gap killed it).
+#[test]
+fn serve_stops_cleanly_on_sigterm_as_soon_as_it_says_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_arg(&dir.path().join("db"));
+    for _ in 0..25 {
+        Server::start(&db, &["--no-tls", "--no-auth"]).stop();
+    }
+}

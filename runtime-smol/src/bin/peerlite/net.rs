@@ -194,15 +194,16 @@ fn collections(names: &[String]) -> Result<Vec<peerlite_proto::CollectionName>, 
     names.iter().map(|n| crate::parse_collection(n)).collect()
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signal() -> Result<(), String> {
+/// Handles SIGINT and SIGTERM from now on: the returned channel receives one message
+/// per signal. Installed before anything is printed, so a signal sent as soon as the
+/// process says it is ready stops it cleanly instead of killing it.
+fn signals() -> Result<async_channel::Receiver<()>, String> {
     let (tx, rx) = async_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = tx.try_send(());
     })
     .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let _ = rx.recv().await;
-    Ok(())
+    Ok(rx)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -277,6 +278,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         }),
         ..ListenerConfig::default()
     };
+    let stop = signals()?;
     smol::block_on(async {
         // Opened once every option is known good, so a bad one creates no database.
         let db = crate::open_db(&args.db)?;
@@ -292,7 +294,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         }
         let _ = out.flush();
         drop(out);
-        signal().await?;
+        let _ = stop.recv().await;
         listener.stop().await;
         Ok(())
     })
@@ -350,24 +352,29 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     replicator.add_document_listener(move |docs| r.documents(docs));
     let r = report.clone();
     replicator.add_change_listener(move |s| r.status(s));
+    // A continuous sync stops cleanly on Ctrl-C; a one-shot one is simply interrupted.
+    let stop = match args.continuous {
+        true => Some(signals()?),
+        false => None,
+    };
     replicator.start();
     let status = smol::block_on(async {
-        if args.continuous {
+        if let Some(stop) = stop {
             // Until Ctrl-C, or until the replicator stops by itself (a fatal error).
-            let interrupted = smol::future::or(async { signal().await.map(|()| true) }, async {
+            let interrupted = smol::future::or(async { stop.recv().await.is_ok() }, async {
                 replicator.wait_until_stopped().await;
-                Ok(false)
+                false
             })
-            .await?;
+            .await;
             if interrupted {
                 replicator.stop();
                 let mut status = replicator.wait_until_stopped().await;
                 status.error = None;
-                return Ok::<_, String>(status);
+                return status;
             }
         }
-        Ok(replicator.wait_until_stopped().await)
-    })?;
+        replicator.wait_until_stopped().await
+    });
     report.finish();
     match status.error {
         // The summary goes to standard output only when the sync succeeded; after a
