@@ -84,3 +84,23 @@ pub enum PeerMisbehaved {
     #[error("Revs from the active peer with unavailable or oversized documents")]
     ActiveLeftDocumentsOut,
 }
+
+impl PeerMisbehaved {
+    /// Checks that an answer (`Wanted`, `RevStatuses`) has one entry per thing it answers.
+    pub(crate) fn check_answer_length(
+        response: &'static str,
+        got: usize,
+        expected: usize,
+        of: &'static str,
+    ) -> Result<(), PeerMisbehaved> {
+        match got == expected {
+            true => Ok(()),
+            false => Err(PeerMisbehaved::AnswerLength {
+                response,
+                got,
+                expected,
+                of,
+            }),
+        }
+    }
+}

@@ -378,13 +378,12 @@ impl ActiveReplicator {
         now: Instant,
     ) {
         let max_history = self.config.max_history;
-        if flags.len() != docs.len() {
-            let v = PeerMisbehaved::AnswerLength {
-                response: "Wanted",
-                got: flags.len(),
-                expected: docs.len(),
-                of: "proposed changes",
-            };
+        if let Err(v) = PeerMisbehaved::check_answer_length(
+            "Wanted",
+            flags.len(),
+            docs.len(),
+            "proposed changes",
+        ) {
             return self.violation(v, now);
         }
         let Some(c) = self.cols.get_mut(name) else {
@@ -476,13 +475,12 @@ impl ActiveReplicator {
         statuses: Vec<RevStatus>,
         now: Instant,
     ) {
-        if statuses.len() != docs.len() {
-            let v = PeerMisbehaved::AnswerLength {
-                response: "RevStatuses",
-                got: statuses.len(),
-                expected: docs.len(),
-                of: "documents",
-            };
+        if let Err(v) = PeerMisbehaved::check_answer_length(
+            "RevStatuses",
+            statuses.len(),
+            docs.len(),
+            "documents",
+        ) {
             return self.violation(v, now);
         }
         // A conflict is resolved by pulling: the pull brings the remote revision, the

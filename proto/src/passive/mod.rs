@@ -499,13 +499,13 @@ impl PassivePeer {
                 },
                 Response::Wanted(flags),
             ) => {
-                if flags.len() != changes.len() {
-                    return self.protocol_error(PeerMisbehaved::AnswerLength {
-                        response: "Wanted",
-                        got: flags.len(),
-                        expected: changes.len(),
-                        of: "changes",
-                    });
+                if let Err(v) = PeerMisbehaved::check_answer_length(
+                    "Wanted",
+                    flags.len(),
+                    changes.len(),
+                    "changes",
+                ) {
+                    return self.protocol_error(v);
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
                     f.changes_in_flight = f.changes_in_flight.saturating_sub(1);
@@ -526,13 +526,13 @@ impl PassivePeer {
                 },
                 Response::RevStatuses(statuses),
             ) => {
-                if statuses.len() != docs.len() {
-                    return self.protocol_error(PeerMisbehaved::AnswerLength {
-                        response: "RevStatuses",
-                        got: statuses.len(),
-                        expected: docs.len(),
-                        of: "documents",
-                    });
+                if let Err(v) = PeerMisbehaved::check_answer_length(
+                    "RevStatuses",
+                    statuses.len(),
+                    docs.len(),
+                    "documents",
+                ) {
+                    return self.protocol_error(v);
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
                     f.in_flight.answered(bytes);
