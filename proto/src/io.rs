@@ -344,6 +344,38 @@ pub struct DocumentEvent {
     pub already_had: bool,
 }
 
+impl DocumentEvent {
+    /// The event for `doc` (its ID, revision and whether that is a tombstone) answered
+    /// or stored with `status`.
+    pub(crate) fn from_status(
+        collection: &CollectionName,
+        (doc_id, rev, deleted): (DocId, RevId, bool),
+        direction: Direction,
+        status: &crate::RevStatus,
+    ) -> DocumentEvent {
+        use crate::RevStatus;
+        DocumentEvent {
+            collection: collection.clone(),
+            doc_id,
+            rev,
+            direction,
+            deleted,
+            error: match status {
+                RevStatus::Ok | RevStatus::AlreadyHad => None,
+                RevStatus::Conflict { current } => {
+                    Some(DocumentError::Conflict { remote: *current })
+                }
+                RevStatus::Rejected { code, reason } => Some(DocumentError::Rejected {
+                    code: *code,
+                    reason: reason.clone(),
+                }),
+            },
+            conflict_resolved: false,
+            already_had: *status == RevStatus::AlreadyHad,
+        }
+    }
+}
+
 /// Something the application may want to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -35,7 +35,7 @@ impl ActiveReplicator {
                 continue;
             };
             if pushes {
-                c.push.cursor = start.push;
+                c.push.cursor = crate::sender::ChangesCursor::new(start.push);
                 self.pump_push(&name);
             }
             if pulls {

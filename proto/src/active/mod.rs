@@ -1,16 +1,18 @@
 //! The active replicator: the side that connects, pushes and pulls.
 //!
-//! This file holds the machine's lifecycle — connecting, failing and retrying, activity
-//! and progress — and dispatches frames and storage replies to the sub-machines, each in
-//! its own file: [`checkpoint`] (where a replication starts and how progress is saved),
-//! [`push`], [`pull`] and [`resolve`] (conflict resolution).
+//! This file holds the machine's lifecycle — connecting, failing and retrying — and
+//! dispatches frames and storage replies to the sub-machines, each in its own file:
+//! [`checkpoint`] (where a replication starts and how progress is saved), [`push`],
+//! [`pull`], [`resolve`] (conflict resolution) and [`activity`] (busy, idle, done, and
+//! progress). What both sides share lives in `crate::sender` and `crate::receiver`.
 
+mod activity;
 mod checkpoint;
 mod pull;
 mod push;
 mod resolve;
 
-use pull::{PullDiff, PullRevs, PullState};
+use pull::{PullDiff, PullState};
 use push::PushState;
 use resolve::Resolving;
 
@@ -21,16 +23,17 @@ use std::time::Instant;
 use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
+use crate::receiver::Incoming;
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
 use crate::{
     Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, Code, CollectionConfig,
     CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
-    Disconnect, DocId, DocumentError, DocumentEvent, Event, FilterContext, Frame, FrameLimits,
-    Hello, Input, InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, PeerMisbehaved,
-    Progress, ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry,
-    RevBundle, RevId, RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp,
-    StorageReply, resolution_revisions,
+    Disconnect, DocId, DocumentEvent, Event, FilterContext, Frame, FrameLimits, Hello, Input,
+    InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, PeerMisbehaved, Progress,
+    ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry, RevBundle, RevId,
+    RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply,
+    resolution_revisions,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +93,9 @@ enum Op {
     },
     PullDiff(PullDiff),
     PullInsert {
-        collection: CollectionName,
         request: RequestNumber,
-        bundles: Vec<(DocId, Vec<Revision>)>,
+        /// Each document inserted: its index in the request, ID and pulled revisions.
+        bundles: Vec<(usize, DocId, Vec<Revision>)>,
     },
     ResolveRead(Resolving),
     /// The write holds a resolution (`true`), or just the remote revision.
@@ -143,7 +146,8 @@ pub struct ActiveReplicator {
     save_again: bool,
     ping_outstanding: bool,
     cols: BTreeMap<CollectionName, CollectionState>,
-    pull_revs: BTreeMap<RequestNumber, PullRevs>,
+    /// `Revs` requests from the peer being stored.
+    pull_revs: BTreeMap<RequestNumber, Incoming>,
     resolver: DefaultConflictResolver,
     /// The largest frame the connected peer accepts, as it announced.
     peer_frame_limit: usize,
@@ -325,9 +329,9 @@ impl ActiveReplicator {
                 if let Some(c) = self.cols.get_mut(&collection)
                     && continuous
                     && self.config.replicator_type.pushes()
-                    && seq > c.push.cursor
+                    && seq > c.push.cursor.since()
                 {
-                    c.push.dirty = true;
+                    c.push.cursor.changed(seq);
                     if self.phase == Phase::Running {
                         self.pump_push(&collection);
                         self.update_activity(now);
@@ -502,35 +506,6 @@ impl ActiveReplicator {
             .set(Timer::Heartbeat, now + self.config.heartbeat);
     }
 
-    fn set_activity(&mut self, activity: Activity) {
-        if self.status.activity != activity {
-            self.set_activity_forced(activity);
-        }
-    }
-
-    fn set_activity_forced(&mut self, activity: Activity) {
-        self.status.activity = activity;
-        self.progress_dirty = false;
-        self.conn.event(Event::Status(self.status.clone()));
-    }
-
-    /// Counts progress. One status event per input carries it (not one per document).
-    fn progress(&mut self, completed: u64, total: u64) {
-        if completed == 0 && total == 0 {
-            return;
-        }
-        self.status.progress.completed += completed;
-        self.status.progress.total += total;
-        self.progress_dirty = true;
-    }
-
-    fn flush_progress(&mut self) {
-        if self.progress_dirty {
-            self.progress_dirty = false;
-            self.conn.event(Event::Status(self.status.clone()));
-        }
-    }
-
     fn op(&mut self, op: StorageOp, kind: Op) {
         self.conn.storage(op, (self.epoch, kind));
     }
@@ -665,14 +640,9 @@ impl ActiveReplicator {
                 StorageReply::Leaves(leaves),
             ) => self.push_leaves_read(collection, batch, changes, leaves, now),
             (Op::PullDiff(op), StorageReply::RevsDiff(diff)) => self.pull_diffed(op, diff, now),
-            (
-                Op::PullInsert {
-                    collection,
-                    request,
-                    bundles,
-                },
-                StorageReply::Inserted(outcomes),
-            ) => self.pull_inserted(collection, request, bundles, outcomes, now),
+            (Op::PullInsert { request, bundles }, StorageReply::Inserted(outcomes)) => {
+                self.pull_inserted(request, bundles, outcomes, now)
+            }
             (Op::ResolveRead(r), StorageReply::Leaves(mut leaves)) => {
                 let leaves = leaves.pop().unwrap_or_default();
                 self.resolve(r, leaves, now)
@@ -688,47 +658,6 @@ impl ActiveReplicator {
                 now,
                 true,
             ),
-        }
-    }
-
-    fn is_busy(&self) -> bool {
-        let pushes = self.config.replicator_type.pushes();
-        let pulls = self.config.replicator_type.pulls();
-        !self.pull_revs.is_empty()
-            || self.cols.values().any(|c| {
-                (pushes
-                    && (c.push.reading
-                        || !c.push.at_end
-                        || c.push.dirty
-                        || !c.push.batches.is_empty()
-                        || !c.push.queue.is_empty()))
-                    || (pulls && (!c.pull.caught_up || !c.pull.batches.is_empty()))
-            })
-    }
-
-    /// Busy or idle; a one-shot replication that has caught up saves its checkpoint and
-    /// stops.
-    fn update_activity(&mut self, _now: Instant) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if self.is_busy() {
-            return self.set_activity(Activity::Busy);
-        }
-        if self.config.continuous {
-            self.save_checkpoint();
-            return self.set_activity(Activity::Idle);
-        }
-        self.save_checkpoint();
-        if self.saving == 0 && self.saved_cp.as_ref() == Some(&self.progress_cp) {
-            self.conn.outputs.push_back(Output::Close(CloseReason::new(
-                CloseCode::Normal,
-                "replication complete",
-            )));
-            self.end_connection();
-            self.phase = Phase::Stopped;
-            self.timers.clear();
-            self.set_activity(Activity::Stopped);
         }
     }
 }

@@ -28,17 +28,12 @@ pub(super) struct PullState {
     pub(super) batches: VecDeque<PullBatch>,
 }
 
-/// One `Revs` request from the passive peer being stored.
-pub(super) struct PullRevs {
-    pub(super) collection: CollectionName,
-    /// Storage operations still running for it.
-    pub(super) pending: usize,
-    pub(super) order: Vec<DocId>,
-    pub(super) statuses: BTreeMap<DocId, RevStatus>,
-    pub(super) events: Vec<DocumentEvent>,
-}
-
 impl PullState {
+    /// Whether the peer has not caught up yet, or a batch is not finished.
+    pub(super) fn is_busy(&self) -> bool {
+        !self.caught_up || !self.batches.is_empty()
+    }
+
     /// Opens the batch of a `Changes` request up to `last_seq`; it waits for its revs-diff
     /// when it has documents to ask about.
     pub(super) fn open_batch(&mut self, request: RequestNumber, last_seq: Seq, diffing: bool) {
@@ -220,16 +215,9 @@ impl ActiveReplicator {
             .cols
             .get(&name)
             .and_then(|c| c.config.pull_filter.clone());
-        let mut entry = PullRevs {
-            collection: name.clone(),
-            pending: 0,
-            order: Vec::with_capacity(docs.len()),
-            statuses: BTreeMap::new(),
-            events: Vec::new(),
-        };
+        let mut incoming = Incoming::new(name.clone(), Direction::Pull, &docs);
         let mut to_insert = Vec::new();
-        for bundle in docs {
-            entry.order.push(bundle.doc_id.clone());
+        for (index, bundle) in docs.into_iter().enumerate() {
             let include = match (&filter, bundle.revisions.last()) {
                 (Some(f), Some(rev)) => f.include(&FilterContext {
                     collection: &name,
@@ -239,17 +227,16 @@ impl ActiveReplicator {
                 _ => true,
             };
             if include {
-                to_insert.push((bundle.doc_id, bundle.revisions));
+                to_insert.push((index, bundle.doc_id, bundle.revisions));
             } else {
-                entry.statuses.insert(bundle.doc_id.clone(), RevStatus::Ok);
                 self.pull_doc_done(&name, &bundle.doc_id);
             }
         }
         if !to_insert.is_empty() {
-            entry.pending = 1;
+            incoming.wait();
             let inserts: Vec<RevisionInsert> = to_insert
                 .iter()
-                .map(|(doc_id, revisions)| {
+                .map(|(_, doc_id, revisions)| {
                     crate::receiver::insert(doc_id.clone(), revisions.clone())
                 })
                 .collect();
@@ -261,124 +248,83 @@ impl ActiveReplicator {
             }
             self.op(
                 StorageOp::InsertRevisions {
-                    collection: name.clone(),
+                    collection: name,
                     inserts,
                 },
                 Op::PullInsert {
-                    collection: name,
                     request: n,
                     bundles: to_insert,
                 },
             );
         }
-        self.pull_revs.insert(n, entry);
+        self.pull_revs.insert(n, incoming);
         self.finish_pull_revs(n, now);
     }
 
     pub(super) fn pull_inserted(
         &mut self,
-        name: CollectionName,
         request: RequestNumber,
-        bundles: Vec<(DocId, Vec<Revision>)>,
+        bundles: Vec<(usize, DocId, Vec<Revision>)>,
         outcomes: Vec<InsertOutcome>,
         now: Instant,
     ) {
         let mut outcomes = outcomes.into_iter();
-        for (doc_id, bundle) in bundles {
+        for (index, doc, bundle) in bundles {
             match outcomes.next() {
                 Some(InsertOutcome::Conflict { .. }) => {
-                    if let Some(entry) = self.pull_revs.get_mut(&request) {
-                        entry.pending += 1;
-                    }
+                    let Some(incoming) = self.pull_revs.get_mut(&request) else {
+                        continue;
+                    };
+                    incoming.wait();
+                    let collection = incoming.collection().clone();
                     self.read_to_resolve(Resolving {
-                        collection: name.clone(),
+                        collection,
                         request,
-                        doc: doc_id,
+                        index,
+                        doc,
                         bundle,
                         attempt: 0,
                     });
                 }
-                outcome => match crate::receiver::status(outcome) {
-                    RevStatus::Rejected { code, reason } => {
-                        self.pull_rejected(&name, request, doc_id, &bundle, code, reason)
-                    }
-                    status => self.pulled_doc(&name, request, doc_id, &bundle, None, status),
-                },
+                outcome => {
+                    let status = crate::receiver::status(outcome);
+                    self.pulled_doc(request, index, &doc, status);
+                }
             }
         }
         self.pull_op_done(request, now);
     }
 
-    /// Records a pulled document that could not be stored.
-    pub(super) fn pull_rejected(
-        &mut self,
-        name: &CollectionName,
-        request: RequestNumber,
-        doc: DocId,
-        bundle: &[Revision],
-        code: u16,
-        reason: String,
-    ) {
-        let error = DocumentError::Rejected {
-            code,
-            reason: reason.clone(),
-        };
-        self.pulled_doc(
-            name,
-            request,
-            doc,
-            bundle,
-            Some(error),
-            RevStatus::Rejected { code, reason },
-        );
-    }
-
     /// One storage operation of a pulled `Revs` request finished.
     pub(super) fn pull_op_done(&mut self, request: RequestNumber, now: Instant) {
-        if let Some(entry) = self.pull_revs.get_mut(&request) {
-            entry.pending -= 1;
+        if let Some(incoming) = self.pull_revs.get_mut(&request) {
+            incoming.done();
         }
         self.finish_pull_revs(request, now);
     }
 
-    /// Flags the latest pulled document of a `Revs` request as a resolved conflict, if it
+    /// Flags pulled document `index` of a `Revs` request as a resolved conflict, if it
     /// was stored.
-    pub(super) fn mark_resolved(&mut self, request: RequestNumber) {
-        if let Some(event) = self
-            .pull_revs
-            .get_mut(&request)
-            .and_then(|e| e.events.last_mut())
-            && event.error.is_none()
-        {
-            event.conflict_resolved = true;
+    pub(super) fn mark_resolved(&mut self, request: RequestNumber, index: usize) {
+        if let Some(incoming) = self.pull_revs.get_mut(&request) {
+            incoming.mark_resolved(index);
         }
     }
 
-    /// Records the outcome of one pulled document.
+    /// Settles pulled document `index` of a `Revs` request with `status`.
     pub(super) fn pulled_doc(
         &mut self,
-        name: &CollectionName,
         request: RequestNumber,
-        doc_id: DocId,
-        bundle: &[Revision],
-        error: Option<DocumentError>,
+        index: usize,
+        doc_id: &DocId,
         status: RevStatus,
     ) {
-        let Some(remote) = bundle.last() else { return };
-        self.pull_doc_done(name, &doc_id);
-        if let Some(entry) = self.pull_revs.get_mut(&request) {
-            entry.events.push(DocumentEvent {
-                collection: name.clone(),
-                doc_id: doc_id.clone(),
-                rev: remote.rev,
-                direction: Direction::Pull,
-                deleted: remote.deleted,
-                error,
-                conflict_resolved: false,
-                already_had: status == RevStatus::AlreadyHad,
-            });
-            entry.statuses.insert(doc_id, status);
-        }
+        let Some(incoming) = self.pull_revs.get_mut(&request) else {
+            return;
+        };
+        incoming.settle(index, status, true);
+        let name = incoming.collection().clone();
+        self.pull_doc_done(&name, doc_id);
     }
 
     /// Marks a wanted document as handled in the oldest batch that waits for it.
@@ -394,24 +340,15 @@ impl ActiveReplicator {
 
     /// Answers a `Revs` request once every document in it is stored.
     pub(super) fn finish_pull_revs(&mut self, request: RequestNumber, now: Instant) {
-        if self.pull_revs.get(&request).is_none_or(|e| e.pending > 0) {
+        if self.pull_revs.get(&request).is_none_or(|e| !e.is_settled()) {
             return;
         }
-        let Some(entry) = self.pull_revs.remove(&request) else {
+        let Some(incoming) = self.pull_revs.remove(&request) else {
             return;
         };
-        let PullRevs {
-            collection,
-            order,
-            mut statuses,
-            events,
-            ..
-        } = entry;
-        let statuses = order
-            .iter()
-            .map(|d| statuses.remove(d).unwrap_or(RevStatus::Ok))
-            .collect();
-        self.conn.respond(request, Response::RevStatuses(statuses));
+        let collection = incoming.collection().clone();
+        let (answer, events) = incoming.answer();
+        self.conn.respond(request, answer);
         if !events.is_empty() {
             self.conn.event(Event::Documents(events));
         }

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::ReplicationFilter;
+use crate::sender::{ChangesCursor, Outbox, RevsMessage, RevsMessages};
 
 /// Most body bytes a batch may hold to be pushed without a proposal.
 pub(super) const DIRECT_PUSH_BYTES: usize = 64 << 10;
@@ -126,15 +127,11 @@ impl PushBatch {
 
 #[derive(Default)]
 pub(super) struct PushState {
-    pub(super) cursor: Seq,
-    pub(super) reading: bool,
-    pub(super) at_end: bool,
-    pub(super) dirty: bool,
+    pub(super) cursor: ChangesCursor,
     pub(super) next_batch: u64,
     pub(super) batches: VecDeque<PushBatch>,
-    /// `Revs` messages waiting for byte budget: (batch, bundles, their bytes).
-    pub(super) queue: VecDeque<(u64, Vec<RevBundle>, usize)>,
-    pub(super) in_flight: crate::sender::ByteWindow,
+    /// `Revs` messages of each batch, waiting for room or in flight.
+    pub(super) outbox: Outbox<u64>,
 }
 
 /// The bundle to send again when the receiver answered "conflict" with a current
@@ -160,26 +157,16 @@ pub(super) fn retry_bundle(
 }
 
 impl PushState {
+    /// Whether anything is left to read, propose or send.
+    pub(super) fn is_busy(&self) -> bool {
+        self.cursor.has_more() || !self.batches.is_empty() || !self.outbox.is_empty()
+    }
+
     /// Whether to read the next changes now (none under way, more to read, and fewer
     /// than `max_batches` batches in flight): the sequence to read after, marked as read.
     pub(super) fn next_read(&mut self, max_batches: usize) -> Option<Seq> {
-        let more = !self.at_end || self.dirty;
-        if self.reading || !more || self.batches.len() >= max_batches {
-            return None;
-        }
-        self.reading = true;
-        self.dirty = false;
-        Some(self.cursor)
-    }
-
-    /// A read of at most `limit` changes came back: the last sequence it holds, if any,
-    /// which is where the next read starts.
-    pub(super) fn read_done(&mut self, changes: &[Change], limit: usize) -> Option<Seq> {
-        self.reading = false;
-        self.at_end = changes.len() < limit;
-        let last = changes.last()?.seq;
-        self.cursor = last;
-        Some(last)
+        let allows = self.batches.len() < max_batches;
+        self.cursor.next_read(true, allows)
     }
 
     /// Opens the batch of changes up to `last_seq`; it waits for its documents' read when
@@ -201,7 +188,7 @@ impl PushState {
     pub(super) fn queue_revs(
         &mut self,
         batch: u64,
-        messages: Vec<(Vec<RevBundle>, usize)>,
+        messages: Vec<RevsMessage>,
         oversized: &[Oversized],
         front: bool,
     ) {
@@ -211,30 +198,7 @@ impl PushState {
                 b.revs.remove(&o.doc_id);
             }
         }
-        if front {
-            for (docs, bytes) in messages.into_iter().rev() {
-                self.queue.push_front((batch, docs, bytes));
-            }
-        } else {
-            let queued = messages
-                .into_iter()
-                .map(|(docs, bytes)| (batch, docs, bytes));
-            self.queue.extend(queued);
-        }
-    }
-
-    /// The next queued `Revs` message if the window of `max_bytes` in flight has room,
-    /// counted as sent.
-    pub(super) fn next_message(
-        &mut self,
-        max_bytes: usize,
-    ) -> Option<(u64, Vec<RevBundle>, usize)> {
-        if !self.in_flight.has_room(max_bytes) {
-            return None;
-        }
-        let next = self.queue.pop_front()?;
-        self.in_flight.sent(next.2);
-        Some(next)
+        self.outbox.queue(batch, messages, front);
     }
 
     /// Retires the finished batches at the front, in order; the last sequence retired is
@@ -277,7 +241,7 @@ impl ActiveReplicator {
         let Some(c) = self.cols.get_mut(&name) else {
             return;
         };
-        let Some(last_seq) = c.push.read_done(&changes, limit) else {
+        let Some(last_seq) = c.push.cursor.read_done(&changes, limit) else {
             self.pump_push(&name);
             return self.update_activity(now);
         };
@@ -418,12 +382,12 @@ impl ActiveReplicator {
         front: bool,
     ) {
         let budget = self.budget(self.config.revs_per_message);
-        let crate::sender::RevsMessages {
-            messages: frames,
+        let RevsMessages {
+            messages,
             oversized,
-        } = crate::sender::revs_messages(name, bundles, 0, budget);
+        } = crate::sender::revs_messages(name, bundles, None, budget);
         if let Some(c) = self.cols.get_mut(name) {
-            c.push.queue_revs(batch, frames, &oversized, front);
+            c.push.queue_revs(batch, messages, &oversized, front);
         }
         if oversized.is_empty() {
             return;
@@ -438,31 +402,18 @@ impl ActiveReplicator {
 
     /// Sends queued `Revs` messages while the byte budget allows (always at least one).
     pub(super) fn send_queued_revs(&mut self, name: &CollectionName) {
-        let budget = self.config.max_rev_bytes_in_flight;
-        loop {
-            let next = self
-                .cols
-                .get_mut(name)
-                .and_then(|c| c.push.next_message(budget));
-            let Some((batch, docs, bytes)) = next else {
-                return;
-            };
-            let summary = crate::sender::summary(&docs);
-            let request = Request::Revs {
-                collection: name.clone(),
-                docs,
-                unavailable: Vec::new(),
-                oversized: Vec::new(),
-            };
-            self.conn.request(
-                request,
-                Sent::PushRevs {
-                    collection: name.clone(),
-                    batch,
-                    bytes,
-                    docs: summary,
-                },
-            );
+        let max_bytes = self.config.max_rev_bytes_in_flight;
+        if let Some(c) = self.cols.get_mut(name) {
+            c.push
+                .outbox
+                .flush(&mut self.conn, name, max_bytes, |batch, bytes, docs| {
+                    Sent::PushRevs {
+                        collection: name.clone(),
+                        batch,
+                        bytes,
+                        docs,
+                    }
+                });
         }
     }
 
@@ -503,27 +454,16 @@ impl ActiveReplicator {
                 retries.push(bundle);
                 continue;
             }
-            events.push(DocumentEvent {
-                collection: name.clone(),
-                doc_id,
-                rev,
-                direction: Direction::Push,
-                deleted,
-                already_had: status == RevStatus::AlreadyHad,
-                error: match status {
-                    RevStatus::Ok | RevStatus::AlreadyHad => None,
-                    RevStatus::Rejected { code, reason } => {
-                        Some(DocumentError::Rejected { code, reason })
-                    }
-                    RevStatus::Conflict { current } => {
-                        Some(DocumentError::Conflict { remote: current })
-                    }
-                },
-                conflict_resolved: false,
-            });
+            let doc = (doc_id, rev, deleted);
+            events.push(DocumentEvent::from_status(
+                name,
+                doc,
+                Direction::Push,
+                &status,
+            ));
         }
         let done = events.len() as u64;
-        c.push.in_flight.answered(bytes);
+        c.push.outbox.answered(bytes);
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
             b.outstanding -= 1;
         }

@@ -11,8 +11,9 @@ pub(super) const MAX_RESOLVE_ATTEMPTS: u8 = 5;
 /// A pulled document that conflicts with a local one, on its way to a resolution.
 pub(super) struct Resolving {
     pub(super) collection: CollectionName,
-    /// The `Revs` request it came in.
+    /// The `Revs` request it came in, and its index there.
     pub(super) request: RequestNumber,
+    pub(super) index: usize,
     pub(super) doc: DocId,
     /// The pulled revisions.
     pub(super) bundle: Vec<Revision>,
@@ -57,15 +58,8 @@ impl ActiveReplicator {
             None => (None, Ok(r.bundle.clone()), false),
             Some(local) if local.is_or_descends_from(&remote.rev) => {
                 // The remote revision arrived meanwhile: nothing to resolve.
-                let Resolving {
-                    collection,
-                    request,
-                    doc,
-                    bundle,
-                    ..
-                } = r;
-                self.pulled_doc(&collection, request, doc, &bundle, None, RevStatus::Ok);
-                return self.pull_op_done(request, now);
+                self.pulled_doc(r.request, r.index, &r.doc, RevStatus::Ok);
+                return self.pull_op_done(r.request, now);
             }
             Some(local)
                 if leaves.iter().any(|l| l.history.contains(&remote.rev))
@@ -112,16 +106,9 @@ impl ActiveReplicator {
             }
             Err(e) => {
                 let reason = format!("cannot resolve the conflict: {e}");
-                let request = r.request;
-                self.pull_rejected(
-                    &r.collection,
-                    request,
-                    r.doc,
-                    &r.bundle,
-                    Code::Internal.as_u16(),
-                    reason,
-                );
-                self.pull_op_done(request, now);
+                let status = RevStatus::rejected(Code::Internal, reason);
+                self.pulled_doc(r.request, r.index, &r.doc, status);
+                self.pull_op_done(r.request, now);
             }
         }
     }
@@ -138,14 +125,14 @@ impl ActiveReplicator {
         match outcome {
             Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
                 let name = r.collection;
-                self.pulled_doc(&name, request, r.doc, &r.bundle, None, RevStatus::Ok);
+                self.pulled_doc(request, r.index, &r.doc, RevStatus::Ok);
                 if resolved {
-                    self.mark_resolved(request);
+                    self.mark_resolved(request, r.index);
                 }
                 // The resolution is a new local revision: push it.
                 let pushes = self.config.replicator_type.pushes();
                 if let Some(c) = self.cols.get_mut(&name).filter(|_| pushes) {
-                    c.push.dirty = true;
+                    c.push.cursor.touch();
                     self.pump_push(&name);
                 }
             }
@@ -161,14 +148,8 @@ impl ActiveReplicator {
                     Some(InsertOutcome::Invalid(e)) => e.to_string(),
                     _ => "the local document kept changing while resolving a conflict".into(),
                 };
-                self.pull_rejected(
-                    &r.collection,
-                    request,
-                    r.doc,
-                    &r.bundle,
-                    Code::Conflict.as_u16(),
-                    reason,
-                );
+                let status = RevStatus::rejected(Code::Conflict, reason);
+                self.pulled_doc(request, r.index, &r.doc, status);
             }
         }
         self.pull_op_done(request, now);

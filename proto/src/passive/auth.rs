@@ -116,16 +116,9 @@ impl PassivePeer {
         if let Err(v) = crate::receiver::check_bundles(&docs) {
             return self.protocol_error(v);
         }
-        let summary: Vec<_> = docs
-            .iter()
-            .filter_map(|b| {
-                let last = b.revisions.last()?;
-                Some((b.doc_id.clone(), last.rev, last.deleted))
-            })
-            .collect();
-        let mut statuses = Vec::with_capacity(docs.len());
+        let mut incoming = Incoming::new(collection.clone(), Direction::Push, &docs);
         let mut inserts = Vec::with_capacity(docs.len());
-        for bundle in docs {
+        for (index, bundle) in docs.into_iter().enumerate() {
             let verdict = self.config.validator.as_ref().and_then(|v| {
                 bundle.revisions.iter().find_map(|r| {
                     v.validate(&ValidationContext {
@@ -139,15 +132,15 @@ impl PassivePeer {
                 })
             });
             match verdict {
-                Some(reason) => statuses.push(Some(RevStatus::rejected(Code::Forbidden, reason))),
-                None => {
-                    statuses.push(None);
-                    inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions));
+                Some(reason) => {
+                    let status = RevStatus::rejected(Code::Forbidden, reason);
+                    incoming.settle(index, status, true);
                 }
+                None => inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions)),
             }
         }
         if inserts.is_empty() {
-            return self.finish_insert(n, collection, statuses, summary, Vec::new());
+            return self.finish_insert(n, incoming, Vec::new());
         }
         // Only a peer that also pulls could be offered these revisions back.
         if self.hello.as_ref().is_some_and(|h| h.pull) {
@@ -156,56 +149,27 @@ impl PassivePeer {
         }
         self.conn.storage(
             StorageOp::InsertRevisions {
-                collection: collection.clone(),
+                collection,
                 inserts,
             },
             Op::Insert {
                 request: n,
-                collection,
-                statuses,
-                docs: summary,
+                incoming,
             },
         );
     }
 
+    /// Answers a pushed `Revs` request once its documents are stored: those the store
+    /// already had changed nothing here and are not reported.
     pub(super) fn finish_insert(
         &mut self,
         n: RequestNumber,
-        collection: CollectionName,
-        mut statuses: Vec<Option<RevStatus>>,
-        docs: Vec<(DocId, RevId, bool)>,
+        mut incoming: Incoming,
         outcomes: Vec<InsertOutcome>,
     ) {
-        let mut outcomes = outcomes.into_iter();
-        // Documents the store already had changed nothing here: no event for them.
-        let mut noop = vec![false; statuses.len()];
-        for (slot, noop) in statuses
-            .iter_mut()
-            .zip(noop.iter_mut())
-            .filter(|(s, _)| s.is_none())
-        {
-            let status = crate::receiver::status(outcomes.next());
-            *noop = status == RevStatus::AlreadyHad;
-            *slot = Some(status);
-        }
-        let statuses: Vec<RevStatus> = statuses.into_iter().flatten().collect();
-        let events = docs
-            .into_iter()
-            .zip(&statuses)
-            .zip(noop)
-            .filter(|(_, noop)| !noop)
-            .map(|(((doc_id, rev, deleted), status), _)| DocumentEvent {
-                collection: collection.clone(),
-                doc_id,
-                rev,
-                direction: Direction::Push,
-                deleted,
-                error: status_error(status),
-                conflict_resolved: false,
-                already_had: false,
-            })
-            .collect::<Vec<_>>();
-        self.conn.respond(n, Response::RevStatuses(statuses));
+        incoming.stored(outcomes, false);
+        let (answer, events) = incoming.answer();
+        self.conn.respond(n, answer);
         if !events.is_empty() {
             self.conn.event(Event::Documents(events));
         }

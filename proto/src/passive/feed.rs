@@ -3,29 +3,41 @@
 //! bytes-in-flight windows, one-shot or continuous.
 
 use super::*;
+use crate::sender::{ChangesCursor, Outbox, RevsMessages};
 
 /// One subscribed changes feed.
 pub(super) struct Feed {
-    pub(super) since: Seq,
+    pub(super) cursor: ChangesCursor,
     pub(super) continuous: bool,
     pub(super) doc_ids: Option<BTreeSet<DocId>>,
-    pub(super) reading: bool,
-    pub(super) at_end: bool,
     /// Changes were sent since the last caught-up marker (or none was ever sent).
     pub(super) marker_due: bool,
-    /// A local change arrived since the last read.
-    pub(super) dirty: bool,
     pub(super) changes_in_flight: usize,
     /// Wanted changes whose revisions are still to be sent, with the receiver's known
     /// leaves of each document.
     pub(super) wanted: VecDeque<(Change, Vec<RevId>)>,
     pub(super) revs_reading: bool,
-    pub(super) in_flight: crate::sender::ByteWindow,
+    pub(super) outbox: Outbox<()>,
 }
 
 impl Feed {
+    /// A feed of the changes after `since`, of the documents `doc_ids` (all if `None`).
+    pub(super) fn new(since: Seq, continuous: bool, doc_ids: Option<BTreeSet<DocId>>) -> Feed {
+        Feed {
+            cursor: ChangesCursor::new(since),
+            continuous,
+            doc_ids,
+            marker_due: true,
+            changes_in_flight: 0,
+            wanted: VecDeque::new(),
+            revs_reading: false,
+            outbox: Outbox::default(),
+        }
+    }
+
     /// The next wanted documents to read and send, when none are being read and the
-    /// bytes-in-flight window has room: at most `per_message`, marked as being read.
+    /// outbox is ready for more within `max_bytes_in_flight`: at most `per_message`,
+    /// marked as being read.
     pub(super) fn next_wanted(
         &mut self,
         per_message: usize,
@@ -33,7 +45,7 @@ impl Feed {
     ) -> Option<Vec<(Change, Vec<RevId>)>> {
         if self.revs_reading
             || self.wanted.is_empty()
-            || !self.in_flight.has_room(max_bytes_in_flight)
+            || !self.outbox.ready_for_more(max_bytes_in_flight)
         {
             return None;
         }
@@ -46,14 +58,8 @@ impl Feed {
     /// backlog small and fewer than `max_in_flight` batches unanswered): the sequence to
     /// read after, marked as read.
     pub(super) fn next_read(&mut self, batch: usize, max_in_flight: usize) -> Option<Seq> {
-        let backlog_ok = self.wanted.len() < 2 * batch;
-        let more = !self.at_end || (self.continuous && self.dirty);
-        if self.reading || !more || !backlog_ok || self.changes_in_flight >= max_in_flight {
-            return None;
-        }
-        self.reading = true;
-        self.dirty = false;
-        Some(self.since)
+        let allows = self.wanted.len() < 2 * batch && self.changes_in_flight < max_in_flight;
+        self.cursor.next_read(self.continuous, allows)
     }
 }
 
@@ -63,24 +69,19 @@ impl PassivePeer {
         let Some(f) = self.feeds.get_mut(&collection) else {
             return;
         };
-        f.reading = false;
-        let full = changes.len() >= limit;
-        if let Some(last) = changes.last() {
-            f.since = f.since.max(last.seq);
-        }
+        f.cursor.read_done(&changes, limit);
         let pushed = self.pushed.get(&collection);
         let selected: Vec<Change> = changes
             .into_iter()
             .filter(|c| f.doc_ids.as_ref().is_none_or(|ids| ids.contains(&c.doc_id)))
             .filter(|c| pushed.is_none_or(|p| !p.peer_has(&c.doc_id, &c.rev, &c.other_leaves)))
             .collect();
-        f.at_end = !full;
         let mut batches = Vec::new();
         if !selected.is_empty() {
             f.marker_due = true;
             batches.push(selected);
         }
-        if f.at_end && f.marker_due {
+        if f.cursor.at_end() && f.marker_due {
             f.marker_due = false;
             batches.push(Vec::new()); // caught up
         }
@@ -137,51 +138,27 @@ impl PassivePeer {
             }
         }
         let budget = self.budget(self.config.revs_per_message);
-        // The first message also carries the notes: leave room for the largest they can be.
-        let notes_room = crate::sender::wire_size::notes_room(&unavailable, docs.len());
-        let crate::sender::RevsMessages {
-            mut messages,
+        let RevsMessages {
+            messages,
             oversized,
-        } = crate::sender::revs_messages(&collection, docs, notes_room, budget);
+        } = crate::sender::revs_messages(&collection, docs, Some(unavailable), budget);
         if !oversized.is_empty() {
             let events = oversized
-                .iter()
+                .into_iter()
                 .map(|o| {
-                    let (o, pull) = (o.clone(), Direction::Pull);
-                    crate::sender::too_large_event(&collection, o, pull, budget.hard_bytes)
+                    crate::sender::too_large_event(
+                        &collection,
+                        o,
+                        Direction::Pull,
+                        budget.hard_bytes,
+                    )
                 })
                 .collect();
             self.conn.event(Event::Documents(events));
         }
-        let mut notes = Some((unavailable, oversized));
-        if messages.is_empty() {
-            messages.push((Vec::new(), 0));
-        }
         if let Some(f) = self.feeds.get_mut(&collection) {
             f.revs_reading = false;
-        }
-        for (docs, bytes) in messages {
-            let (unavailable, oversized) = notes.take().unwrap_or_default();
-            if docs.is_empty() && unavailable.is_empty() && oversized.is_empty() {
-                continue;
-            }
-            let summary = crate::sender::summary(&docs);
-            if let Some(f) = self.feeds.get_mut(&collection) {
-                f.in_flight.sent(bytes);
-            }
-            self.conn.request(
-                Request::Revs {
-                    collection: collection.clone(),
-                    docs,
-                    unavailable,
-                    oversized,
-                },
-                Sent::Revs {
-                    collection: collection.clone(),
-                    bytes,
-                    docs: summary,
-                },
-            );
+            f.outbox.queue((), messages, false);
         }
         self.pump(&collection);
     }
@@ -196,7 +173,8 @@ impl PassivePeer {
         crate::sender::FrameBudget::new(max_entries, self.config.message_bytes, peer_limit)
     }
 
-    /// Starts whatever storage reads the feed's flow control allows.
+    /// Sends what the window allows and starts whatever storage reads the feed's flow
+    /// control allows.
     pub(super) fn pump(&mut self, collection: &CollectionName) {
         if self.phase != Phase::Open {
             return;
@@ -205,6 +183,15 @@ impl PassivePeer {
         let Some(f) = self.feeds.get_mut(collection) else {
             return;
         };
+        let max_bytes = config.max_rev_bytes_in_flight;
+        f.outbox
+            .flush(&mut self.conn, collection, max_bytes, |(), bytes, docs| {
+                Sent::Revs {
+                    collection: collection.clone(),
+                    bytes,
+                    docs,
+                }
+            });
         if let Some(changes) =
             f.next_wanted(config.revs_per_message, config.max_rev_bytes_in_flight)
         {

@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
+use crate::receiver::Incoming;
 use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, Change, CloseCode, CloseReason, Code, CollectionName, Direction, DocId,
-    DocumentError, DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input,
-    InsertOutcome, Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response,
-    RevBundle, RevId, RevStatus, Revision, Seq, StorageOp, StorageReply,
+    DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertOutcome,
+    Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response, RevBundle, RevId,
+    RevStatus, Revision, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -106,7 +107,7 @@ pub struct PassiveConfig {
     /// Where messages are cut (default 1 MiB): entries are added to a `Changes` or `Revs`
     /// message while it stays within this size; a larger document still goes alone if the
     /// peer's announced frame limit allows, and is reported as
-    /// [`DocumentError::TooLarge`] if not.
+    /// [`DocumentError::TooLarge`](crate::DocumentError::TooLarge) if not.
     pub message_bytes: usize,
     /// Unacknowledged revision bytes allowed (default 2 MiB).
     pub max_rev_bytes_in_flight: usize,
@@ -197,11 +198,7 @@ enum Op {
     },
     Insert {
         request: RequestNumber,
-        collection: CollectionName,
-        /// Final statuses, `None` where the store decides.
-        statuses: Vec<Option<RevStatus>>,
-        /// (doc, rev, deleted) of each bundle, for events.
-        docs: Vec<(DocId, RevId, bool)>,
+        incoming: Incoming,
     },
 }
 
@@ -278,9 +275,9 @@ impl PassivePeer {
             Input::LocalChange(collection, seq) => {
                 if let Some(f) = self.feeds.get_mut(&collection)
                     && f.continuous
-                    && seq > f.since
+                    && seq > f.cursor.since()
                 {
-                    f.dirty = true;
+                    f.cursor.changed(seq);
                     self.pump(&collection);
                 }
             }
@@ -442,22 +439,9 @@ impl PassivePeer {
                         ),
                     );
                 }
-                self.feeds.insert(
-                    collection.clone(),
-                    Feed {
-                        since,
-                        continuous,
-                        doc_ids: doc_ids.map(|v| v.into_iter().collect()),
-                        reading: false,
-                        at_end: false,
-                        marker_due: true,
-                        dirty: false,
-                        changes_in_flight: 0,
-                        wanted: VecDeque::new(),
-                        revs_reading: false,
-                        in_flight: Default::default(),
-                    },
-                );
+                let doc_ids = doc_ids.map(|v| v.into_iter().collect());
+                let feed = Feed::new(since, continuous, doc_ids);
+                self.feeds.insert(collection.clone(), feed);
                 self.conn.respond(n, Response::Ok);
                 self.pump(&collection);
             }
@@ -535,20 +519,13 @@ impl PassivePeer {
                     return self.protocol_error(v);
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
-                    f.in_flight.answered(bytes);
+                    f.outbox.answered(bytes);
                 }
                 let events: Vec<_> = docs
                     .into_iter()
                     .zip(&statuses)
-                    .map(|((doc_id, rev, deleted), status)| DocumentEvent {
-                        collection: collection.clone(),
-                        doc_id,
-                        rev,
-                        direction: Direction::Pull,
-                        deleted,
-                        error: status_error(status),
-                        conflict_resolved: false,
-                        already_had: *status == RevStatus::AlreadyHad,
+                    .map(|(doc, status)| {
+                        DocumentEvent::from_status(&collection, doc, Direction::Pull, status)
                     })
                     .collect();
                 if !events.is_empty() {
@@ -592,16 +569,8 @@ impl PassivePeer {
                 let wanted = crate::bundle::wanted_from_diff(&counts, diff);
                 self.conn.respond(n, Response::Wanted(wanted));
             }
-            (
-                Op::Insert {
-                    request,
-                    collection,
-                    statuses,
-                    docs,
-                },
-                StorageReply::Inserted(outcomes),
-            ) => {
-                self.finish_insert(request, collection, statuses, docs, outcomes);
+            (Op::Insert { request, incoming }, StorageReply::Inserted(outcomes)) => {
+                self.finish_insert(request, incoming, outcomes);
             }
             (Op::FeedRead(collection), StorageReply::Changes(changes)) => {
                 self.feed_read(collection, changes);
@@ -628,15 +597,4 @@ fn not_served(c: &CollectionName) -> ErrorBody {
         Code::NotFound,
         format!("collection {c} is not served to you by this listener"),
     )
-}
-
-fn status_error(status: &RevStatus) -> Option<DocumentError> {
-    match status {
-        RevStatus::Ok | RevStatus::AlreadyHad => None,
-        RevStatus::Conflict { current } => Some(DocumentError::Conflict { remote: *current }),
-        RevStatus::Rejected { code, reason } => Some(DocumentError::Rejected {
-            code: *code,
-            reason: reason.clone(),
-        }),
-    }
 }

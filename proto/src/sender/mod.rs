@@ -1,0 +1,33 @@
+//! Sending revisions, written once for both sides. The active side sends what it pushes,
+//! the passive side what it serves from its changes feed; both read their local changes
+//! with a [`ChangesCursor`], cut what they send into messages that stay within what the
+//! receiver accepts ([`change_messages`], [`revs_messages`]), and send `Revs` messages
+//! through an [`Outbox`] that keeps the bytes in flight within a window. What differs
+//! stays with each side: the active side's batches that move its checkpoint and its
+//! proposals, the passive side's wanted queue and caught-up markers.
+
+mod cursor;
+mod cut;
+mod outbox;
+pub(crate) mod wire_size;
+
+pub(crate) use cursor::ChangesCursor;
+pub(crate) use cut::{FrameBudget, RevsMessages, change_messages, revs_messages, too_large_event};
+pub(crate) use outbox::{Outbox, RevsMessage};
+
+use crate::{DocId, RevBundle, RevId};
+
+/// What a sender keeps of a `Revs` message until it is answered: each document with its
+/// current revision and whether that is a tombstone.
+pub(crate) fn summary(docs: &[RevBundle]) -> Vec<(DocId, RevId, bool)> {
+    docs.iter()
+        .filter_map(|d| {
+            d.revisions
+                .last()
+                .map(|r| (d.doc_id.clone(), r.rev, r.deleted))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
