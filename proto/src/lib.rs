@@ -93,6 +93,7 @@
 
 mod active;
 mod backoff;
+mod blob;
 mod body;
 mod bundle;
 pub mod cbor;
@@ -117,6 +118,7 @@ mod wire;
 
 pub use active::ActiveReplicator;
 pub use backoff::Backoff;
+pub use blob::{BLOB_TYPE, Blob, BlobDigest, BlobHasher, BlobRefError};
 pub use body::{Body, BodyError, BodyLimits};
 pub use bundle::{MAX_BUNDLE, bundle_from_leaves, other_leaf_ids};
 pub use collection::{CollectionName, CollectionNameError, DEFAULT_NAME, MAX_COLLECTION_NAME_LEN};

@@ -61,6 +61,13 @@ pub(crate) fn status(outcome: Option<InsertOutcome>) -> RevStatus {
         Some(InsertOutcome::AlreadyHad { .. }) => RevStatus::AlreadyHad,
         Some(InsertOutcome::Conflict { current }) => RevStatus::Conflict { current },
         Some(InsertOutcome::Invalid(e)) => RevStatus::rejected(Code::BadRequest, e.to_string()),
+        Some(InsertOutcome::MissingBlob(blob)) => RevStatus::rejected(
+            Code::NotFound,
+            format!(
+                "refers to blob {} ({} bytes), which the receiver does not hold",
+                blob.digest, blob.length
+            ),
+        ),
         None => RevStatus::rejected(Code::Internal, "the store returned too few results"),
     }
 }

@@ -9,6 +9,14 @@ pub const MAX_HISTORY: usize = 1000;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevisionError {
+    /// A blob reference in the body is malformed.
+    #[error("revision {rev} has a malformed blob reference: {error}")]
+    BlobReference {
+        /// The revision.
+        rev: RevId,
+        /// What is wrong with it.
+        error: crate::BlobRefError,
+    },
     /// The ancestry does not go back one generation at a time.
     #[error(
         "history of revision {rev} does not chain: entry {index} is {found}, expected generation {expected}"

@@ -98,6 +98,9 @@ pub enum InsertOutcome {
     },
     /// Refused: a revision is malformed or does not match its content.
     Invalid(RevisionError),
+    /// Refused: a revision refers to a blob this store does not hold (or holds with
+    /// another length). Nothing was stored for the document.
+    MissingBlob(crate::Blob),
 }
 
 /// An operation for the store.

@@ -1,14 +1,16 @@
 //! The document database: collections, documents, the changes feed and local documents.
 
-use std::collections::{BTreeMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use peerlite_proto::{
-    Body, Change, CollectionName, DEFAULT_MAX_DEPTH, DocId, RevId, RevTree, Revision, Seq,
+    BlobDigest, Body, Change, CollectionName, DEFAULT_MAX_DEPTH, DocId, RevId, RevTree, Revision,
+    Seq,
 };
 
+use crate::blobs::{BlobStore, FileBlobs, MemBlobs};
 use crate::keys::{self, CollectionId};
 use crate::kv::{Durability, KvBackend, Space, WriteBatch};
 use crate::notify::{ChangeNotice, ChangeOrigin, ListenerToken, Listeners, NotifyWhen};
@@ -47,6 +49,9 @@ impl fmt::Debug for DatabaseUuid {
     }
 }
 
+/// [`DatabaseConfig::max_blob_bytes`]'s default: 4 GiB.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 4 << 30;
+
 /// Options for opening a database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -59,6 +64,8 @@ pub struct DatabaseConfig {
     pub uuid: Option<DatabaseUuid>,
     /// Memory limits of the on-disk store (ignored by other backends).
     pub memory: FjallMemory,
+    /// The largest blob the database stores, saved locally or received (default 4 GiB).
+    pub max_blob_bytes: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -68,6 +75,7 @@ impl Default for DatabaseConfig {
             max_rev_depth: DEFAULT_MAX_DEPTH,
             uuid: None,
             memory: FjallMemory::default(),
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
         }
     }
 }
@@ -150,6 +158,9 @@ pub(crate) struct Inner {
     /// Serialises writers: a write reads, decides and commits under this lock.
     pub(crate) writer: Mutex<()>,
     pub(crate) listeners: Listeners,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    /// Blobs saved through this handle and not referenced yet: compaction spares them.
+    pub(crate) fresh_blobs: Mutex<BTreeSet<BlobDigest>>,
 }
 
 /// A Peerlite document database.
@@ -210,8 +221,10 @@ impl Database {
             crate::create::create(path, &config)?;
         }
         let kv = FjallKv::open_with(path, &config.memory)?;
+        // After the store's lock: no other process uses the blob directory.
+        let blobs = FileBlobs::open(path.join("blobs"))?;
         let cache = usize::try_from(config.memory.record_cache_bytes).unwrap_or(usize::MAX);
-        Self::with_backend(Arc::new(CachedKv::new(kv, cache)), config)
+        Self::with_stores(Arc::new(CachedKv::new(kv, cache)), Arc::new(blobs), config)
     }
 
     /// A new, empty in-memory database.
@@ -219,9 +232,18 @@ impl Database {
         Self::with_backend(Arc::new(MemKv::new()), DatabaseConfig::default())
     }
 
-    /// Opens a database on any backend (a new one is initialised).
+    /// Opens a database on any backend (a new one is initialised), its blobs in memory.
     pub fn with_backend(
         kv: Arc<dyn KvBackend>,
+        config: DatabaseConfig,
+    ) -> Result<Database, StorageError> {
+        Self::with_stores(kv, Arc::new(MemBlobs::new()), config)
+    }
+
+    /// Opens a database on any backend and blob store (a new one is initialised).
+    pub fn with_stores(
+        kv: Arc<dyn KvBackend>,
+        blobs: Arc<dyn BlobStore>,
         config: DatabaseConfig,
     ) -> Result<Database, StorageError> {
         let uuid = match kv.get(Space::Meta, keys::META_UUID)? {
@@ -263,6 +285,8 @@ impl Database {
                 catalog: RwLock::new(catalog),
                 writer: Mutex::new(()),
                 listeners: Listeners::default(),
+                blobs,
+                fresh_blobs: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -448,6 +472,9 @@ impl Database {
                     collection: collection.clone(),
                     doc_id: id,
                 });
+            }
+            if !deleted {
+                self.check_blobs(&id, &body)?;
             }
             let revision = match current {
                 None => Revision::first(deleted, body)?,

@@ -1,6 +1,8 @@
 //! Errors of the storage layer.
 
-use peerlite_proto::{BodyError, CollectionName, DocId, RevId, RevIdError};
+use peerlite_proto::{
+    BlobDigest, BlobRefError, BodyError, CollectionName, DocId, RevId, RevIdError,
+};
 
 /// A failure of the key-value backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,58 @@ pub enum StorageError {
     /// The database already holds the maximum number of collections.
     #[error("too many collections")]
     TooManyCollections,
+    /// A document refers to a blob the database does not hold.
+    #[error(
+        "document {doc_id} refers to blob {digest}, which this database does not hold; save the blob first (Database::save_blob, or peerlite blob put)"
+    )]
+    MissingBlob {
+        /// The document.
+        doc_id: DocId,
+        /// The blob.
+        digest: BlobDigest,
+    },
+    /// A document's blob reference gives another length than the blob has.
+    #[error("document {doc_id} says blob {digest} has {referenced} bytes, but it has {stored}")]
+    BlobLengthMismatch {
+        /// The document.
+        doc_id: DocId,
+        /// The blob.
+        digest: BlobDigest,
+        /// The length in the reference.
+        referenced: u64,
+        /// The length of the stored blob.
+        stored: u64,
+    },
+    /// A blob reference in a body is malformed.
+    #[error(transparent)]
+    BlobReference(#[from] BlobRefError),
+    /// A blob is larger than the database accepts.
+    #[error(
+        "blob is larger than the {max}-byte limit (at least {length} bytes); raise DatabaseConfig::max_blob_bytes to store it"
+    )]
+    BlobTooLarge {
+        /// Its length, or how much of it was read before giving up.
+        length: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A blob's bytes do not match the digest or length they were expected to have.
+    #[error(
+        "blob bytes do not match: expected {expected} ({expected_length} bytes), got {found} ({found_length} bytes)"
+    )]
+    BlobMismatch {
+        /// The digest expected.
+        expected: BlobDigest,
+        /// The length expected.
+        expected_length: u64,
+        /// The digest of the bytes received.
+        found: BlobDigest,
+        /// Their length.
+        found_length: u64,
+    },
+    /// Reading or writing blob bytes failed.
+    #[error("blob store: {0}")]
+    BlobIo(String),
 }
 
 impl StorageError {

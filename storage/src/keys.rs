@@ -3,7 +3,8 @@
 //! - `docs`: collection id (u32 BE) ‖ document ID bytes
 //! - `seq`:  collection id (u32 BE) ‖ sequence (u64 BE), so a range scan is the changes feed
 //! - `local`: local document ID bytes
-//! - `meta`: `format`, `uuid`, `coll/<scope.name>` → id, `lastseq/<id BE>` → u64 BE
+//! - `meta`: `format`, `uuid`, `coll/<scope.name>` → id, `lastseq/<id BE>` → u64 BE,
+//!   `blob/<digest>` → content type
 
 use std::ops::Bound;
 
@@ -21,6 +22,12 @@ pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_UUID: &[u8] = b"uuid";
 pub(crate) const META_COLLECTION_PREFIX: &[u8] = b"coll/";
 const META_LAST_SEQ_PREFIX: &[u8] = b"lastseq/";
+const META_BLOB_PREFIX: &[u8] = b"blob/";
+
+/// The content type of blob `digest`: `blob/` ‖ its 32 bytes.
+pub(crate) fn blob_meta_key(digest: &peerlite_proto::BlobDigest) -> Vec<u8> {
+    [META_BLOB_PREFIX, digest.as_bytes()].concat()
+}
 
 pub(crate) fn doc_key(cid: CollectionId, id: &DocId) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + id.as_str().len());

@@ -9,6 +9,10 @@
 //!   [`CachedKv`] in front of it for documents read twice in a row by replication);
 //! - [`MemKv`]: in memory, with a crash model for simulations ([`Database::in_memory`]).
 //!
+//! Blobs — files inside documents — live beside the documents, once per database, in a
+//! [`BlobStore`] ([`FileBlobs`] on disk, [`MemBlobs`] in memory): see
+//! [`Database::save_blob`] and [`Database::compact`].
+//!
 //! Each document change commits atomically: the document record (revision tree and
 //! sequence), its new changes-feed entry and the removal of the old entry are one batch.
 //! Durability is configurable ([`Durability`]); the default syncs every commit to disk.
@@ -36,6 +40,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod blobs;
 mod cbor_io;
 mod create;
 mod database;
@@ -51,9 +56,10 @@ mod record_cache;
 mod replication;
 pub mod sample;
 
+pub use blobs::{BlobInfo, BlobStore, BlobWrite, BlobWriter, CompactReport, FileBlobs, MemBlobs};
 pub use database::{
-    Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage, Expected, FORMAT_VERSION,
-    MAX_LOCAL_ID_LEN, WriteResult,
+    DEFAULT_MAX_BLOB_BYTES, Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage,
+    Expected, FORMAT_VERSION, MAX_LOCAL_ID_LEN, WriteResult,
 };
 pub use error::{KvError, StorageError};
 pub use fjall_backend::{FjallKv, FjallMemory};

@@ -6,7 +6,7 @@ use std::collections::btree_map::Entry;
 
 use peerlite_proto::{
     CollectionName, DocId, InsertMode, InsertOutcome, RevId, RevTree, RevTreeError, Revision,
-    RevisionInsert, RevsDiff, Seq, StorageFailure, StorageOp, StorageReply,
+    RevisionError, RevisionInsert, RevsDiff, Seq, StorageFailure, StorageOp, StorageReply,
 };
 
 use crate::database::Database;
@@ -222,6 +222,10 @@ impl Database {
                     })
                 }
             };
+            if let Some(refused) = self.blobs_refused(&insert)? {
+                outcomes.push((insert.doc_id, refused));
+                continue;
+            }
             let (outcome, new_tree) = apply_insert(&entry.tree, &insert, depth);
             if let Some(tree) = new_tree {
                 entry.tree = tree;
@@ -277,6 +281,37 @@ impl Database {
         drop(w);
         self.inner.listeners.notify(NotifyWhen::Durable, &notices);
         Ok(results)
+    }
+}
+
+impl Database {
+    /// Why `insert` cannot be stored for its blobs — a malformed reference, or a blob
+    /// not here — or `None` when every blob it refers to is here.
+    fn blobs_refused(
+        &self,
+        insert: &RevisionInsert,
+    ) -> Result<Option<InsertOutcome>, StorageError> {
+        for r in insert.revisions.iter().filter(|r| !r.deleted) {
+            let blobs = match r.body.blobs() {
+                Ok(blobs) => blobs,
+                Err(error) => {
+                    let e = RevisionError::BlobReference { rev: r.rev, error };
+                    return Ok(Some(InsertOutcome::Invalid(e)));
+                }
+            };
+            for blob in blobs {
+                match self.check_blob(&insert.doc_id, &blob) {
+                    Ok(()) => {}
+                    Err(
+                        StorageError::MissingBlob { .. } | StorageError::BlobLengthMismatch { .. },
+                    ) => {
+                        return Ok(Some(InsertOutcome::MissingBlob(blob)));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

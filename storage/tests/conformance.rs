@@ -4,11 +4,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use peerlite_proto::{Body, CollectionName, DocId, RevId, Revision, RevisionError, Seq};
+use peerlite_proto::{
+    Blob, BlobDigest, Body, CollectionName, DocId, RevId, Revision, RevisionError, Seq,
+};
 use peerlite_storage::{
-    CachedKv, ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected, FjallKv,
-    InsertMode, InsertOutcome, KvBackend, MemKv, NotifyWhen, RevisionInsert, RevsDiff, Space,
-    StorageError, WriteBatch,
+    CachedKv, ChangeOrigin, Database, DatabaseConfig, DatabaseUuid, Durability, Expected,
+    FileBlobs, FjallKv, InsertMode, InsertOutcome, KvBackend, MemBlobs, MemKv, NotifyWhen,
+    RevisionInsert, RevsDiff, Space, StorageError, WriteBatch,
 };
 use proptest::prelude::*;
 
@@ -45,7 +47,8 @@ impl Harness for FjallHarness {
             cache,
         ));
         self.kv = Some(kv.clone());
-        Database::with_backend(kv, self.config.clone()).unwrap()
+        let blobs = Arc::new(FileBlobs::open(self.dir.path().join("blobs")).unwrap());
+        Database::with_stores(kv, blobs, self.config.clone()).unwrap()
     }
     fn kv(&self) -> Arc<dyn KvBackend> {
         self.kv.clone().unwrap()
@@ -54,6 +57,7 @@ impl Harness for FjallHarness {
 
 struct MemHarness {
     kv: Arc<MemKv>,
+    blobs: MemBlobs,
     config: DatabaseConfig,
 }
 
@@ -61,6 +65,7 @@ impl MemHarness {
     fn new(config: DatabaseConfig) -> Self {
         MemHarness {
             kv: Arc::new(MemKv::new()),
+            blobs: MemBlobs::new(),
             config,
         }
     }
@@ -68,7 +73,8 @@ impl MemHarness {
 
 impl Harness for MemHarness {
     fn open(&mut self) -> Database {
-        Database::with_backend(self.kv.clone(), self.config.clone()).unwrap()
+        let blobs = Arc::new(self.blobs.clone());
+        Database::with_stores(self.kv.clone(), blobs, self.config.clone()).unwrap()
     }
     fn kv(&self) -> Arc<dyn KvBackend> {
         self.kv.clone()
@@ -78,6 +84,7 @@ impl Harness for MemHarness {
 /// The in-memory backend behind a record cache small enough to evict all the time.
 struct CachedHarness {
     kv: Arc<CachedKv<MemKv>>,
+    blobs: MemBlobs,
     config: DatabaseConfig,
 }
 
@@ -85,6 +92,7 @@ impl CachedHarness {
     fn new(config: DatabaseConfig) -> Self {
         CachedHarness {
             kv: Arc::new(CachedKv::new(MemKv::new(), 2 << 10)),
+            blobs: MemBlobs::new(),
             config,
         }
     }
@@ -92,7 +100,8 @@ impl CachedHarness {
 
 impl Harness for CachedHarness {
     fn open(&mut self) -> Database {
-        Database::with_backend(self.kv.clone(), self.config.clone()).unwrap()
+        let blobs = Arc::new(self.blobs.clone());
+        Database::with_stores(self.kv.clone(), blobs, self.config.clone()).unwrap()
     }
     fn kv(&self) -> Arc<dyn KvBackend> {
         self.kv.clone()
@@ -127,6 +136,11 @@ macro_rules! conformance {
 }
 
 conformance!(
+    blobs_are_saved_once_read_back_and_listed,
+    documents_refer_only_to_blobs_present,
+    replicated_revisions_need_their_blobs,
+    blob_writers_check_what_they_were_promised,
+    compaction_removes_only_unreferenced_blobs,
     save_get_and_optimistic_concurrency,
     delete_makes_tombstones_and_recreate_extends_them,
     changes_feed_orders_by_sequence_and_keeps_one_entry_per_doc,
@@ -1329,5 +1343,234 @@ fn execute_many_matches_one_by_one() {
     assert_eq!(
         many.last_sequence(&c).unwrap(),
         one.last_sequence(&c).unwrap()
+    );
+}
+
+fn photo_doc(blob: &Blob) -> Body {
+    Body::from_json(&serde_json::json!({"title": "beach", "media": [{"photo": blob.to_json()}]}))
+        .unwrap()
+}
+
+fn blobs_are_saved_once_read_back_and_listed(h: &mut impl Harness) {
+    let db = h.open();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let blob = db.save_blob(&bytes[..], Some("image/jpeg")).unwrap();
+    assert_eq!(blob.digest, BlobDigest::of(&bytes));
+    assert_eq!(blob.length, 300_000);
+    assert_eq!(blob.content_type.as_deref(), Some("image/jpeg"));
+    // The same bytes again: the same blob, stored once; the first content type stays.
+    let again = db
+        .save_blob(&bytes[..], Some("application/octet-stream"))
+        .unwrap();
+    assert_eq!((again.digest, again.length), (blob.digest, blob.length));
+    assert_eq!(
+        again.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    let stored = db.blob(&blob.digest).unwrap().unwrap();
+    assert_eq!(stored.content_type.as_deref(), Some("image/jpeg"));
+    let small = db.save_blob(&b"hello"[..], None).unwrap();
+    assert_eq!(small.content_type, None);
+    let listed = db.blobs().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.windows(2).all(|w| w[0].digest < w[1].digest));
+    drop(db);
+    let db = h.open();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut db.open_blob(&blob.digest).unwrap().unwrap(), &mut back)
+        .unwrap();
+    assert_eq!(back, bytes);
+    assert_eq!(db.blob(&blob.digest).unwrap().unwrap().reference(), blob);
+    assert!(db.has_blob(&small.digest).unwrap());
+    let absent = BlobDigest::of(b"never saved");
+    assert!(!db.has_blob(&absent).unwrap());
+    assert!(db.open_blob(&absent).unwrap().is_none());
+    assert_eq!(db.blob(&absent).unwrap(), None);
+}
+
+fn documents_refer_only_to_blobs_present(h: &mut impl Harness) {
+    let db = h.open();
+    let absent = Blob::new(BlobDigest::of(b"absent"), 6, None);
+    let err = db.save(&dc(), &id("d"), photo_doc(&absent)).unwrap_err();
+    assert!(
+        matches!(err, StorageError::MissingBlob { ref digest, .. } if *digest == absent.digest),
+        "{err}"
+    );
+    assert!(err.to_string().contains("save the blob first"), "{err}");
+    assert_eq!(db.get(&dc(), &id("d")).unwrap(), None);
+    let blob = db.save_blob(&b"absent"[..], None).unwrap();
+    let wrong_length = Blob::new(blob.digest, 7, None);
+    let err = db
+        .save(&dc(), &id("d"), photo_doc(&wrong_length))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::BlobLengthMismatch {
+                referenced: 7,
+                stored: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let malformed = body(r#"{"p": {"@type": "blob", "digest": "sha256-nope", "length": 1}}"#);
+    let err = db.save(&dc(), &id("d"), malformed).unwrap_err();
+    assert!(matches!(err, StorageError::BlobReference(_)), "{err}");
+    // A batch with one bad document saves none.
+    let still_absent = Blob::new(BlobDigest::of(b"still absent"), 12, None);
+    let batch = vec![
+        (id("ok"), photo_doc(&blob)),
+        (id("bad"), photo_doc(&still_absent)),
+    ];
+    assert!(db.save_batch(&dc(), batch).is_err());
+    assert_eq!(db.get(&dc(), &id("ok")).unwrap(), None);
+    db.save(&dc(), &id("d"), photo_doc(&blob)).unwrap();
+    assert_eq!(
+        db.get(&dc(), &id("d"))
+            .unwrap()
+            .unwrap()
+            .body
+            .blobs()
+            .unwrap(),
+        vec![blob]
+    );
+}
+
+fn replicated_revisions_need_their_blobs(h: &mut impl Harness) {
+    let db = h.open();
+    let absent = Blob::new(BlobDigest::of(b"remote bytes"), 12, None);
+    let revision = Revision::first(false, photo_doc(&absent)).unwrap();
+    let insert = |r: &Revision| RevisionInsert {
+        doc_id: id("remote"),
+        revisions: vec![r.clone()],
+        mode: InsertMode::NoConflicts,
+    };
+    let out = db.insert_revisions(&dc(), vec![insert(&revision)]).unwrap();
+    assert_eq!(out, vec![InsertOutcome::MissingBlob(absent.clone())]);
+    assert_eq!(db.get(&dc(), &id("remote")).unwrap(), None);
+    assert_eq!(db.last_sequence(&dc()).unwrap(), Seq::ZERO);
+    let malformed =
+        Revision::first(false, body(r#"{"x": {"@type": "blob", "length": 1}}"#)).unwrap();
+    let out = db
+        .insert_revisions(&dc(), vec![insert(&malformed)])
+        .unwrap();
+    assert!(
+        matches!(
+            &out[0],
+            InsertOutcome::Invalid(RevisionError::BlobReference { .. })
+        ),
+        "{out:?}"
+    );
+    db.save_blob(&b"remote bytes"[..], None).unwrap();
+    let out = db.insert_revisions(&dc(), vec![insert(&revision)]).unwrap();
+    assert!(matches!(out[0], InsertOutcome::Inserted { .. }), "{out:?}");
+}
+
+fn blob_writers_check_what_they_were_promised(h: &mut impl Harness) {
+    let db = h.open();
+    let promised = Blob::new(BlobDigest::of(b"0123456789"), 10, None);
+    // Bytes that do not match: refused, nothing visible.
+    let mut w = db.blob_writer_for(&promised).unwrap();
+    w.write(b"01234").unwrap();
+    w.write(b"xxxxx").unwrap();
+    let err = w.finish(None).unwrap_err();
+    assert!(matches!(err, StorageError::BlobMismatch { .. }), "{err}");
+    assert!(!db.has_blob(&promised.digest).unwrap());
+    // More bytes than promised: refused as they arrive.
+    let mut w = db.blob_writer_for(&promised).unwrap();
+    w.write(b"0123456789").unwrap();
+    assert!(matches!(
+        w.write(b"!"),
+        Err(StorageError::BlobMismatch { .. })
+    ));
+    drop(w);
+    // An unfinished writer leaves nothing.
+    let mut w = db.blob_writer_for(&promised).unwrap();
+    w.write(b"01234").unwrap();
+    drop(w);
+    assert!(db.blobs().unwrap().is_empty());
+    // The right bytes, in chunks.
+    let mut w = db.blob_writer_for(&promised).unwrap();
+    w.write(b"01234").unwrap();
+    w.write(b"56789").unwrap();
+    assert_eq!(w.written(), 10);
+    assert_eq!(
+        w.finish(Some("text/plain")).unwrap().digest,
+        promised.digest
+    );
+    assert!(db.has_blob(&promised.digest).unwrap());
+}
+
+fn compaction_removes_only_unreferenced_blobs(h: &mut impl Harness) {
+    let db = h.open();
+    let kept = db.save_blob(&b"kept by a live document"[..], None).unwrap();
+    let old = db
+        .save_blob(&b"only an old revision had it"[..], None)
+        .unwrap();
+    let deleted = db
+        .save_blob(&b"its document was deleted"[..], None)
+        .unwrap();
+    let conflict = db.save_blob(&b"on a conflicting branch"[..], None).unwrap();
+    db.save(&dc(), &id("a"), photo_doc(&kept)).unwrap();
+    db.save(&dc(), &id("b"), photo_doc(&old)).unwrap();
+    db.save(&dc(), &id("b"), body(r#"{"photo": null}"#))
+        .unwrap();
+    db.save(&dc(), &id("c"), photo_doc(&deleted)).unwrap();
+    db.delete(&dc(), &id("c"), Expected::Any).unwrap();
+    let other = CollectionName::new("s", "other").unwrap();
+    db.create_collection(&other).unwrap();
+    db.save(&other, &id("a"), photo_doc(&kept)).unwrap();
+    // A second branch of d refers to `conflict`.
+    let base = Revision::first(false, body(r#"{"v": 0}"#)).unwrap();
+    let left = base.child(false, body(r#"{"v": 1}"#), 20).unwrap();
+    let right = base.child(false, photo_doc(&conflict), 20).unwrap();
+    for (r, expected) in [(&left, None), (&right, Some(left.rev))] {
+        let out = db
+            .insert_revisions(
+                &dc(),
+                vec![RevisionInsert {
+                    doc_id: id("d"),
+                    revisions: vec![base.clone(), r.clone()],
+                    mode: InsertMode::Guarded { expected },
+                }],
+            )
+            .unwrap();
+        assert!(
+            !matches!(
+                out[0],
+                InsertOutcome::MissingBlob(_) | InsertOutcome::Invalid(_)
+            ),
+            "{out:?}"
+        );
+    }
+    // A fresh handle: blobs saved through the first one are no longer spared as fresh.
+    drop(db);
+    let db = h.open();
+    let unreferenced = db
+        .save_blob(&b"saved just now, about to be used"[..], None)
+        .unwrap();
+    let report = db.compact().unwrap();
+    let removed = [&old, &deleted];
+    assert_eq!(report.blobs_removed, 2, "{report:?}");
+    assert_eq!(
+        report.bytes_reclaimed,
+        removed.iter().map(|b| b.length).sum::<u64>()
+    );
+    assert_eq!(report.blobs_kept, 3);
+    for b in removed {
+        assert!(!db.has_blob(&b.digest).unwrap());
+    }
+    for b in [&kept, &conflict, &unreferenced] {
+        assert!(db.has_blob(&b.digest).unwrap());
+    }
+    // Nothing left to reclaim; a reopened handle removes the unreferenced one.
+    assert_eq!(db.compact().unwrap().blobs_removed, 0);
+    drop(db);
+    let db = h.open();
+    assert_eq!(db.compact().unwrap().blobs_removed, 1);
+    assert_eq!(
+        db.get(&dc(), &id("a")).unwrap().unwrap().body,
+        photo_doc(&kept)
     );
 }

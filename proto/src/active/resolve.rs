@@ -146,6 +146,12 @@ impl ActiveReplicator {
             other => {
                 let reason = match other {
                     Some(InsertOutcome::Invalid(e)) => e.to_string(),
+                    Some(o @ InsertOutcome::MissingBlob(_)) => {
+                        match crate::receiver::status(Some(o)) {
+                            RevStatus::Rejected { reason, .. } => reason,
+                            _ => "a blob it refers to is missing".into(),
+                        }
+                    }
                     _ => "the local document kept changing while resolving a conflict".into(),
                 };
                 let status = RevStatus::rejected(Code::Conflict, reason);
