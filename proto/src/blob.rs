@@ -86,6 +86,40 @@ impl fmt::Debug for BlobDigest {
     }
 }
 
+impl serde::Serialize for BlobDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match s.is_human_readable() {
+            true => s.collect_str(self),
+            false => s.serialize_bytes(&self.0),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BlobDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BlobDigest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a SHA-256 digest")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<BlobDigest, E> {
+                let bytes: [u8; 32] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &"32 bytes"))?;
+                Ok(BlobDigest(bytes))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BlobDigest, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        match d.is_human_readable() {
+            true => d.deserialize_str(Visitor),
+            false => d.deserialize_bytes(Visitor),
+        }
+    }
+}
+
 impl FromStr for BlobDigest {
     type Err = BlobRefError;
 
@@ -233,13 +267,20 @@ impl Body {
     /// to twice appears twice). A body with no `@type` key anywhere is answered without
     /// decoding it.
     pub fn blobs(&self) -> Result<Vec<Blob>, BlobRefError> {
-        // CBOR text strings are raw UTF-8: without these bytes there is no reference.
-        if !self.as_bytes().windows(5).any(|w| w == b"@type") {
+        if !self.may_refer_to_blobs() {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
         collect(&self.to_json(), &mut out)?;
         Ok(out)
+    }
+}
+
+impl Body {
+    /// Whether the body may hold a blob reference: it has an `@type` key somewhere (CBOR
+    /// text strings are raw UTF-8, so without these bytes there is none).
+    pub(crate) fn may_refer_to_blobs(&self) -> bool {
+        self.as_bytes().windows(5).any(|w| w == b"@type")
     }
 }
 

@@ -143,8 +143,8 @@ pub use revision::{MAX_HISTORY, Revision, RevisionError};
 pub use revtree::{DEFAULT_MAX_DEPTH, RevNode, RevTree, RevTreeError};
 pub use seq::Seq;
 pub use store::{
-    Change, InsertMode, InsertOutcome, OpId, RevisionInsert, RevsDiff, StorageFailure, StorageOp,
-    StorageReply,
+    BlobTransfer, Change, InsertMode, InsertOutcome, OpId, RevisionInsert, RevsDiff,
+    StorageFailure, StorageOp, StorageReply,
 };
 pub use violation::PeerMisbehaved;
 pub use wire::{

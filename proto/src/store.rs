@@ -98,10 +98,16 @@ pub enum InsertOutcome {
     },
     /// Refused: a revision is malformed or does not match its content.
     Invalid(RevisionError),
-    /// Refused: a revision refers to a blob this store does not hold (or holds with
-    /// another length). Nothing was stored for the document.
-    MissingBlob(crate::Blob),
+    /// Refused: revisions refer to blobs this store does not hold (or holds with another
+    /// length), listed once each. Nothing was stored for the document: a receiver fetches
+    /// them from the sender ([`StorageOp::BeginBlob`]) and inserts again.
+    MissingBlobs(Vec<crate::Blob>),
 }
+
+/// A blob being written through [`StorageOp::BeginBlob`] and [`StorageOp::WriteBlob`],
+/// numbered by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobTransfer(pub u64);
 
 /// An operation for the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +168,36 @@ pub enum StorageOp {
         /// One entry per document.
         inserts: Vec<RevisionInsert>,
     },
+    /// Start writing the blob `blob` refers to, aside. Reply:
+    /// [`StorageReply::BlobBegun`], or [`StorageReply::BlobTooLarge`] before any byte is
+    /// stored.
+    BeginBlob {
+        /// The blob, as a received revision refers to it.
+        blob: crate::Blob,
+    },
+    /// Append the next bytes of a blob being written. Reply: [`StorageReply::BlobWritten`];
+    /// once the last byte is in, the blob is checked against its digest and, if it
+    /// matches, made durable and visible ([`StorageReply::BlobMismatch`] if not).
+    WriteBlob {
+        /// The transfer.
+        transfer: BlobTransfer,
+        /// The bytes, in order.
+        bytes: Bytes,
+    },
+    /// Drop a blob being written: nothing of it stays. Reply: [`StorageReply::Done`].
+    AbandonBlob {
+        /// The transfer.
+        transfer: BlobTransfer,
+    },
+    /// Read up to `max` bytes of a blob from `offset`. Reply: [`StorageReply::BlobBytes`].
+    ReadBlob {
+        /// The blob.
+        digest: crate::BlobDigest,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes at most.
+        max: u32,
+    },
 }
 
 /// A store's reply to a [`StorageOp`].
@@ -182,6 +218,25 @@ pub enum StorageReply {
     Leaves(Vec<Vec<Revision>>),
     /// For [`StorageOp::InsertRevisions`], one per insert; every `Inserted` is durable.
     Inserted(Vec<InsertOutcome>),
+    /// For [`StorageOp::BeginBlob`]: write its bytes with this transfer.
+    BlobBegun(BlobTransfer),
+    /// For [`StorageOp::BeginBlob`]: the blob is larger than this store accepts.
+    BlobTooLarge {
+        /// The store's limit in bytes.
+        max: u64,
+    },
+    /// For [`StorageOp::WriteBlob`]: the bytes are written; `complete` once the whole
+    /// blob is in, verified, durable and visible.
+    BlobWritten {
+        /// Whether the blob is complete.
+        complete: bool,
+    },
+    /// For [`StorageOp::WriteBlob`]: the bytes do not match the blob's digest or length;
+    /// nothing of it was kept.
+    BlobMismatch,
+    /// For [`StorageOp::ReadBlob`]: the bytes (`min(max, length - offset)` of them), or
+    /// `None` if the store does not hold the blob.
+    BlobBytes(Option<Bytes>),
     /// The operation failed.
     Failed(StorageFailure),
 }

@@ -3,7 +3,7 @@
 //! [`ReplicationError::Protocol`](crate::ReplicationError::Protocol) on the active side and
 //! in the [`CloseReason`](crate::CloseReason) both sides report.
 
-use crate::{CollectionName, DocId, FrameError, RequestNumber, RevId, RevisionError};
+use crate::{BlobDigest, CollectionName, DocId, FrameError, RequestNumber, RevId, RevisionError};
 
 /// A protocol violation by the remote peer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +83,19 @@ pub enum PeerMisbehaved {
     /// serving a changes feed may do.
     #[error("Revs from the active peer with unavailable or oversized documents")]
     ActiveLeftDocumentsOut,
+    /// A blob chunk of another length than asked for.
+    #[error("blob {digest}: asked for {asked} bytes, got {got}")]
+    BlobChunkLength {
+        /// The blob.
+        digest: BlobDigest,
+        /// Bytes asked for.
+        asked: u32,
+        /// Bytes received.
+        got: usize,
+    },
+    /// Blob bytes that do not match the blob's digest: nothing of them was kept.
+    #[error("the bytes sent for blob {0} do not match its digest")]
+    BlobMismatch(BlobDigest),
 }
 
 impl PeerMisbehaved {

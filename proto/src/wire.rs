@@ -222,6 +222,16 @@ pub enum Request {
     },
     /// Liveness check; answered with [`Response::Pong`].
     Ping,
+    /// Bytes of a blob that a `Revs` request this side has not answered yet refers to;
+    /// answered with [`Response::BlobChunk`], exactly `min(max, length - offset)` bytes.
+    GetBlob {
+        /// The blob.
+        digest: crate::BlobDigest,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes.
+        max: u32,
+    },
 }
 
 impl Request {
@@ -236,6 +246,7 @@ impl Request {
             Request::ProposeChanges { .. } => "ProposeChanges",
             Request::Revs { .. } => "Revs",
             Request::Ping => "Ping",
+            Request::GetBlob { .. } => "GetBlob",
         }
     }
 }
@@ -265,6 +276,8 @@ pub enum Response {
     RevStatuses(Vec<RevStatus>),
     /// Answer to `Ping`.
     Pong,
+    /// Bytes of a blob, for [`Request::GetBlob`].
+    BlobChunk(Bytes),
 }
 
 impl Response {
@@ -277,6 +290,7 @@ impl Response {
             Response::Wanted(_) => "Wanted",
             Response::RevStatuses(_) => "RevStatuses",
             Response::Pong => "Pong",
+            Response::BlobChunk(_) => "BlobChunk",
         }
     }
 }
@@ -595,7 +609,7 @@ impl Frame {
                     checkpoint.collections.len(),
                     limits.max_collections,
                 ),
-                Request::GetCheckpoint { .. } | Request::Ping => Ok(()),
+                Request::GetCheckpoint { .. } | Request::Ping | Request::GetBlob { .. } => Ok(()),
             },
             Frame::Response(_, resp) => match resp {
                 Response::Wanted(w) => {

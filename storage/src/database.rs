@@ -161,6 +161,8 @@ pub(crate) struct Inner {
     pub(crate) blobs: Arc<dyn BlobStore>,
     /// Blobs saved through this handle and not referenced yet: compaction spares them.
     pub(crate) fresh_blobs: Mutex<BTreeSet<BlobDigest>>,
+    /// Blobs being received by replication, by transfer number.
+    pub(crate) transfers: Mutex<crate::blobs::Transfers>,
 }
 
 /// A Peerlite document database.
@@ -287,6 +289,7 @@ impl Database {
                 listeners: Listeners::default(),
                 blobs,
                 fresh_blobs: Mutex::new(BTreeSet::new()),
+                transfers: Mutex::new(Default::default()),
             }),
         })
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use peerlite_proto::{
-    CollectionName, DocId, InsertMode, InsertOutcome, RevId, RevTree, RevTreeError, Revision,
+    Blob, CollectionName, DocId, InsertMode, InsertOutcome, RevId, RevTree, RevTreeError, Revision,
     RevisionError, RevisionInsert, RevsDiff, Seq, StorageFailure, StorageOp, StorageReply,
 };
 
@@ -168,6 +168,17 @@ impl Database {
                 collection,
                 inserts,
             } => StorageReply::Inserted(self.insert_revisions(&collection, inserts)?),
+            StorageOp::BeginBlob { blob } => self.begin_transfer(blob)?,
+            StorageOp::WriteBlob { transfer, bytes } => self.write_transfer(transfer, &bytes)?,
+            StorageOp::AbandonBlob { transfer } => {
+                self.abandon_transfer(transfer)?;
+                StorageReply::Done
+            }
+            StorageOp::ReadBlob {
+                digest,
+                offset,
+                max,
+            } => StorageReply::BlobBytes(self.inner.blobs.read_range(&digest, offset, max)?),
             other => {
                 return Err(StorageError::Unsupported(format!("{other:?}")));
             }
@@ -285,12 +296,13 @@ impl Database {
 }
 
 impl Database {
-    /// Why `insert` cannot be stored for its blobs — a malformed reference, or a blob
+    /// Why `insert` cannot be stored for its blobs — a malformed reference, or blobs
     /// not here — or `None` when every blob it refers to is here.
     fn blobs_refused(
         &self,
         insert: &RevisionInsert,
     ) -> Result<Option<InsertOutcome>, StorageError> {
+        let mut missing: Vec<Blob> = Vec::new();
         for r in insert.revisions.iter().filter(|r| !r.deleted) {
             let blobs = match r.body.blobs() {
                 Ok(blobs) => blobs,
@@ -305,13 +317,15 @@ impl Database {
                     Err(
                         StorageError::MissingBlob { .. } | StorageError::BlobLengthMismatch { .. },
                     ) => {
-                        return Ok(Some(InsertOutcome::MissingBlob(blob)));
+                        if !missing.iter().any(|m| m.digest == blob.digest) {
+                            missing.push(blob);
+                        }
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        Ok(None)
+        Ok((!missing.is_empty()).then_some(InsertOutcome::MissingBlobs(missing)))
     }
 }
 

@@ -1447,7 +1447,7 @@ fn replicated_revisions_need_their_blobs(h: &mut impl Harness) {
         mode: InsertMode::NoConflicts,
     };
     let out = db.insert_revisions(&dc(), vec![insert(&revision)]).unwrap();
-    assert_eq!(out, vec![InsertOutcome::MissingBlob(absent.clone())]);
+    assert_eq!(out, vec![InsertOutcome::MissingBlobs(vec![absent.clone()])]);
     assert_eq!(db.get(&dc(), &id("remote")).unwrap(), None);
     assert_eq!(db.last_sequence(&dc()).unwrap(), Seq::ZERO);
     let malformed =
@@ -1539,7 +1539,7 @@ fn compaction_removes_only_unreferenced_blobs(h: &mut impl Harness) {
         assert!(
             !matches!(
                 out[0],
-                InsertOutcome::MissingBlob(_) | InsertOutcome::Invalid(_)
+                InsertOutcome::MissingBlobs(_) | InsertOutcome::Invalid(_)
             ),
             "{out:?}"
         );

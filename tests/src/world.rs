@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlite_proto::{
-    ActiveReplicator, Activity, Body, CollectionName, Direction, Disconnect, DocId, Event, Frame,
-    Input, OpId, Output, PassiveConfig, PassivePeer, Principal, ReplicatorConfig, Request, RevId,
-    Seq, Status, StorageOp, StorageReply,
+    ActiveReplicator, Activity, Blob, BlobDigest, Body, CollectionName, Direction, Disconnect,
+    DocId, Event, Frame, Input, OpId, Output, PassiveConfig, PassivePeer, Principal,
+    ReplicatorConfig, Request, Response, RevId, Seq, Status, StorageOp, StorageReply,
 };
 use peerlite_storage::{
-    Database, DatabaseConfig, DatabaseUuid, Durability, Expected, MemKv, StorageError,
+    Database, DatabaseConfig, DatabaseUuid, Durability, Expected, MemBlobs, MemKv, StorageError,
 };
 
 use crate::Rng;
@@ -58,6 +58,8 @@ pub struct Stats {
     pub bytes: u64,
     /// Revisions carried by delivered `Revs` frames.
     pub revisions_transferred: u64,
+    /// Blob bytes carried by delivered `BlobChunk` frames.
+    pub blob_bytes_transferred: u64,
     /// Connections opened.
     pub connections: u64,
     /// Connections dropped by faults.
@@ -105,6 +107,15 @@ pub enum SimError {
         /// The document's current revision.
         current: Option<RevId>,
     },
+    /// A current revision refers to a blob its peer does not hold intact.
+    BlobMissing {
+        /// The peer.
+        peer: String,
+        /// The document.
+        doc: String,
+        /// The blob.
+        digest: BlobDigest,
+    },
     /// The store failed.
     Storage(StorageError),
 }
@@ -126,6 +137,8 @@ impl From<StorageError> for SimError {
 struct Peer {
     name: String,
     kv: Arc<MemKv>,
+    /// Published blobs are durable: they survive crashes.
+    blobs: MemBlobs,
     db: Database,
     uuid: DatabaseUuid,
     /// Bumped on every crash: storage work of an earlier incarnation is void.
@@ -275,10 +288,12 @@ impl World {
         uuid[8..].copy_from_slice(&(self.peers.len() as u64).to_be_bytes());
         let uuid = DatabaseUuid(uuid);
         let kv = Arc::new(MemKv::new());
-        let db = open(&kv, uuid, self.config.max_rev_depth);
+        let blobs = MemBlobs::new();
+        let db = open(&kv, &blobs, uuid, self.config.max_rev_depth);
         self.peers.push(Peer {
             name: name.to_owned(),
             kv,
+            blobs,
             db,
             uuid,
             incarnation: 0,
@@ -489,7 +504,7 @@ impl World {
             self.stats.unsynced_writes_lost += (sync.saves.len() + sync.replies.len()) as u64;
         }
         p.kv.crash();
-        p.db = open(&p.kv, p.uuid, self.config.max_rev_depth);
+        p.db = open(&p.kv, &p.blobs, p.uuid, self.config.max_rev_depth);
         p.notified.clear();
         let own: Vec<LinkId> = links
             .into_iter()
@@ -583,8 +598,56 @@ impl World {
                     holdings,
                 });
             }
+            for p in peers {
+                self.check_blobs_intact(*p, &id)?;
+            }
         }
         Ok(())
+    }
+
+    /// Checks that every blob `doc`'s current revision on `peer` refers to is there,
+    /// whole: its bytes hash to its digest.
+    fn check_blobs_intact(&self, peer: PeerId, doc: &DocId) -> Result<(), SimError> {
+        let p = &self.peers[peer];
+        let Some(current) = p.db.get(&CollectionName::default(), doc)? else {
+            return Ok(());
+        };
+        for blob in current.body.blobs().unwrap_or_default() {
+            let mut bytes = Vec::new();
+            let intact = match p.db.open_blob(&blob.digest)? {
+                Some(mut r) => {
+                    std::io::Read::read_to_end(&mut r, &mut bytes).is_ok()
+                        && BlobDigest::of(&bytes) == blob.digest
+                        && bytes.len() as u64 == blob.length
+                }
+                None => false,
+            };
+            if !intact {
+                return Err(SimError::BlobMissing {
+                    peer: p.name.clone(),
+                    doc: doc.to_string(),
+                    digest: blob.digest,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the bytes of blob `digest` on `peer` with `bytes`, as a damaged disk would.
+    pub fn corrupt_blob(&mut self, peer: PeerId, digest: BlobDigest, bytes: &[u8]) {
+        self.peers[peer]
+            .blobs
+            .put_unchecked(digest, bytes::Bytes::copy_from_slice(bytes));
+    }
+
+    /// Removes blob `digest` from `peer` behind its database's back, as a lost file would.
+    pub fn lose_blob(&mut self, peer: PeerId, digest: &BlobDigest) {
+        self.peers[peer].blobs.lose(digest);
+    }
+
+    /// Saves `bytes` as a blob on `peer` (durable at once, as a saved blob is).
+    pub fn save_blob(&mut self, peer: PeerId, bytes: &[u8]) -> Result<Blob, SimError> {
+        Ok(self.peers[peer].db.save_blob(bytes, None)?)
     }
 
     /// Checks that every revision `peer` acknowledged survives on each of `on` (as far as
@@ -882,8 +945,13 @@ impl World {
     fn count_frame(&mut self, frame: &Bytes) {
         self.stats.frames += 1;
         self.stats.bytes += frame.len() as u64;
-        let Ok(Frame::Request(_, request)) = Frame::decode(frame, &Default::default()) else {
-            return;
+        let request = match Frame::decode(frame, &Default::default()) {
+            Ok(Frame::Request(_, request)) => request,
+            Ok(Frame::Response(_, Response::BlobChunk(bytes))) => {
+                self.stats.blob_bytes_transferred += bytes.len() as u64;
+                return;
+            }
+            _ => return,
         };
         let kind = match &request {
             Request::Hello(_) => "Hello",
@@ -895,6 +963,7 @@ impl World {
             Request::ProposeChanges { .. } => "ProposeChanges",
             Request::Revs { .. } => "Revs",
             Request::Ping => "Ping",
+            Request::GetBlob { .. } => "GetBlob",
             _ => "other",
         };
         *self.stats.requests.entry(kind).or_default() += 1;
@@ -1146,14 +1215,14 @@ fn acknowledged_kept(tree: &peerlite_proto::RevTree, current: &RevId, rev: &RevI
                 .any(|t| tree.descends_from(current, t) && !tree.descends_from(rev, t)))
 }
 
-fn open(kv: &Arc<MemKv>, uuid: DatabaseUuid, depth: usize) -> Database {
+fn open(kv: &Arc<MemKv>, blobs: &MemBlobs, uuid: DatabaseUuid, depth: usize) -> Database {
     let config = DatabaseConfig {
         durability: Durability::Sync,
         max_rev_depth: depth,
         uuid: Some(uuid),
         ..DatabaseConfig::default()
     };
-    match Database::with_backend(kv.clone(), config) {
+    match Database::with_stores(kv.clone(), Arc::new(blobs.clone()), config) {
         Ok(db) => db,
         // An in-memory store that opened once always reopens.
         Err(e) => panic!("in-memory database failed to open: {e}"),

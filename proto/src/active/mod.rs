@@ -23,17 +23,17 @@ use std::time::Instant;
 use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
-use crate::receiver::Incoming;
+use crate::receiver::{FetchKinds, Fetches, Incoming};
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
 use crate::{
-    Activity, ApiError, Change, Checkpoint, CloseCode, CloseReason, Code, CollectionConfig,
-    CollectionName, Conflict, ConflictResolver, ConflictSide, DefaultConflictResolver, Direction,
-    Disconnect, DocId, DocumentEvent, Event, FilterContext, Frame, FrameLimits, Hello, Input,
-    InsertMode, InsertOutcome, Output, Oversized, PROTOCOL_VERSION, PeerMisbehaved, Progress,
-    ReplicationError, ReplicatorConfig, Request, RequestNumber, Response, Retry, RevBundle, RevId,
-    RevStatus, Revision, RevisionInsert, RevsDiff, Seq, Status, StorageOp, StorageReply,
-    resolution_revisions,
+    Activity, ApiError, BlobDigest, Change, Checkpoint, CloseCode, CloseReason, Code,
+    CollectionConfig, CollectionName, Conflict, ConflictResolver, ConflictSide,
+    DefaultConflictResolver, Direction, Disconnect, DocId, DocumentEvent, Event, FilterContext,
+    Frame, FrameLimits, Hello, Input, InsertMode, InsertOutcome, Output, Oversized,
+    PROTOCOL_VERSION, PeerMisbehaved, Progress, ReplicationError, ReplicatorConfig, Request,
+    RequestNumber, Response, Retry, RevBundle, RevId, RevStatus, Revision, RevisionInsert,
+    RevsDiff, Seq, Status, StorageOp, StorageReply, resolution_revisions,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +62,15 @@ enum Sent {
         batch: u64,
         bytes: usize,
         docs: Vec<(DocId, RevId, bool)>,
+        /// The blobs it refers to, offered until it is answered.
+        blobs: Vec<BlobDigest>,
     },
     Ping,
+    GetBlob {
+        digest: BlobDigest,
+        offset: u64,
+        max: u32,
+    },
 }
 
 impl Sent {
@@ -77,6 +84,7 @@ impl Sent {
             Sent::Propose { .. } => "ProposeChanges",
             Sent::PushRevs { .. } => "Revs",
             Sent::Ping => "Ping",
+            Sent::GetBlob { .. } => "GetBlob",
         }
     }
 }
@@ -100,6 +108,40 @@ enum Op {
     ResolveRead(Resolving),
     /// The write holds a resolution (`true`), or just the remote revision.
     ResolveWrite(Resolving, bool),
+    BlobBegin(BlobDigest),
+    BlobWrite(BlobDigest),
+    BlobAbandon,
+    /// Reading blob bytes to answer a `GetBlob` request.
+    ServeBlob(RequestNumber),
+}
+
+/// The active side's names for fetching blobs, in connection `epoch`.
+struct ActiveFetch {
+    epoch: u64,
+}
+
+impl FetchKinds<Sent, (u64, Op)> for ActiveFetch {
+    fn get_blob(&self, digest: BlobDigest, offset: u64, max: u32) -> Sent {
+        Sent::GetBlob {
+            digest,
+            offset,
+            max,
+        }
+    }
+    fn begin(&self, digest: BlobDigest) -> (u64, Op) {
+        (self.epoch, Op::BlobBegin(digest))
+    }
+    fn write(&self, digest: BlobDigest) -> (u64, Op) {
+        (self.epoch, Op::BlobWrite(digest))
+    }
+    fn abandon(&self) -> (u64, Op) {
+        (self.epoch, Op::BlobAbandon)
+    }
+    fn insert(&self, request: RequestNumber, index: usize, insert: &RevisionInsert) -> (u64, Op) {
+        let bundle = (index, insert.doc_id.clone(), insert.revisions.clone());
+        let bundles = vec![bundle];
+        (self.epoch, Op::PullInsert { request, bundles })
+    }
 }
 
 struct CollectionState {
@@ -148,6 +190,8 @@ pub struct ActiveReplicator {
     cols: BTreeMap<CollectionName, CollectionState>,
     /// `Revs` requests from the peer being stored.
     pull_revs: BTreeMap<RequestNumber, Incoming>,
+    /// Blobs those requests wait for.
+    fetches: Fetches,
     resolver: DefaultConflictResolver,
     /// The largest frame the connected peer accepts, as it announced.
     peer_frame_limit: usize,
@@ -208,6 +252,7 @@ impl ActiveReplicator {
             ping_outstanding: false,
             cols,
             pull_revs: BTreeMap::new(),
+            fetches: Fetches::default(),
             resolver: DefaultConflictResolver,
             peer_frame_limit: FrameLimits::DEFAULT.max_frame_bytes,
         }
@@ -409,6 +454,9 @@ impl ActiveReplicator {
         self.save_again = false;
         self.ping_outstanding = false;
         self.pull_revs.clear();
+        for transfer in self.fetches.reset() {
+            self.op(StorageOp::AbandonBlob { transfer }, Op::BlobAbandon);
+        }
         self.peer_frame_limit = FrameLimits::DEFAULT.max_frame_bytes;
         for c in self.cols.values_mut() {
             c.push = PushState::default();
@@ -530,6 +578,10 @@ impl ActiveReplicator {
                 {
                     self.fail(ReplicationError::ReadOnly(error.message), now, true)
                 }
+                Some(Sent::GetBlob { digest, .. }) => {
+                    self.fetches.refused(digest, error.to_string());
+                    self.drive_fetches(now);
+                }
                 Some(_) => self.fail(ReplicationError::Remote(error), now, true),
                 None => self.violation(PeerMisbehaved::ErrorForUnknownRequest(n), now),
             },
@@ -550,6 +602,16 @@ impl ActiveReplicator {
                         unavailable,
                         oversized,
                     } => self.pulled_revs(n, collection, docs, unavailable, oversized, now),
+                    Request::GetBlob {
+                        digest,
+                        offset,
+                        max,
+                    } => {
+                        let offered = self.cols.values().any(|c| c.push.outbox.offers(&digest));
+                        let read = (self.epoch, Op::ServeBlob(n));
+                        let ask = (digest, offset, max);
+                        crate::sender::serve_blob(&mut self.conn, n, offered, ask, read);
+                    }
                     other => self.violation(
                         PeerMisbehaved::RequestNotAllowed {
                             role: "passive",
@@ -572,6 +634,7 @@ impl ActiveReplicator {
                 },
             ) if version == PROTOCOL_VERSION => {
                 self.peer_frame_limit = crate::wire::announced_limit(max_frame_bytes);
+                self.fetches.set_peer_limit(self.peer_frame_limit);
                 self.phase = Phase::LoadingCheckpoint;
                 if self.reset_checkpoint {
                     self.local_cp = Some(None);
@@ -605,9 +668,28 @@ impl ActiveReplicator {
                     batch,
                     bytes,
                     docs,
+                    blobs,
                 },
                 Response::RevStatuses(statuses),
-            ) => self.pushed_revs_answered(&collection, batch, bytes, docs, statuses, now),
+            ) => {
+                if let Some(c) = self.cols.get_mut(&collection) {
+                    c.push.outbox.answered(bytes, &blobs);
+                }
+                self.pushed_revs_answered(&collection, batch, docs, statuses, now)
+            }
+            (
+                Sent::GetBlob {
+                    digest,
+                    offset,
+                    max,
+                },
+                Response::BlobChunk(bytes),
+            ) => {
+                if let Err(v) = self.fetches.arrived(digest, offset, max, bytes) {
+                    return self.violation(v, now);
+                }
+                self.drive_fetches(now);
+            }
             (sent, other) => self.violation(
                 PeerMisbehaved::UnexpectedResponse {
                     request: sent.name(),
@@ -650,6 +732,26 @@ impl ActiveReplicator {
             (Op::ResolveWrite(r, resolved), StorageReply::Inserted(mut outcomes)) => {
                 self.resolution_written(r, resolved, outcomes.pop(), now)
             }
+            (Op::ServeBlob(n), StorageReply::BlobBytes(bytes)) => {
+                crate::sender::blob_read(&mut self.conn, n, bytes)
+            }
+            (Op::BlobBegin(digest), StorageReply::BlobBegun(transfer)) => {
+                self.fetches.begun(digest, transfer);
+                self.drive_fetches(now);
+            }
+            (Op::BlobBegin(digest), StorageReply::BlobTooLarge { max }) => {
+                self.fetches.too_large(digest, max);
+                self.drive_fetches(now);
+            }
+            (Op::BlobWrite(digest), StorageReply::BlobWritten { complete }) => {
+                self.fetches.written(digest, complete);
+                self.drive_fetches(now);
+            }
+            (Op::BlobWrite(digest), StorageReply::BlobMismatch) => {
+                let violation = self.fetches.mismatch(digest);
+                self.violation(violation, now);
+            }
+            (Op::BlobAbandon, StorageReply::Done) => {}
             (_, reply) => self.fail(
                 ReplicationError::Storage(crate::StorageFailure {
                     message: format!("the store answered with the wrong reply: {reply:?}"),

@@ -229,15 +229,17 @@ impl ActiveReplicator {
             if include {
                 to_insert.push((index, bundle.doc_id, bundle.revisions));
             } else {
-                self.pull_doc_done(&name, &bundle.doc_id);
+                incoming.settle(index, RevStatus::Ok, false);
             }
         }
         if !to_insert.is_empty() {
             incoming.wait();
             let inserts: Vec<RevisionInsert> = to_insert
                 .iter()
-                .map(|(_, doc_id, revisions)| {
-                    crate::receiver::insert(doc_id.clone(), revisions.clone())
+                .map(|(index, doc_id, revisions)| {
+                    let insert = crate::receiver::insert(doc_id.clone(), revisions.clone());
+                    incoming.hold_if_blobs(*index, &insert);
+                    insert
                 })
                 .collect();
             // Only a replicator that also pushes could offer these revisions back.
@@ -268,31 +270,54 @@ impl ActiveReplicator {
         outcomes: Vec<InsertOutcome>,
         now: Instant,
     ) {
-        let mut outcomes = outcomes.into_iter();
-        for (index, doc, bundle) in bundles {
-            match outcomes.next() {
-                Some(InsertOutcome::Conflict { .. }) => {
-                    let Some(incoming) = self.pull_revs.get_mut(&request) else {
-                        continue;
-                    };
-                    incoming.wait();
-                    let collection = incoming.collection().clone();
-                    self.read_to_resolve(Resolving {
-                        collection,
-                        request,
-                        index,
-                        doc,
-                        bundle,
-                        attempt: 0,
-                    });
+        let Some(incoming) = self.pull_revs.get_mut(&request) else {
+            return;
+        };
+        let indices: Vec<usize> = bundles.iter().map(|(i, _, _)| *i).collect();
+        let mut bundles: BTreeMap<usize, (DocId, Vec<Revision>)> = bundles
+            .into_iter()
+            .map(|(i, doc, revisions)| (i, (doc, revisions)))
+            .collect();
+        let mut conflicts = Vec::new();
+        for (index, outcome) in incoming.stored(&indices, outcomes, true, true) {
+            match outcome {
+                InsertOutcome::MissingBlobs(blobs) => {
+                    incoming.await_blobs(request, index, blobs, &mut self.fetches)
                 }
-                outcome => {
-                    let status = crate::receiver::status(outcome);
-                    self.pulled_doc(request, index, &doc, status);
+                _ => {
+                    if let Some((doc, bundle)) = bundles.remove(&index) {
+                        incoming.wait();
+                        conflicts.push(Resolving {
+                            collection: incoming.collection().clone(),
+                            request,
+                            index,
+                            doc,
+                            bundle,
+                            attempt: 0,
+                        });
+                    }
                 }
             }
         }
+        for r in conflicts {
+            self.read_to_resolve(r);
+        }
+        self.drive_fetches(now);
         self.pull_op_done(request, now);
+    }
+
+    /// Runs the blob fetches' next steps, and answers the requests they settled.
+    pub(super) fn drive_fetches(&mut self, now: Instant) {
+        let kinds = ActiveFetch { epoch: self.epoch };
+        let touched = crate::receiver::drive_fetches(
+            &mut self.fetches,
+            &mut self.pull_revs,
+            &mut self.conn,
+            &kinds,
+        );
+        for request in touched {
+            self.finish_pull_revs(request, now);
+        }
     }
 
     /// One storage operation of a pulled `Revs` request finished.
@@ -312,19 +337,10 @@ impl ActiveReplicator {
     }
 
     /// Settles pulled document `index` of a `Revs` request with `status`.
-    pub(super) fn pulled_doc(
-        &mut self,
-        request: RequestNumber,
-        index: usize,
-        doc_id: &DocId,
-        status: RevStatus,
-    ) {
-        let Some(incoming) = self.pull_revs.get_mut(&request) else {
-            return;
-        };
-        incoming.settle(index, status, true);
-        let name = incoming.collection().clone();
-        self.pull_doc_done(&name, doc_id);
+    pub(super) fn pulled_doc(&mut self, request: RequestNumber, index: usize, status: RevStatus) {
+        if let Some(incoming) = self.pull_revs.get_mut(&request) {
+            incoming.settle(index, status, true);
+        }
     }
 
     /// Marks a wanted document as handled in the oldest batch that waits for it.
@@ -347,6 +363,9 @@ impl ActiveReplicator {
             return;
         };
         let collection = incoming.collection().clone();
+        for doc in incoming.doc_ids() {
+            self.pull_doc_done(&collection, doc);
+        }
         let (answer, events) = incoming.answer();
         self.conn.respond(request, answer);
         if !events.is_empty() {

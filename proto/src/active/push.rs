@@ -404,16 +404,18 @@ impl ActiveReplicator {
     pub(super) fn send_queued_revs(&mut self, name: &CollectionName) {
         let max_bytes = self.config.max_rev_bytes_in_flight;
         if let Some(c) = self.cols.get_mut(name) {
-            c.push
-                .outbox
-                .flush(&mut self.conn, name, max_bytes, |batch, bytes, docs| {
-                    Sent::PushRevs {
-                        collection: name.clone(),
-                        batch,
-                        bytes,
-                        docs,
-                    }
-                });
+            c.push.outbox.flush(
+                &mut self.conn,
+                name,
+                max_bytes,
+                |batch, bytes, docs, blobs| Sent::PushRevs {
+                    collection: name.clone(),
+                    batch,
+                    bytes,
+                    docs,
+                    blobs,
+                },
+            );
         }
     }
 
@@ -421,7 +423,6 @@ impl ActiveReplicator {
         &mut self,
         name: &CollectionName,
         batch: u64,
-        bytes: usize,
         docs: Vec<(DocId, RevId, bool)>,
         statuses: Vec<RevStatus>,
         now: Instant,
@@ -463,7 +464,6 @@ impl ActiveReplicator {
             ));
         }
         let done = events.len() as u64;
-        c.push.outbox.answered(bytes);
         if let Some(b) = c.push.batches.iter_mut().find(|b| b.id == batch) {
             b.outstanding -= 1;
         }

@@ -58,7 +58,7 @@ impl ActiveReplicator {
             None => (None, Ok(r.bundle.clone()), false),
             Some(local) if local.is_or_descends_from(&remote.rev) => {
                 // The remote revision arrived meanwhile: nothing to resolve.
-                self.pulled_doc(r.request, r.index, &r.doc, RevStatus::Ok);
+                self.pulled_doc(r.request, r.index, RevStatus::Ok);
                 return self.pull_op_done(r.request, now);
             }
             Some(local)
@@ -107,7 +107,7 @@ impl ActiveReplicator {
             Err(e) => {
                 let reason = format!("cannot resolve the conflict: {e}");
                 let status = RevStatus::rejected(Code::Internal, reason);
-                self.pulled_doc(r.request, r.index, &r.doc, status);
+                self.pulled_doc(r.request, r.index, status);
                 self.pull_op_done(r.request, now);
             }
         }
@@ -125,7 +125,7 @@ impl ActiveReplicator {
         match outcome {
             Some(InsertOutcome::Inserted { .. } | InsertOutcome::AlreadyHad { .. }) => {
                 let name = r.collection;
-                self.pulled_doc(request, r.index, &r.doc, RevStatus::Ok);
+                self.pulled_doc(request, r.index, RevStatus::Ok);
                 if resolved {
                     self.mark_resolved(request, r.index);
                 }
@@ -146,7 +146,7 @@ impl ActiveReplicator {
             other => {
                 let reason = match other {
                     Some(InsertOutcome::Invalid(e)) => e.to_string(),
-                    Some(o @ InsertOutcome::MissingBlob(_)) => {
+                    Some(o @ InsertOutcome::MissingBlobs(_)) => {
                         match crate::receiver::status(Some(o)) {
                             RevStatus::Rejected { reason, .. } => reason,
                             _ => "a blob it refers to is missing".into(),
@@ -155,7 +155,7 @@ impl ActiveReplicator {
                     _ => "the local document kept changing while resolving a conflict".into(),
                 };
                 let status = RevStatus::rejected(Code::Conflict, reason);
-                self.pulled_doc(request, r.index, &r.doc, status);
+                self.pulled_doc(request, r.index, status);
             }
         }
         self.pull_op_done(request, now);

@@ -69,6 +69,7 @@ impl PassivePeer {
             );
             return self.close(CloseCode::Normal, "push refused: read-only");
         }
+        self.fetches.set_peer_limit(hello.frame_limit());
         self.hello = Some(hello);
         self.phase = Phase::Open;
         self.conn.respond(
@@ -118,6 +119,7 @@ impl PassivePeer {
         }
         let mut incoming = Incoming::new(collection.clone(), Direction::Push, &docs);
         let mut inserts = Vec::with_capacity(docs.len());
+        let mut indices = Vec::with_capacity(docs.len());
         for (index, bundle) in docs.into_iter().enumerate() {
             let verdict = self.config.validator.as_ref().and_then(|v| {
                 bundle.revisions.iter().find_map(|r| {
@@ -136,38 +138,79 @@ impl PassivePeer {
                     let status = RevStatus::rejected(Code::Forbidden, reason);
                     incoming.settle(index, status, true);
                 }
-                None => inserts.push(crate::receiver::insert(bundle.doc_id, bundle.revisions)),
+                None => {
+                    let insert = crate::receiver::insert(bundle.doc_id, bundle.revisions);
+                    incoming.hold_if_blobs(index, &insert);
+                    inserts.push(insert);
+                    indices.push(index);
+                }
             }
         }
-        if inserts.is_empty() {
-            return self.finish_insert(n, incoming, Vec::new());
+        if !inserts.is_empty() {
+            // Only a peer that also pulls could be offered these revisions back.
+            if self.hello.as_ref().is_some_and(|h| h.pull) {
+                let pushed = self.pushed.entry(collection.clone()).or_default();
+                crate::receiver::record_sent(pushed, &inserts);
+            }
+            incoming.wait();
+            self.conn.storage(
+                StorageOp::InsertRevisions {
+                    collection,
+                    inserts,
+                },
+                Op::Insert {
+                    request: n,
+                    indices,
+                },
+            );
         }
-        // Only a peer that also pulls could be offered these revisions back.
-        if self.hello.as_ref().is_some_and(|h| h.pull) {
-            let pushed = self.pushed.entry(collection.clone()).or_default();
-            crate::receiver::record_sent(pushed, &inserts);
-        }
-        self.conn.storage(
-            StorageOp::InsertRevisions {
-                collection,
-                inserts,
-            },
-            Op::Insert {
-                request: n,
-                incoming,
-            },
-        );
+        self.incoming.insert(n, incoming);
+        self.answer_if_settled(n);
     }
 
-    /// Answers a pushed `Revs` request once its documents are stored: those the store
-    /// already had changed nothing here and are not reported.
-    pub(super) fn finish_insert(
+    /// Documents `indices` of pushed request `n` were stored (or not): those missing blobs
+    /// wait for them to be fetched.
+    pub(super) fn inserted(
         &mut self,
         n: RequestNumber,
-        mut incoming: Incoming,
+        indices: &[usize],
         outcomes: Vec<InsertOutcome>,
     ) {
-        incoming.stored(outcomes, false);
+        let Some(incoming) = self.incoming.get_mut(&n) else {
+            return;
+        };
+        incoming.done();
+        // Documents the store already had changed nothing here: not reported.
+        for (index, outcome) in incoming.stored(indices, outcomes, false, false) {
+            if let InsertOutcome::MissingBlobs(blobs) = outcome {
+                incoming.await_blobs(n, index, blobs, &mut self.fetches);
+            }
+        }
+        self.drive_fetches();
+        self.answer_if_settled(n);
+    }
+
+    /// Runs the blob fetches' next steps, and answers the requests they settled.
+    pub(super) fn drive_fetches(&mut self) {
+        let touched = crate::receiver::drive_fetches(
+            &mut self.fetches,
+            &mut self.incoming,
+            &mut self.conn,
+            &PassiveFetch,
+        );
+        for n in touched {
+            self.answer_if_settled(n);
+        }
+    }
+
+    /// Answers pushed request `n` once every document in it is settled.
+    pub(super) fn answer_if_settled(&mut self, n: RequestNumber) {
+        if self.incoming.get(&n).is_none_or(|i| !i.is_settled()) {
+            return;
+        }
+        let Some(incoming) = self.incoming.remove(&n) else {
+            return;
+        };
         let (answer, events) = incoming.answer();
         self.conn.respond(n, answer);
         if !events.is_empty() {

@@ -184,14 +184,17 @@ impl PassivePeer {
             return;
         };
         let max_bytes = config.max_rev_bytes_in_flight;
-        f.outbox
-            .flush(&mut self.conn, collection, max_bytes, |(), bytes, docs| {
-                Sent::Revs {
-                    collection: collection.clone(),
-                    bytes,
-                    docs,
-                }
-            });
+        f.outbox.flush(
+            &mut self.conn,
+            collection,
+            max_bytes,
+            |(), bytes, docs, blobs| Sent::Revs {
+                collection: collection.clone(),
+                bytes,
+                docs,
+                blobs,
+            },
+        );
         if let Some(changes) =
             f.next_wanted(config.revs_per_message, config.max_rev_bytes_in_flight)
         {

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
-use crate::receiver::Incoming;
+use crate::receiver::{FetchKinds, Fetches, Incoming};
 use crate::timer::{Timer, TimerTable};
 use crate::{
-    ApiError, Change, CloseCode, CloseReason, Code, CollectionName, Direction, DocId,
+    ApiError, BlobDigest, Change, CloseCode, CloseReason, Code, CollectionName, Direction, DocId,
     DocumentEvent, ErrorBody, Event, Frame, FrameError, FrameLimits, Hello, Input, InsertOutcome,
     Output, PROTOCOL_VERSION, PeerMisbehaved, Request, RequestNumber, Response, RevBundle, RevId,
-    RevStatus, Revision, Seq, StorageOp, StorageReply,
+    RevStatus, Revision, RevisionInsert, Seq, StorageOp, StorageReply,
 };
 
 /// Who is on the other end of a connection, as established by the runtime's
@@ -172,6 +172,13 @@ enum Sent {
         collection: CollectionName,
         bytes: usize,
         docs: Vec<(DocId, RevId, bool)>,
+        /// The blobs it refers to, offered until it is answered.
+        blobs: Vec<BlobDigest>,
+    },
+    GetBlob {
+        digest: BlobDigest,
+        offset: u64,
+        max: u32,
     },
 }
 
@@ -181,6 +188,7 @@ impl Sent {
         match self {
             Sent::Changes { .. } => "Changes",
             Sent::Revs { .. } => "Revs",
+            Sent::GetBlob { .. } => "GetBlob",
         }
     }
 }
@@ -196,10 +204,44 @@ enum Op {
         /// Each wanted change with the receiver's known leaves of its document.
         changes: Vec<(Change, Vec<RevId>)>,
     },
+    /// Inserting documents `indices` of a pushed `Revs` request.
     Insert {
         request: RequestNumber,
-        incoming: Incoming,
+        indices: Vec<usize>,
     },
+    BlobBegin(BlobDigest),
+    BlobWrite(BlobDigest),
+    BlobAbandon,
+    /// Reading blob bytes to answer a `GetBlob` request.
+    ServeBlob(RequestNumber),
+}
+
+/// The passive side's names for fetching blobs.
+struct PassiveFetch;
+
+impl FetchKinds<Sent, Op> for PassiveFetch {
+    fn get_blob(&self, digest: BlobDigest, offset: u64, max: u32) -> Sent {
+        Sent::GetBlob {
+            digest,
+            offset,
+            max,
+        }
+    }
+    fn begin(&self, digest: BlobDigest) -> Op {
+        Op::BlobBegin(digest)
+    }
+    fn write(&self, digest: BlobDigest) -> Op {
+        Op::BlobWrite(digest)
+    }
+    fn abandon(&self) -> Op {
+        Op::BlobAbandon
+    }
+    fn insert(&self, request: RequestNumber, index: usize, _: &RevisionInsert) -> Op {
+        Op::Insert {
+            request,
+            indices: vec![index],
+        }
+    }
 }
 
 /// The passive side of one replication connection. See the [crate docs](crate) for the
@@ -213,6 +255,10 @@ pub struct PassivePeer {
     feeds: BTreeMap<CollectionName, Feed>,
     /// Per collection, what the peer pushed lately: never announced back to it.
     pushed: BTreeMap<CollectionName, PeerKnows>,
+    /// Pushed `Revs` requests being stored.
+    incoming: BTreeMap<RequestNumber, Incoming>,
+    /// Blobs those requests wait for.
+    fetches: Fetches,
     timers: TimerTable,
 }
 
@@ -240,6 +286,8 @@ impl PassivePeer {
             hello: None,
             feeds: BTreeMap::new(),
             pushed: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            fetches: Fetches::default(),
             timers,
         }
     }
@@ -344,6 +392,10 @@ impl PassivePeer {
         }
         self.phase = Phase::Closed;
         self.timers.clear();
+        for transfer in self.fetches.reset() {
+            self.conn
+                .storage(StorageOp::AbandonBlob { transfer }, Op::BlobAbandon);
+        }
         self.conn.outputs.push_back(Output::Close(reason.clone()));
         self.conn.event(Event::Closed(reason));
     }
@@ -367,6 +419,10 @@ impl PassivePeer {
                 None => self.protocol_error(PeerMisbehaved::ResponseToUnknownRequest(n)),
             },
             Frame::Error(n, error) => match self.conn.requests.remove(&n) {
+                Some(Sent::GetBlob { digest, .. }) => {
+                    self.fetches.refused(digest, error.to_string());
+                    self.drive_fetches();
+                }
                 Some(_) => self.close(
                     CloseCode::GoingAway,
                     format!("the replicator refused our request: {error}"),
@@ -467,6 +523,15 @@ impl PassivePeer {
                 let leaves_out = !unavailable.is_empty() || !oversized.is_empty();
                 self.handle_pushed_revs(n, collection, docs, leaves_out)
             }
+            Request::GetBlob {
+                digest,
+                offset,
+                max,
+            } => {
+                let offered = self.feeds.values().any(|f| f.outbox.offers(&digest));
+                let ask = (digest, offset, max);
+                crate::sender::serve_blob(&mut self.conn, n, offered, ask, Op::ServeBlob(n));
+            }
             Request::Changes { .. } => self.protocol_error(PeerMisbehaved::RequestNotAllowed {
                 role: "active",
                 request: "Changes",
@@ -507,6 +572,7 @@ impl PassivePeer {
                     collection,
                     bytes,
                     docs,
+                    blobs,
                 },
                 Response::RevStatuses(statuses),
             ) => {
@@ -519,7 +585,7 @@ impl PassivePeer {
                     return self.protocol_error(v);
                 }
                 if let Some(f) = self.feeds.get_mut(&collection) {
-                    f.outbox.answered(bytes);
+                    f.outbox.answered(bytes, &blobs);
                 }
                 let events: Vec<_> = docs
                     .into_iter()
@@ -532,6 +598,19 @@ impl PassivePeer {
                     self.conn.event(Event::Documents(events));
                 }
                 self.pump(&collection);
+            }
+            (
+                Sent::GetBlob {
+                    digest,
+                    offset,
+                    max,
+                },
+                Response::BlobChunk(bytes),
+            ) => {
+                if let Err(v) = self.fetches.arrived(digest, offset, max, bytes) {
+                    return self.protocol_error(v);
+                }
+                self.drive_fetches();
             }
             (sent, other) => self.protocol_error(PeerMisbehaved::UnexpectedResponse {
                 request: sent.name(),
@@ -546,7 +625,7 @@ impl PassivePeer {
                 Op::GetCheckpoint(n)
                 | Op::SetCheckpoint(n)
                 | Op::Propose(n, _)
-                | Op::Insert { request: n, .. } => {
+                | Op::ServeBlob(n) => {
                     let code = match failure.transient {
                         true => Code::Unavailable,
                         false => Code::Internal,
@@ -554,9 +633,20 @@ impl PassivePeer {
                     self.conn
                         .respond_error(n, ErrorBody::with_code(code, failure.message.clone()))
                 }
-                Op::FeedRead(_) | Op::ReadRevs { .. } => {
-                    self.close(CloseCode::InternalError, failure.to_string())
+                Op::Insert { request, .. } => {
+                    let code = match failure.transient {
+                        true => Code::Unavailable,
+                        false => Code::Internal,
+                    };
+                    self.incoming.remove(&request);
+                    self.conn
+                        .respond_error(request, ErrorBody::with_code(code, failure.message.clone()))
                 }
+                Op::FeedRead(_)
+                | Op::ReadRevs { .. }
+                | Op::BlobBegin(_)
+                | Op::BlobWrite(_)
+                | Op::BlobAbandon => self.close(CloseCode::InternalError, failure.to_string()),
             };
         }
         match (op, reply) {
@@ -569,9 +659,29 @@ impl PassivePeer {
                 let wanted = crate::bundle::wanted_from_diff(&counts, diff);
                 self.conn.respond(n, Response::Wanted(wanted));
             }
-            (Op::Insert { request, incoming }, StorageReply::Inserted(outcomes)) => {
-                self.finish_insert(request, incoming, outcomes);
+            (Op::Insert { request, indices }, StorageReply::Inserted(outcomes)) => {
+                self.inserted(request, &indices, outcomes);
             }
+            (Op::ServeBlob(n), StorageReply::BlobBytes(bytes)) => {
+                crate::sender::blob_read(&mut self.conn, n, bytes)
+            }
+            (Op::BlobBegin(digest), StorageReply::BlobBegun(transfer)) => {
+                self.fetches.begun(digest, transfer);
+                self.drive_fetches();
+            }
+            (Op::BlobBegin(digest), StorageReply::BlobTooLarge { max }) => {
+                self.fetches.too_large(digest, max);
+                self.drive_fetches();
+            }
+            (Op::BlobWrite(digest), StorageReply::BlobWritten { complete }) => {
+                self.fetches.written(digest, complete);
+                self.drive_fetches();
+            }
+            (Op::BlobWrite(digest), StorageReply::BlobMismatch) => {
+                let violation = self.fetches.mismatch(digest);
+                self.protocol_error(violation);
+            }
+            (Op::BlobAbandon, StorageReply::Done) => {}
             (Op::FeedRead(collection), StorageReply::Changes(changes)) => {
                 self.feed_read(collection, changes);
             }

@@ -4,13 +4,16 @@
 //! receiver accepts ([`change_messages`], [`revs_messages`]), and send `Revs` messages
 //! through an [`Outbox`] that keeps the bytes in flight within a window. What differs
 //! stays with each side: the active side's batches that move its checkpoint and its
-//! proposals, the passive side's wanted queue and caught-up markers.
+//! proposals, the passive side's wanted queue and caught-up markers. Both serve the
+//! blobs their messages in flight refer to ([`serve_blob`]).
 
+mod blobs;
 mod cursor;
 mod cut;
 mod outbox;
 pub(crate) mod wire_size;
 
+pub(crate) use blobs::{blob_read, serve_blob};
 pub(crate) use cursor::ChangesCursor;
 pub(crate) use cut::{FrameBudget, RevsMessages, change_messages, revs_messages, too_large_event};
 pub(crate) use outbox::{Outbox, RevsMessage};

@@ -1,10 +1,10 @@
 //! `Revs` messages on their way out: queued until the window of bytes in flight has
 //! room, counted until answered.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::conn::Conn;
-use crate::{CollectionName, DocId, Oversized, Request, RevBundle, RevId};
+use crate::{BlobDigest, CollectionName, DocId, Oversized, Request, RevBundle, RevId};
 
 /// One `Revs` message ready to go.
 #[derive(Debug, Default)]
@@ -31,11 +31,15 @@ impl ByteWindow {
 }
 
 /// A sender's `Revs` messages: those waiting for room, each with a `K` saying what it
-/// belongs to (the active side's push batch), and the window of those in flight.
+/// belongs to (the active side's push batch), the window of those in flight, and the
+/// blobs they refer to — which the receiver may fetch until it answers them, and no
+/// other blob.
 #[derive(Debug)]
 pub(crate) struct Outbox<K> {
     queue: VecDeque<(K, RevsMessage)>,
     in_flight: ByteWindow,
+    /// Blobs that messages in flight refer to, with how many messages refer to each.
+    offered: BTreeMap<BlobDigest, usize>,
 }
 
 impl<K> Default for Outbox<K> {
@@ -43,6 +47,7 @@ impl<K> Default for Outbox<K> {
         Outbox {
             queue: VecDeque::new(),
             in_flight: ByteWindow::default(),
+            offered: BTreeMap::new(),
         }
     }
 }
@@ -71,20 +76,33 @@ impl<K: Copy> Outbox<K> {
         self.queue.is_empty() && self.in_flight.has_room(max_bytes)
     }
 
-    /// A message of `bytes` was answered.
-    pub(crate) fn answered(&mut self, bytes: usize) {
+    /// A message of `bytes` referring to `blobs` was answered: they are no longer offered.
+    pub(crate) fn answered(&mut self, bytes: usize, blobs: &[BlobDigest]) {
         self.in_flight.0 = self.in_flight.0.saturating_sub(bytes);
+        for digest in blobs {
+            if let Some(n) = self.offered.get_mut(digest) {
+                *n -= 1;
+                if *n == 0 {
+                    self.offered.remove(digest);
+                }
+            }
+        }
+    }
+
+    /// Whether a message in flight refers to blob `digest`.
+    pub(crate) fn offers(&self, digest: &BlobDigest) -> bool {
+        self.offered.contains_key(digest)
     }
 
     /// Sends queued messages in `collection` while the window of `max_bytes` has room;
-    /// `sent` makes what each request is remembered by from its key, its bytes and its
-    /// documents' [`summary`](super::summary).
+    /// `sent` makes what each request is remembered by from its key, its bytes, its
+    /// documents' [`summary`](super::summary) and the blobs it refers to.
     pub(crate) fn flush<S, O>(
         &mut self,
         conn: &mut Conn<S, O>,
         collection: &CollectionName,
         max_bytes: usize,
-        mut sent: impl FnMut(K, usize, Vec<(DocId, RevId, bool)>) -> S,
+        mut sent: impl FnMut(K, usize, Vec<(DocId, RevId, bool)>, Vec<BlobDigest>) -> S,
     ) {
         while self.in_flight.has_room(max_bytes) {
             let Some((key, message)) = self.queue.pop_front() else {
@@ -98,13 +116,31 @@ impl<K: Copy> Outbox<K> {
             } = message;
             self.in_flight.0 += bytes;
             let summary = super::summary(&docs);
+            let blobs = blobs_of(&docs);
+            for digest in &blobs {
+                *self.offered.entry(*digest).or_default() += 1;
+            }
             let request = Request::Revs {
                 collection: collection.clone(),
                 docs,
                 unavailable,
                 oversized,
             };
-            conn.request(request, sent(key, bytes, summary));
+            conn.request(request, sent(key, bytes, summary, blobs));
         }
     }
+}
+
+/// The blobs the revisions of `docs` refer to, once each.
+fn blobs_of(docs: &[RevBundle]) -> Vec<BlobDigest> {
+    let mut blobs: Vec<BlobDigest> = docs
+        .iter()
+        .flat_map(|d| &d.revisions)
+        .filter(|r| !r.deleted)
+        .flat_map(|r| r.body.blobs().unwrap_or_default())
+        .map(|b| b.digest)
+        .collect();
+    blobs.sort_unstable();
+    blobs.dedup();
+    blobs
 }

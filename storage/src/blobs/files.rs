@@ -70,6 +70,26 @@ impl BlobStore for FileBlobs {
         }
     }
 
+    fn read_range(
+        &self,
+        digest: &BlobDigest,
+        offset: u64,
+        max: u32,
+    ) -> Result<Option<bytes::Bytes>, StorageError> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path(digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("open", &path, e)),
+        };
+        let mut out = Vec::with_capacity(max as usize);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.take(u64::from(max)).read_to_end(&mut out))
+            .map_err(|e| io_error("read", &path, e))?;
+        Ok(Some(out.into()))
+    }
+
     fn length(&self, digest: &BlobDigest) -> Result<Option<u64>, StorageError> {
         let path = self.path(digest);
         match fs::metadata(&path) {

@@ -22,6 +22,22 @@ impl MemBlobs {
         MemBlobs::default()
     }
 
+    /// Stores `bytes` under `digest` without checking that they match, as a damaged disk
+    /// would hold them: for tests and simulations of corruption.
+    pub fn put_unchecked(&self, digest: BlobDigest, bytes: impl Into<Bytes>) {
+        if let Ok(mut blobs) = self.blobs.lock() {
+            blobs.insert(digest, bytes.into());
+        }
+    }
+
+    /// Removes blob `digest` behind the database's back, as a lost file would: for
+    /// tests and simulations.
+    pub fn lose(&self, digest: &BlobDigest) {
+        if let Ok(mut blobs) = self.blobs.lock() {
+            blobs.remove(digest);
+        }
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<BlobDigest, Bytes>>, StorageError> {
         self.blobs
             .lock()
@@ -40,6 +56,19 @@ impl BlobStore for MemBlobs {
     fn open(&self, digest: &BlobDigest) -> Result<Option<Box<dyn Read + Send>>, StorageError> {
         let bytes = self.lock()?.get(digest).cloned();
         Ok(bytes.map(|b| Box::new(io::Cursor::new(b)) as Box<dyn Read + Send>))
+    }
+
+    fn read_range(
+        &self,
+        digest: &BlobDigest,
+        offset: u64,
+        max: u32,
+    ) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.lock()?.get(digest).map(|b| {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+            let end = start.saturating_add(max as usize).min(b.len());
+            b.slice(start..end)
+        }))
     }
 
     fn length(&self, digest: &BlobDigest) -> Result<Option<u64>, StorageError> {

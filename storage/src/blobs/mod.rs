@@ -11,6 +11,9 @@
 mod api;
 mod files;
 mod mem;
+mod transfer;
+
+pub(crate) use transfer::Transfers;
 
 pub use api::{BlobInfo, BlobWriter, CompactReport};
 pub use files::FileBlobs;
@@ -32,6 +35,15 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// The length of blob `digest`; `None` if it is not here.
     fn length(&self, digest: &BlobDigest) -> Result<Option<u64>, StorageError>;
+
+    /// Up to `max` bytes of blob `digest` from `offset` (fewer only at its end); `None`
+    /// if it is not here.
+    fn read_range(
+        &self,
+        digest: &BlobDigest,
+        offset: u64,
+        max: u32,
+    ) -> Result<Option<bytes::Bytes>, StorageError>;
 
     /// Every blob here, with its length, in digest order.
     fn list(&self) -> Result<Vec<(BlobDigest, u64)>, StorageError>;

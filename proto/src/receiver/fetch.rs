@@ -1,0 +1,273 @@
+//! Fetching the blobs received revisions refer to, before they are stored: each blob
+//! once however many documents wait for it, in chunks asked of the sender
+//! ([`Request::GetBlob`](crate::Request::GetBlob)) within a window, written in order
+//! through the store ([`StorageOp::WriteBlob`](crate::StorageOp::WriteBlob)), which checks
+//! the whole against its digest before it becomes visible.
+//!
+//! Memory stays bounded whatever the blobs' sizes: at most [`BLOBS_AT_ONCE`] blobs are
+//! fetched at a time, each with at most [`CHUNKS_IN_FLIGHT`] chunks asked for or waiting
+//! to be written. Each chunk is its own frame, so document messages on the same
+//! connection pass between them. A transfer cut by a dropped connection starts again
+//! from its first byte on the next connection (nothing of it was kept).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::{Blob, BlobDigest, BlobTransfer, PeerMisbehaved, RequestNumber};
+
+/// Largest chunk asked for.
+pub(crate) const CHUNK_BYTES: u32 = 256 << 10;
+/// Chunks of one blob asked for and not yet written, at most.
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
+/// Blobs fetched at once, at most.
+pub(crate) const BLOBS_AT_ONCE: usize = 4;
+
+/// A document waiting for blobs: the `Revs` request it came in, and its index there.
+pub(crate) type Waiter = (RequestNumber, usize);
+
+/// What the machine does next for its fetches, in order.
+#[derive(Debug)]
+pub(crate) enum FetchStep {
+    /// Ask the store to begin writing `blob`.
+    Begin(Blob),
+    /// Ask the peer for `max` bytes of blob `digest` from `offset`.
+    Request {
+        digest: BlobDigest,
+        offset: u64,
+        max: u32,
+    },
+    /// Hand the store the next bytes of a blob.
+    Write {
+        digest: BlobDigest,
+        transfer: BlobTransfer,
+        bytes: Bytes,
+    },
+    /// Tell the store to drop a transfer.
+    Abandon(BlobTransfer),
+    /// A blob is here (`Ok`) or will not come (`Err` with the reason): the documents
+    /// waiting for it go on.
+    Done {
+        waiters: Vec<Waiter>,
+        result: Result<(), String>,
+    },
+}
+
+/// One blob being fetched.
+#[derive(Debug)]
+struct Fetch {
+    blob: Blob,
+    transfer: Option<BlobTransfer>,
+    /// Bytes asked for so far.
+    requested: u64,
+    /// Bytes written so far.
+    written: u64,
+    /// Chunks received and not written yet, by offset.
+    arrived: BTreeMap<u64, Bytes>,
+    /// The length of the chunk being written, if one is.
+    writing: Option<u64>,
+    /// Chunks asked for and not received yet.
+    in_flight: usize,
+}
+
+/// The blobs a receiver fetches.
+#[derive(Debug)]
+pub(crate) struct Fetches {
+    active: BTreeMap<BlobDigest, Fetch>,
+    queued: VecDeque<Blob>,
+    waiters: BTreeMap<BlobDigest, Vec<Waiter>>,
+    steps: VecDeque<FetchStep>,
+    chunk: u32,
+}
+
+impl Default for Fetches {
+    fn default() -> Self {
+        Fetches {
+            active: BTreeMap::new(),
+            queued: VecDeque::new(),
+            waiters: BTreeMap::new(),
+            steps: VecDeque::new(),
+            chunk: CHUNK_BYTES,
+        }
+    }
+}
+
+impl Fetches {
+    /// Asks for chunks that fit frames of `peer_limit` bytes.
+    pub(crate) fn set_peer_limit(&mut self, peer_limit: usize) {
+        let room = peer_limit.saturating_sub(1024).max(1024);
+        self.chunk = CHUNK_BYTES.min(u32::try_from(room).unwrap_or(u32::MAX));
+    }
+
+    /// `waiter` needs `blob`: fetch it, unless it is already on its way.
+    pub(crate) fn want(&mut self, blob: Blob, waiter: Waiter) {
+        let waiting = self.waiters.entry(blob.digest).or_default();
+        let new = waiting.is_empty();
+        waiting.push(waiter);
+        if new {
+            self.queued.push_back(blob);
+            self.start();
+        }
+    }
+
+    /// The store began writing `digest`.
+    pub(crate) fn begun(&mut self, digest: BlobDigest, transfer: BlobTransfer) {
+        let Some(f) = self.active.get_mut(&digest) else {
+            return self.steps.push_back(FetchStep::Abandon(transfer));
+        };
+        f.transfer = Some(transfer);
+        if f.blob.length == 0 {
+            f.writing = Some(0);
+            self.steps.push_back(FetchStep::Write {
+                digest,
+                transfer,
+                bytes: Bytes::new(),
+            });
+        }
+        self.request_more(digest);
+    }
+
+    /// The store refused `digest` before any byte: larger than its limit of `max`.
+    pub(crate) fn too_large(&mut self, digest: BlobDigest, max: u64) {
+        let length = self.active.get(&digest).map_or(0, |f| f.blob.length);
+        let reason =
+            format!("blob {digest} has {length} bytes, over the receiver's limit of {max}");
+        self.finish(digest, Err(reason));
+    }
+
+    /// The peer answered a request for `max` bytes of `digest` from `offset`.
+    pub(crate) fn arrived(
+        &mut self,
+        digest: BlobDigest,
+        offset: u64,
+        max: u32,
+        bytes: Bytes,
+    ) -> Result<(), PeerMisbehaved> {
+        if bytes.len() != max as usize {
+            return Err(PeerMisbehaved::BlobChunkLength {
+                digest,
+                asked: max,
+                got: bytes.len(),
+            });
+        }
+        let Some(f) = self.active.get_mut(&digest) else {
+            return Ok(()); // Abandoned meanwhile.
+        };
+        f.in_flight = f.in_flight.saturating_sub(1);
+        f.arrived.insert(offset, bytes);
+        self.write_next(digest);
+        Ok(())
+    }
+
+    /// The peer cannot send `digest` (it answered the request with an error).
+    pub(crate) fn refused(&mut self, digest: BlobDigest, reason: String) {
+        self.finish(digest, Err(reason));
+    }
+
+    /// The store wrote the last chunk handed to it; `complete` once the blob is whole,
+    /// verified and visible.
+    pub(crate) fn written(&mut self, digest: BlobDigest, complete: bool) {
+        let Some(f) = self.active.get_mut(&digest) else {
+            return;
+        };
+        f.written += f.writing.take().unwrap_or(0);
+        if complete {
+            f.transfer = None;
+            return self.finish(digest, Ok(()));
+        }
+        self.request_more(digest);
+        self.write_next(digest);
+    }
+
+    /// The bytes the peer sent for `digest` do not match it: the peer misbehaved.
+    pub(crate) fn mismatch(&mut self, digest: BlobDigest) -> PeerMisbehaved {
+        if let Some(f) = self.active.get_mut(&digest) {
+            // The store dropped it already.
+            f.transfer = None;
+        }
+        self.finish(digest, Err(format!("blob {digest} arrived corrupted")));
+        PeerMisbehaved::BlobMismatch(digest)
+    }
+
+    /// The connection ended: every transfer is abandoned and every waiter forgotten.
+    pub(crate) fn reset(&mut self) -> Vec<BlobTransfer> {
+        let transfers = self.active.values().filter_map(|f| f.transfer).collect();
+        let chunk = self.chunk;
+        *self = Fetches::default();
+        self.chunk = chunk;
+        transfers
+    }
+
+    /// The next step, until `None`.
+    pub(crate) fn poll(&mut self) -> Option<FetchStep> {
+        self.steps.pop_front()
+    }
+
+    fn start(&mut self) {
+        while self.active.len() < BLOBS_AT_ONCE {
+            let Some(blob) = self.queued.pop_front() else {
+                return;
+            };
+            self.steps.push_back(FetchStep::Begin(blob.clone()));
+            let fetch = Fetch {
+                blob: blob.clone(),
+                transfer: None,
+                requested: 0,
+                written: 0,
+                arrived: BTreeMap::new(),
+                writing: None,
+                in_flight: 0,
+            };
+            self.active.insert(blob.digest, fetch);
+        }
+    }
+
+    fn request_more(&mut self, digest: BlobDigest) {
+        let chunk = u64::from(self.chunk);
+        let Some(f) = self.active.get_mut(&digest) else {
+            return;
+        };
+        if f.transfer.is_none() {
+            return;
+        }
+        while f.in_flight + f.arrived.len() < CHUNKS_IN_FLIGHT && f.requested < f.blob.length {
+            let max = chunk.min(f.blob.length - f.requested);
+            self.steps.push_back(FetchStep::Request {
+                digest,
+                offset: f.requested,
+                max: max as u32,
+            });
+            f.requested += max;
+            f.in_flight += 1;
+        }
+    }
+
+    fn write_next(&mut self, digest: BlobDigest) {
+        let Some(f) = self.active.get_mut(&digest) else {
+            return;
+        };
+        let (Some(transfer), None) = (f.transfer, f.writing) else {
+            return;
+        };
+        if let Some(bytes) = f.arrived.remove(&f.written) {
+            f.writing = Some(bytes.len() as u64);
+            self.steps.push_back(FetchStep::Write {
+                digest,
+                transfer,
+                bytes,
+            });
+        }
+    }
+
+    fn finish(&mut self, digest: BlobDigest, result: Result<(), String>) {
+        if let Some(f) = self.active.remove(&digest)
+            && let Some(t) = f.transfer
+        {
+            self.steps.push_back(FetchStep::Abandon(t));
+        }
+        self.queued.retain(|b| b.digest != digest);
+        let waiters = self.waiters.remove(&digest).unwrap_or_default();
+        self.steps.push_back(FetchStep::Done { waiters, result });
+        self.start();
+    }
+}
