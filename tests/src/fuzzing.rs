@@ -432,6 +432,14 @@ pub fn record_session() -> (Vec<Bytes>, Vec<Bytes>) {
             db.save(&c, &id, body).expect("save");
         }
     }
+    // A blob each way, so the corpora hold GetBlob and BlobChunk frames.
+    for (db, len) in [(&phone, 3_000usize), (&laptop, 700)] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let blob = db.save_blob(&bytes[..], Some("image/png")).expect("blob");
+        let body = Body::from_json(&serde_json::json!({ "photo": blob.to_json() })).expect("body");
+        let id = DocId::new(format!("photo-{len}")).expect("id");
+        db.save(&c, &id, body).expect("save");
+    }
     let shared = DocId::new("shared").expect("id");
     for db in [&phone, &laptop] {
         let body =

@@ -72,10 +72,22 @@ fn chaos(
                     0 => "p".repeat(w.rng().range(4 << 10, 48 << 10) as usize),
                     _ => String::new(),
                 };
+                // One write in six attaches a blob, from a pool shared by all documents
+                // and peers (drawn from `v`, so the random stream stays as it was).
+                let photo = match v % 6 {
+                    0 => w
+                        .save_blob(peer, &pool_blob(v / 6 % 5))?
+                        .to_json()
+                        .to_string(),
+                    _ => "null".into(),
+                };
                 w.save(
                     peer,
                     &doc,
-                    &format!(r#"{{"v": {v}, "by": "{}", "pad": "{pad}"}}"#, w.name(peer)),
+                    &format!(
+                        r#"{{"v": {v}, "by": "{}", "pad": "{pad}", "photo": {photo}}}"#,
+                        w.name(peer)
+                    ),
                 )?;
             }
             60..=74 => {
@@ -103,6 +115,14 @@ fn chaos(
         w.heal(l);
     }
     Ok(())
+}
+
+/// Blob `n` of the workload's pool: empty, small, and up to 300 KB.
+fn pool_blob(n: u64) -> Vec<u8> {
+    let len = [0, 1_000, 100_000, 300_000, 260_001][n as usize % 5];
+    (0..len)
+        .map(|i: usize| (i * 31 + n as usize) as u8)
+        .collect()
 }
 
 fn config() -> SimConfig {

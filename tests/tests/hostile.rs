@@ -512,3 +512,99 @@ fn the_next_attempt_waits_what_the_listener_asked() {
         assert_eq!(a.poll_timeout(), Some(t + Duration::from_secs(expected)));
     }
 }
+
+#[test]
+fn blobs_are_served_only_when_offered_and_chunks_must_match_the_request() {
+    use peerlite_proto::{Blob, BlobDigest, BlobTransfer, InsertOutcome, StorageReply};
+    // A replicator asking for a blob no unanswered Revs refers to gets a 404 and no read.
+    let (mut p, t) = open_passive();
+    let digest = BlobDigest::of(b"someone else's photo");
+    let ask = |max| Request::GetBlob {
+        digest,
+        offset: 0,
+        max,
+    };
+    p.handle_input(request(2, ask(1024)), t).unwrap();
+    let out = drain(|| p.poll_output());
+    assert!(
+        matches!(
+            &frames(&out)[..],
+            [Frame::Error(2, ErrorBody { code: 404, .. })]
+        ),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Storage(..))));
+    // Absurd chunk sizes are refused too (the blob is not offered either way).
+    p.handle_input(request(3, ask(0)), t).unwrap();
+    assert!(!p.is_closed());
+
+    // A pushed revision refers to a blob the listener lacks: it asks for chunks; an
+    // answer of another length than asked closes the connection, storing nothing.
+    let (mut p, t) = open_passive();
+    let blob = Blob::new(BlobDigest::of(&[7u8; 1000]), 1000, None);
+    let body = serde_json::json!({"photo": blob.to_json()});
+    let r = Revision::first(false, Body::from_json(&body).unwrap()).unwrap();
+    let revs = Request::Revs {
+        collection: CollectionName::default(),
+        docs: vec![RevBundle {
+            doc_id: DocId::new("d").unwrap(),
+            revisions: vec![r],
+            seq: Seq(1),
+        }],
+        unavailable: vec![],
+        oversized: vec![],
+    };
+    p.handle_input(request(2, revs), t).unwrap();
+    let insert = drain(|| p.poll_output());
+    let Some(Output::Storage(id, StorageOp::InsertRevisions { .. })) = insert.last() else {
+        panic!("{insert:?}");
+    };
+    let missing = StorageReply::Inserted(vec![InsertOutcome::MissingBlobs(vec![blob.clone()])]);
+    p.handle_input(Input::Storage(*id, missing), t).unwrap();
+    let begin = drain(|| p.poll_output());
+    let Some(Output::Storage(id, StorageOp::BeginBlob { blob: asked })) = begin.last() else {
+        panic!("{begin:?}");
+    };
+    assert_eq!(*asked, blob);
+    let begun = StorageReply::BlobBegun(BlobTransfer(1));
+    p.handle_input(Input::Storage(*id, begun), t).unwrap();
+    let out = drain(|| p.poll_output());
+    let [
+        Frame::Request(
+            n,
+            Request::GetBlob {
+                offset: 0,
+                max: 1000,
+                ..
+            },
+        ),
+    ] = frames(&out)[..]
+    else {
+        panic!("{out:?}");
+    };
+    let short = Frame::Response(n, Response::BlobChunk(Bytes::from_static(&[7u8; 999])));
+    p.handle_input(Input::Frame(short.encode()), t).unwrap();
+    let out = drain(|| p.poll_output());
+    assert!(closed_with(&out, CloseCode::ProtocolError), "{out:?}");
+    assert_eq!(writes(&out), 0);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Closed(r)) if matches!(
+                r.violation.as_ref(),
+                Some(PeerMisbehaved::BlobChunkLength { asked: 1000, got: 999, .. })
+            )
+        )),
+        "{out:?}"
+    );
+    // The transfer is dropped, so nothing half-written stays in the store.
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Storage(
+            _,
+            StorageOp::AbandonBlob {
+                transfer: BlobTransfer(1)
+            }
+        )
+    )));
+}
