@@ -33,6 +33,11 @@ fn every_command_has_help() {
         vec!["identity", "create", "--help"],
         vec!["demo", "--help"],
         vec!["bench", "--help"],
+        vec!["blob", "--help"],
+        vec!["blob", "put", "--help"],
+        vec!["blob", "get", "--help"],
+        vec!["blob", "ls", "--help"],
+        vec!["compact", "--help"],
     ] {
         peerlite()
             .args(&args)
@@ -1267,4 +1272,151 @@ fn serve_stops_cleanly_on_sigterm_as_soon_as_it_says_it_listens() {
     for _ in 0..25 {
         Server::start(&db, &["--no-tls", "--no-auth"]).stop();
     }
+}
+
+#[test]
+fn blobs_travel_with_sync_over_tls_and_the_blob_commands_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    let file = |name: &str, len: usize, tag: u8| {
+        let path = dir.path().join(name);
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31) as u8 ^ tag).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        (path.to_str().unwrap().to_owned(), bytes)
+    };
+    let (photo, photo_bytes) = file("beach.jpg", 2_500_000, 1);
+    let (song, song_bytes) = file("song.mp3", 300_000, 2);
+    let digest_of = |db: &str, content_type: &str| -> String {
+        let out = peerlite()
+            .args(["blob", "ls", "--db", db])
+            .assert()
+            .success();
+        let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(content_type))
+            .unwrap_or_else(|| panic!("no {content_type} blob in {text}"));
+        line.split('\t').next().unwrap().to_owned()
+    };
+    let blob_bytes = |db: &str, digest: &str| -> Vec<u8> {
+        let out = peerlite()
+            .args(["blob", "get", "--db", db, digest])
+            .assert()
+            .success();
+        out.get_output().stdout.clone()
+    };
+
+    peerlite()
+        .args(["put", "--db", &b, "beach", r#"{"title": "Beach"}"#])
+        .args(["--attach", &format!("photo={photo}")])
+        .assert()
+        .success();
+    peerlite()
+        .args([
+            "put",
+            "--db",
+            &a,
+            "song",
+            "{}",
+            "--attach",
+            &format!("audio={song}"),
+        ])
+        .assert()
+        .success();
+    let server = Server::start(&a, &["--user", "u:p"]);
+    let sync = |extra: &[&str]| {
+        peerlite()
+            .args(["sync", &server.url, "--db", &b, "--user", "u:p"])
+            .arg("--accept-self-signed")
+            .args(extra)
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .success()
+            .stderr("")
+    };
+    sync(&[]).stdout("pushed 1, pulled 1, conflicts resolved 0\n");
+    server.stop();
+    // Each side holds the other's file, byte for byte, under the document's reference.
+    let photo_digest = digest_of(&a, "image/jpeg");
+    assert_eq!(blob_bytes(&a, &photo_digest), photo_bytes);
+    assert_eq!(blob_bytes(&b, &digest_of(&b, "audio/mpeg")), song_bytes);
+    peerlite()
+        .args(["get", "--db", &a, "beach"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(&photo_digest));
+
+    // Errors: one line on stderr, a non-zero exit.
+    let fails = |args: &[&str], says: &str| {
+        peerlite()
+            .args(args)
+            .assert()
+            .failure()
+            .stdout("")
+            .stderr(predicate::str::starts_with("error: ").and(predicate::str::contains(says)));
+    };
+    fails(
+        &["blob", "get", "--db", &a, "sha256-nope"],
+        "is not sha256- followed by",
+    );
+    let absent = "sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
+    fails(
+        &["blob", "get", "--db", &a, absent],
+        "no blob sha256-LPJNul",
+    );
+    let missing = dir.path().join("missing.png");
+    let missing = missing.to_str().unwrap();
+    fails(&["blob", "put", "--db", &a, missing], "cannot read");
+    let attach = format!("p={missing}");
+    fails(
+        &["put", "--db", &a, "x", "{}", "--attach", &attach],
+        "cannot attach",
+    );
+    fails(
+        &["put", "--db", &a, "x", "{}", "--attach", "nofile"],
+        "expected NAME=FILE",
+    );
+    let nowhere = dir.path().join("nowhere");
+    fails(
+        &["blob", "ls", "--db", nowhere.to_str().unwrap()],
+        "no database at",
+    );
+    fails(
+        &["compact", "--db", nowhere.to_str().unwrap()],
+        "no database at",
+    );
+    peerlite().args(["get", "--db", &a, "x"]).assert().failure();
+
+    // A blob no document refers to any more is reclaimed by compact, once.
+    peerlite()
+        .args(["rm", "--db", &b, "beach"])
+        .assert()
+        .success();
+    peerlite()
+        .args(["compact", "--db", &b])
+        .assert()
+        .success()
+        .stdout("removed 1 unreferenced blobs, reclaimed 2500000 bytes (1 blobs kept)\n");
+    peerlite()
+        .args(["compact", "--db", &b])
+        .assert()
+        .success()
+        .stdout("removed 0 unreferenced blobs, reclaimed 0 bytes (1 blobs kept)\n");
+    // A file stored on its own prints the reference to put in a document.
+    peerlite()
+        .args([
+            "blob",
+            "put",
+            "--db",
+            &b,
+            &song,
+            "--content-type",
+            "audio/x-test",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(r#""@type":"blob""#)
+                .and(predicate::str::contains(r#""content_type":"audio/x-test""#)),
+        );
 }

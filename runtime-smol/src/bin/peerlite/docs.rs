@@ -1,7 +1,7 @@
 //! Document commands: put, get, rm, ls, import, export, collections.
 
 use std::io::{BufRead, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use peerlite_proto::{Body, DocId};
 use peerlite_storage::{Expected, StorageError};
@@ -15,7 +15,12 @@ fn doc_id(id: &str) -> Result<DocId, String> {
 /// Saves a document; `json` is the body, or `-` to read it from standard input (for
 /// bodies larger than a command line allows). Prints the current revision; saving the
 /// body the document already has changes nothing.
-pub(crate) fn put(args: &DbArgs, id: &str, json: &str) -> Result<(), String> {
+pub(crate) fn put(
+    args: &DbArgs,
+    id: &str,
+    json: &str,
+    attach: &[(String, PathBuf)],
+) -> Result<(), String> {
     let id = doc_id(id)?;
     let text = if json == "-" {
         let mut text = String::new();
@@ -25,8 +30,24 @@ pub(crate) fn put(args: &DbArgs, id: &str, json: &str) -> Result<(), String> {
     } else {
         json.to_owned()
     };
-    let body = Body::from_json_str(without_bom(&text)).map_err(|e| e.to_string())?;
+    let mut body = Body::from_json_str(without_bom(&text)).map_err(|e| e.to_string())?;
+    for (_, file) in attach {
+        if !file.is_file() {
+            return Err(format!("cannot attach {}: no such file", file.display()));
+        }
+    }
     let (db, c) = args.open()?;
+    if !attach.is_empty() {
+        let mut value = body.to_json();
+        let object = value
+            .as_object_mut()
+            .ok_or("--attach needs the body to be a JSON object")?;
+        for (name, file) in attach {
+            let blob = crate::blobs::store_file(&db, file, None)?;
+            object.insert(name.clone(), blob.to_json());
+        }
+        body = Body::from_json(&value).map_err(|e| e.to_string())?;
+    }
     let w = db.save(&c, &id, body).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
     Ok(())

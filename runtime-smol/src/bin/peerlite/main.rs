@@ -3,6 +3,7 @@
 
 mod allocator;
 mod bench;
+mod blobs;
 mod demo;
 mod docs;
 mod identity;
@@ -44,6 +45,9 @@ enum Command {
         id: String,
         /// The document body, a JSON object, or - to read it from standard input.
         json: String,
+        /// Store FILE as a blob and set the body's key NAME to its reference (repeatable).
+        #[arg(long, value_name = "NAME=FILE", value_parser = blobs::parse_attach)]
+        attach: Vec<(String, PathBuf)>,
     },
     /// Print a document's body as JSON.
     Get {
@@ -78,6 +82,17 @@ enum Command {
     },
     /// List a database's collections, one per line.
     Collections {
+        /// Database directory (it must exist).
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Store, read and list blobs: files that documents refer to.
+    Blob {
+        #[command(subcommand)]
+        command: blobs::BlobCommand,
+    },
+    /// Remove the blobs no document refers to any more, and say what was reclaimed.
+    Compact {
         /// Database directory (it must exist).
         #[arg(long)]
         db: PathBuf,
@@ -170,7 +185,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => net::serve(args),
         Command::Sync(args) => net::sync(args),
-        Command::Put { db, id, json } => docs::put(&db, &id, &json),
+        Command::Put {
+            db,
+            id,
+            json,
+            attach,
+        } => docs::put(&db, &id, &json, &attach),
+        Command::Blob { command } => blobs::run(command),
+        Command::Compact { db } => blobs::compact(&db),
         Command::Get { db, id } => docs::get(&db, &id),
         Command::Rm { db, id } => docs::rm(&db, &id),
         Command::Ls { db } => docs::ls(&db),
