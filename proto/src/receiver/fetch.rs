@@ -19,7 +19,7 @@ use crate::{Blob, BlobDigest, BlobTransfer, PeerMisbehaved, RequestNumber};
 /// Largest chunk asked for.
 pub(crate) const CHUNK_BYTES: u32 = 256 << 10;
 /// Chunks of one blob asked for and not yet written, at most.
-pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 16;
 /// Blobs fetched at once, at most.
 pub(crate) const BLOBS_AT_ONCE: usize = 4;
 

@@ -31,6 +31,7 @@
 //!
 //! [`Durability::Sync`]: peerlite_storage::Durability::Sync
 
+mod blobs;
 mod data;
 mod peer;
 mod proc_stats;
@@ -47,6 +48,7 @@ use base64::Engine;
 use peerlite_proto::{Activity, CollectionName, Direction, ReplicatorType};
 use peerlite_storage::{Database, DatabaseUuid, StorageError};
 
+pub use blobs::{BlobReport, run_blobs};
 pub use peer::serve_peer;
 pub use report::{BenchReport, MetricSummary, summarize};
 
@@ -176,33 +178,7 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
     r.store_ingest_docs_per_s = n as f64 / saving.as_secs_f64().max(1e-9);
 
     // The listener process, with an empty database.
-    let mut peer = Peer::spawn(&options.peer_program, &options.peer_args)?;
-    let password = DatabaseUuid::random()?.to_string();
-    let ready = peer.call(&format!(
-        "open {} bench {password} {}",
-        u8::from(options.tls),
-        tmp.path().join("listener").display()
-    ))?;
-    let mut words = ready.split(' ').skip(1);
-    let port: u16 = words
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| BenchError::Peer(format!("open: unexpected reply {ready:?}")))?;
-    let trust = match words.next() {
-        Some("-") | None => ServerTrust::default(),
-        Some(b64) => ServerTrust::Pinned(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| BenchError::Peer("open: bad certificate".into()))?
-                .into(),
-        ),
-    };
-    let scheme = if options.tls { "wss" } else { "ws" };
-    let target = Target {
-        url: format!("{scheme}://127.0.0.1:{port}/db"),
-        trust,
-        credentials: Credentials::new("bench", &password),
-    };
+    let (mut peer, target) = start_listener(options, tmp.path())?;
 
     // Push N into the empty listener, then nothing, then 1% changed here.
     let push = target.sync(&local, ReplicatorType::Push, "push")?;
@@ -271,6 +247,41 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
         r.replicator_cpu_s = Some(s.cpu_secs - cpu0);
     }
     Ok(r)
+}
+
+/// Starts the listener process on an empty database in `dir/listener`.
+fn start_listener(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+) -> Result<(Peer, Target), BenchError> {
+    let mut peer = Peer::spawn(&options.peer_program, &options.peer_args)?;
+    let password = DatabaseUuid::random()?.to_string();
+    let ready = peer.call(&format!(
+        "open {} bench {password} {}",
+        u8::from(options.tls),
+        dir.join("listener").display()
+    ))?;
+    let mut words = ready.split(' ').skip(1);
+    let port: u16 = words
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| BenchError::Peer(format!("open: unexpected reply {ready:?}")))?;
+    let trust = match words.next() {
+        Some("-") | None => ServerTrust::default(),
+        Some(b64) => ServerTrust::Pinned(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| BenchError::Peer("open: bad certificate".into()))?
+                .into(),
+        ),
+    };
+    let scheme = if options.tls { "wss" } else { "ws" };
+    let target = Target {
+        url: format!("{scheme}://127.0.0.1:{port}/db"),
+        trust,
+        credentials: Credentials::new("bench", &password),
+    };
+    Ok((peer, target))
 }
 
 /// Where and how the replicator connects.

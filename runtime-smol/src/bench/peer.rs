@@ -126,6 +126,17 @@ impl PeerState {
                 }
                 reply
             }
+            "has" => {
+                let id = words.next().unwrap_or_default();
+                let id = peerlite_proto::DocId::new(id).map_err(|x| e(&x))?;
+                let has = self.db()?.get(&c, &id).map_err(|x| e(&x))?.is_some();
+                format!("has {}", u8::from(has))
+            }
+            "blobsum" => {
+                let blobs = self.db()?.blobs().map_err(|x| e(&x))?;
+                let total: u64 = blobs.iter().map(|b| b.length).sum();
+                format!("blobsum {} {total}", blobs.len())
+            }
             "quit" => {
                 self.stop();
                 return Ok(None);

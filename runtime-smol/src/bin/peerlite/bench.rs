@@ -36,6 +36,11 @@ pub(crate) struct BenchArgs {
     /// Directory for the temporary databases (default: the system's temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Measure blobs instead of documents: 1,000 documents with their own 100 KiB blob
+    /// and one 256 MiB blob each way, live changes during the large transfer, a reused
+    /// blob, peak memory.
+    #[arg(long)]
+    blobs: bool,
 }
 
 /// Targets shown next to the medians: (figure, target, higher is better).
@@ -69,6 +74,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         work_dir: args.work_dir,
         ..BenchOptions::new(program, ["bench-peer"])
     };
+    if args.blobs {
+        return run_blobs(&options, args.runs, args.json);
+    }
     if !args.json {
         println!(
             "peerlite bench: {} documents, {} run(s), {}, Basic auth, fjall on disk with durability sync (fdatasync per commit)",
@@ -93,6 +101,70 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `peerlite bench --blobs`.
+fn run_blobs(options: &BenchOptions, runs: usize, json: bool) -> Result<(), String> {
+    if !json {
+        println!(
+            "peerlite bench --blobs: {runs} run(s), {}, Basic auth, fjall on disk with durability sync",
+            if options.tls { "TLS 1.3" } else { "no TLS" },
+        );
+    }
+    let mut reports = Vec::new();
+    for run in 1..=runs {
+        let r = bench::run_blobs(options, run).map_err(|e| format!("run {run}: {e}"))?;
+        match json {
+            true => println!("{}", r.to_json()),
+            false => println!(
+                "run {run}: 1,000 x 100 KiB push {:.0} MB/s pull {:.0} MB/s; 256 MiB push {:.0} MB/s pull {:.0} MB/s; live during it p50 {:.1} ms max {:.1} ms; reuse {:.1} ms",
+                r.small_push_mb_per_s,
+                r.small_pull_mb_per_s,
+                r.large_push_mb_per_s,
+                r.large_pull_mb_per_s,
+                r.live_during_large_p50_ms,
+                r.live_during_large_max_ms,
+                r.reuse_sync_ms,
+            ),
+        }
+        let _ = std::io::stdout().flush();
+        reports.push(r);
+    }
+    if !json {
+        println!("\n{:<28} {:>12} {:>25}  target", "figure", "median", "[min - max]");
+        let rows: Vec<serde_json::Value> = reports
+            .iter()
+            .filter_map(|r| serde_json::from_str(&r.to_json()).ok())
+            .collect();
+        let Some(serde_json::Value::Object(first)) = rows.first() else {
+            return Ok(());
+        };
+        for name in first.keys().filter(|k| *k != "run" && *k != "tls") {
+            let mut v: Vec<f64> = rows.iter().filter_map(|r| r[name].as_f64()).collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f64::total_cmp);
+            let target = BLOB_TARGETS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, t)| *t);
+            println!(
+                "{name:<28} {:>12} {:>25}  {target}",
+                fmt(v[v.len() / 2]),
+                format!("[{} - {}]", fmt(v[0]), fmt(v[v.len() - 1])),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Targets shown next to the blob medians.
+const BLOB_TARGETS: &[(&str, &str)] = &[
+    ("large_push_mb_per_s", ">= 300"),
+    ("large_pull_mb_per_s", ">= 300"),
+    ("replicator_peak_rss_mb", "<= 80"),
+    ("listener_peak_rss_mb", "<= 80"),
+];
 
 fn print_run(r: &BenchReport) {
     println!(
