@@ -280,7 +280,8 @@ impl Body {
     /// Whether the body may hold a blob reference: it has an `@type` key somewhere (CBOR
     /// text strings are raw UTF-8, so without these bytes there is none).
     pub(crate) fn may_refer_to_blobs(&self) -> bool {
-        self.as_bytes().windows(5).any(|w| w == b"@type")
+        let bytes = self.as_bytes();
+        memchr::memchr_iter(b'@', bytes).any(|at| bytes[at..].starts_with(b"@type"))
     }
 }
 

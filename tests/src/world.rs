@@ -582,37 +582,32 @@ impl World {
             }
         }
         for id in ids {
-            let holdings: Vec<_> = peers
-                .iter()
-                .map(|p| {
-                    let doc = self.peers[*p].db.get_including_deleted(&c, &id)?;
-                    Ok((
-                        self.peers[*p].name.clone(),
-                        doc.map(|d| (d.rev, d.deleted, d.body.to_json_string())),
-                    ))
-                })
-                .collect::<Result<_, StorageError>>()?;
+            let mut holdings = Vec::with_capacity(peers.len());
+            for p in peers {
+                let doc = self.peers[*p].db.get_including_deleted(&c, &id)?;
+                if let Some(d) = doc.as_ref().filter(|d| !d.deleted) {
+                    self.check_blobs_intact(*p, &id, &d.body)?;
+                }
+                holdings.push((
+                    self.peers[*p].name.clone(),
+                    doc.map(|d| (d.rev, d.deleted, d.body.to_json_string())),
+                ));
+            }
             if holdings.windows(2).any(|w| w[0].1 != w[1].1) {
                 return Err(SimError::Diverged {
                     doc: id.to_string(),
                     holdings,
                 });
             }
-            for p in peers {
-                self.check_blobs_intact(*p, &id)?;
-            }
         }
         Ok(())
     }
 
-    /// Checks that every blob `doc`'s current revision on `peer` refers to is there,
-    /// whole: its bytes hash to its digest.
-    fn check_blobs_intact(&self, peer: PeerId, doc: &DocId) -> Result<(), SimError> {
+    /// Checks that every blob `body` (`doc`'s current revision on `peer`) refers to is
+    /// there, whole: its bytes hash to its digest.
+    fn check_blobs_intact(&self, peer: PeerId, doc: &DocId, body: &Body) -> Result<(), SimError> {
         let p = &self.peers[peer];
-        let Some(current) = p.db.get(&CollectionName::default(), doc)? else {
-            return Ok(());
-        };
-        for blob in current.body.blobs().unwrap_or_default() {
+        for blob in body.blobs().unwrap_or_default() {
             let mut bytes = Vec::new();
             let intact = match p.db.open_blob(&blob.digest)? {
                 Some(mut r) => {

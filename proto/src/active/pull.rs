@@ -274,10 +274,7 @@ impl ActiveReplicator {
             return;
         };
         let indices: Vec<usize> = bundles.iter().map(|(i, _, _)| *i).collect();
-        let mut bundles: BTreeMap<usize, (DocId, Vec<Revision>)> = bundles
-            .into_iter()
-            .map(|(i, doc, revisions)| (i, (doc, revisions)))
-            .collect();
+        let mut bundles = bundles;
         let mut conflicts = Vec::new();
         for (index, outcome) in incoming.stored(&indices, outcomes, true, true) {
             match outcome {
@@ -285,7 +282,9 @@ impl ActiveReplicator {
                     incoming.await_blobs(request, index, blobs, &mut self.fetches)
                 }
                 _ => {
-                    if let Some((doc, bundle)) = bundles.remove(&index) {
+                    // Conflicts are rare: a search per conflict beats a map per message.
+                    if let Some(at) = bundles.iter().position(|(i, _, _)| *i == index) {
+                        let (_, doc, bundle) = bundles.swap_remove(at);
                         incoming.wait();
                         conflicts.push(Resolving {
                             collection: incoming.collection().clone(),

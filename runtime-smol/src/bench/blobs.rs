@@ -104,7 +104,12 @@ pub fn run_blobs(options: &BenchOptions, run: usize) -> Result<BlobReport, Bench
     let push = target.sync(&local, ReplicatorType::Push, "small blobs push")?;
     push.expect("small blobs push", SMALL_DOCS, 0)?;
     r.small_push_mb_per_s = mb(SMALL_DOCS * SMALL_BYTES, push.secs);
-    expect_blobs(&mut peer, "small blobs push", SMALL_DOCS, SMALL_DOCS * SMALL_BYTES)?;
+    expect_blobs(
+        &mut peer,
+        "small blobs push",
+        SMALL_DOCS,
+        SMALL_DOCS * SMALL_BYTES,
+    )?;
     let fresh = Database::open(tmp.path().join("replicator-2"))?;
     let pull = target.sync(&fresh, ReplicatorType::Pull, "small blobs pull")?;
     pull.expect("small blobs pull", 0, SMALL_DOCS)?;
@@ -255,7 +260,9 @@ fn expect_blobs(
     if reply != format!("blobsum {count} {bytes}") {
         return Err(BenchError::Check {
             step,
-            message: format!("the listener holds {reply:?}, expected {count} blobs of {bytes} bytes"),
+            message: format!(
+                "the listener holds {reply:?}, expected {count} blobs of {bytes} bytes"
+            ),
         });
     }
     Ok(())
@@ -295,7 +302,9 @@ impl Generated {
 
 impl Read for Generated {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         for chunk in buf[..n].chunks_mut(8) {
             self.state ^= self.state >> 12;
             self.state ^= self.state << 25;

@@ -49,6 +49,17 @@ pub(crate) fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Bytes this process has written through system calls so far — to files, pipes and
+/// sockets alike (`wchar` in `/proc/self/io`). `None` where `/proc` is missing.
+pub(crate) fn written_bytes() -> Option<u64> {
+    let io = fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,15 +86,4 @@ mod tests {
         assert!(after.cpu_secs >= before.cpu_secs);
         drop(v);
     }
-}
-
-/// Bytes this process has written through system calls so far — to files, pipes and
-/// sockets alike (`wchar` in `/proc/self/io`). `None` where `/proc` is missing.
-pub(crate) fn written_bytes() -> Option<u64> {
-    let io = fs::read_to_string("/proc/self/io").ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("wchar:"))?
-        .trim()
-        .parse()
-        .ok()
 }

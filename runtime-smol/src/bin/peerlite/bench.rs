@@ -130,7 +130,10 @@ fn run_blobs(options: &BenchOptions, runs: usize, json: bool) -> Result<(), Stri
         reports.push(r);
     }
     if !json {
-        println!("\n{:<28} {:>12} {:>25}  target", "figure", "median", "[min - max]");
+        println!(
+            "\n{:<28} {:>12} {:>25}  target",
+            "figure", "median", "[min - max]"
+        );
         let rows: Vec<serde_json::Value> = reports
             .iter()
             .filter_map(|r| serde_json::from_str(&r.to_json()).ok())
