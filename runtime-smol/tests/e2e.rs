@@ -874,3 +874,86 @@ fn a_connection_dropped_during_the_tls_handshake_is_retried_and_said_so() {
         assert!(retried.load(std::sync::atomic::Ordering::SeqCst));
     });
 }
+
+#[test]
+fn blobs_a_sender_lost_or_damaged_on_disk_are_refused_over_tls() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Database::open(dir.path().join("server")).unwrap();
+        let client = Database::open(dir.path().join("client")).unwrap();
+        let blob_file =
+            |d: &peerlite_proto::BlobDigest| dir.path().join("server/blobs").join(d.to_hex());
+        let save = |doc: &str, bytes: &[u8]| {
+            let blob = server.save_blob(bytes, Some("image/png")).unwrap();
+            let body = serde_json::json!({ "photo": blob.to_json() });
+            server
+                .save(&dc(), &id(doc), Body::from_json(&body).unwrap())
+                .unwrap();
+            blob
+        };
+        let fine_bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
+        let fine = save("fine", &fine_bytes);
+        let lost = save("lost", &[9u8; 100_000]);
+        std::fs::remove_file(blob_file(&lost.digest)).unwrap();
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                authenticator: basic(&[("u", "p")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut pull = pinned_config(&listener, "u", "p");
+        pull.replicator_type = ReplicatorType::Pull;
+
+        // A blob the listener lost: that document is refused with the reason, the rest syncs.
+        let r = Replicator::new(client.clone(), pull.clone()).unwrap();
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let e = errors.clone();
+        r.add_document_listener(move |docs| {
+            for d in docs.iter().filter(|d| d.error.is_some()) {
+                e.lock()
+                    .unwrap()
+                    .push((d.doc_id.to_string(), d.error.clone().unwrap()));
+            }
+        });
+        r.start();
+        let status = within(60, "pull with a lost blob", r.wait_until_stopped()).await;
+        assert_eq!(status.error, None, "{status:?}");
+        let errors = errors.lock().unwrap().clone();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "lost");
+        assert!(
+            format!("{:?}", errors[0].1).contains("does not hold this blob"),
+            "{errors:?}"
+        );
+        assert!(has(&client, "fine") && !has(&client, "lost"));
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(
+            &mut client.open_blob(&fine.digest).unwrap().unwrap(),
+            &mut back,
+        )
+        .unwrap();
+        assert_eq!(back, fine_bytes);
+
+        // A blob damaged on the listener's disk: the replicator closes the connection with
+        // the violation and keeps nothing of it.
+        let damaged = save("damaged", &[7u8; 300_000]);
+        std::fs::write(blob_file(&damaged.digest), [8u8; 300_000]).unwrap();
+        let status = within(60, "pull with a damaged blob", sync(&client, pull)).await;
+        match &status.error {
+            Some(ReplicatorError::Replication(peerlite_proto::ReplicationError::Protocol(v))) => {
+                assert_eq!(
+                    **v,
+                    peerlite_proto::PeerMisbehaved::BlobMismatch(damaged.digest)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!has(&client, "damaged"));
+        assert!(!client.has_blob(&damaged.digest).unwrap());
+        assert_eq!(client.blobs().unwrap().len(), 1);
+        listener.stop().await;
+    });
+}

@@ -139,6 +139,8 @@ struct Peer {
     kv: Arc<MemKv>,
     /// Published blobs are durable: they survive crashes.
     blobs: MemBlobs,
+    /// The largest blob its database accepts.
+    max_blob_bytes: u64,
     db: Database,
     uuid: DatabaseUuid,
     /// Bumped on every crash: storage work of an earlier incarnation is void.
@@ -289,11 +291,13 @@ impl World {
         let uuid = DatabaseUuid(uuid);
         let kv = Arc::new(MemKv::new());
         let blobs = MemBlobs::new();
-        let db = open(&kv, &blobs, uuid, self.config.max_rev_depth);
+        let max_blob_bytes = peerlite_storage::DEFAULT_MAX_BLOB_BYTES;
+        let db = open(&kv, &blobs, uuid, self.config.max_rev_depth, max_blob_bytes);
         self.peers.push(Peer {
             name: name.to_owned(),
             kv,
             blobs,
+            max_blob_bytes,
             db,
             uuid,
             incarnation: 0,
@@ -504,7 +508,13 @@ impl World {
             self.stats.unsynced_writes_lost += (sync.saves.len() + sync.replies.len()) as u64;
         }
         p.kv.crash();
-        p.db = open(&p.kv, &p.blobs, p.uuid, self.config.max_rev_depth);
+        p.db = open(
+            &p.kv,
+            &p.blobs,
+            p.uuid,
+            self.config.max_rev_depth,
+            p.max_blob_bytes,
+        );
         p.notified.clear();
         let own: Vec<LinkId> = links
             .into_iter()
@@ -626,6 +636,14 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Sets the largest blob `peer`'s database accepts (its database is reopened).
+    pub fn set_max_blob_bytes(&mut self, peer: PeerId, max: u64) {
+        let depth = self.config.max_rev_depth;
+        let p = &mut self.peers[peer];
+        p.max_blob_bytes = max;
+        p.db = open(&p.kv, &p.blobs, p.uuid, depth, max);
     }
 
     /// Replaces the bytes of blob `digest` on `peer` with `bytes`, as a damaged disk would.
@@ -1210,8 +1228,15 @@ fn acknowledged_kept(tree: &peerlite_proto::RevTree, current: &RevId, rev: &RevI
                 .any(|t| tree.descends_from(current, t) && !tree.descends_from(rev, t)))
 }
 
-fn open(kv: &Arc<MemKv>, blobs: &MemBlobs, uuid: DatabaseUuid, depth: usize) -> Database {
+fn open(
+    kv: &Arc<MemKv>,
+    blobs: &MemBlobs,
+    uuid: DatabaseUuid,
+    depth: usize,
+    max_blob_bytes: u64,
+) -> Database {
     let config = DatabaseConfig {
+        max_blob_bytes,
         durability: Durability::Sync,
         max_rev_depth: depth,
         uuid: Some(uuid),

@@ -209,3 +209,32 @@ fn a_transfer_cut_by_a_dropped_connection_starts_again_and_completes() {
     assert_eq!(w.db(hub).blobs().unwrap().len(), 1);
     assert_eq!(dropped, 1);
 }
+
+#[test]
+fn a_blob_over_the_receivers_limit_is_refused_before_any_byte_and_the_rest_syncs() {
+    let (mut w, hub, client) = hub_and_client(6);
+    w.set_max_blob_bytes(hub, 100_000);
+    let big = w.save_blob(client, &bytes(200_000, 8)).unwrap();
+    let small = w.save_blob(client, &bytes(50_000, 9)).unwrap();
+    save_with_blob(&mut w, client, "big", &big);
+    save_with_blob(&mut w, client, "small", &small);
+    w.save(client, "plain", r#"{"n": 1}"#).unwrap();
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    // Only the small blob crosses: the big one is refused before its first chunk.
+    assert_eq!(blob_bytes_in(&mut w, |w| run(w, link)), 50_000);
+    assert_eq!(w.status(link).error, None);
+    let errors = doc_errors(&w, link);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (doc, DocumentError::Rejected { reason, .. }) = &errors[0] else {
+        panic!("{errors:?}");
+    };
+    assert_eq!(doc, "big");
+    assert!(
+        reason.contains("over the receiver's limit of 100000"),
+        "{reason}"
+    );
+    assert!(!w.db(hub).has_blob(&big.digest).unwrap());
+    assert!(w.db(hub).has_blob(&small.digest).unwrap());
+    // A second sync neither retries it nor sends anything else.
+    assert_eq!(blob_bytes_in(&mut w, |w| run(w, link)), 0);
+}
