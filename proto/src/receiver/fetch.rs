@@ -5,8 +5,9 @@
 //! the whole against its digest before it becomes visible.
 //!
 //! Memory stays bounded whatever the blobs' sizes: at most [`BLOBS_AT_ONCE`] blobs are
-//! fetched at a time, each with at most [`CHUNKS_IN_FLIGHT`] chunks asked for or waiting
-//! to be written. Each chunk is its own frame, so document messages on the same
+//! fetched at a time, sharing [`CHUNKS_IN_FLIGHT`] chunks asked for or waiting to be
+//! written (4 MiB) — which also keeps the requests the sender must answer at once well
+//! under its limit. Each chunk is its own frame, so document messages on the same
 //! connection pass between them. A transfer cut by a dropped connection starts again
 //! from its first byte on the next connection (nothing of it was kept).
 
@@ -18,7 +19,7 @@ use crate::{Blob, BlobDigest, BlobTransfer, PeerMisbehaved, RequestNumber};
 
 /// Largest chunk asked for.
 pub(crate) const CHUNK_BYTES: u32 = 256 << 10;
-/// Chunks of one blob asked for and not yet written, at most.
+/// Chunks asked for and not yet written, at most, all blobs together.
 pub(crate) const CHUNKS_IN_FLIGHT: usize = 16;
 /// Blobs fetched at once, at most.
 pub(crate) const BLOBS_AT_ONCE: usize = 4;
@@ -175,8 +176,8 @@ impl Fetches {
             f.transfer = None;
             return self.finish(digest, Ok(()));
         }
-        self.request_more(digest);
         self.write_next(digest);
+        self.request_all();
     }
 
     /// The bytes the peer sent for `digest` do not match it: the peer misbehaved.
@@ -222,15 +223,29 @@ impl Fetches {
         }
     }
 
+    /// Asks for more of every blob being fetched, oldest first, while the window allows.
+    fn request_all(&mut self) {
+        let digests: Vec<BlobDigest> = self.active.keys().copied().collect();
+        for digest in digests {
+            self.request_more(digest);
+        }
+    }
+
     fn request_more(&mut self, digest: BlobDigest) {
         let chunk = u64::from(self.chunk);
+        let mut used: usize = self
+            .active
+            .values()
+            .map(|f| f.in_flight + f.arrived.len() + usize::from(f.writing.is_some()))
+            .sum();
         let Some(f) = self.active.get_mut(&digest) else {
             return;
         };
         if f.transfer.is_none() {
             return;
         }
-        while f.in_flight + f.arrived.len() < CHUNKS_IN_FLIGHT && f.requested < f.blob.length {
+        while used < CHUNKS_IN_FLIGHT && f.requested < f.blob.length {
+            used += 1;
             let max = chunk.min(f.blob.length - f.requested);
             self.steps.push_back(FetchStep::Request {
                 digest,
@@ -269,5 +284,88 @@ impl Fetches {
         let waiters = self.waiters.remove(&digest).unwrap_or_default();
         self.steps.push_back(FetchStep::Done { waiters, result });
         self.start();
+        self.request_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(tag: u8, length: u64) -> Blob {
+        Blob::new(BlobDigest::of(&[tag]), length, None)
+    }
+
+    /// Plays the store and the sender: begins every blob, answers requests and writes in
+    /// order; returns the most chunks ever outstanding and the documents released.
+    fn run(f: &mut Fetches) -> (usize, Vec<(Waiter, bool)>) {
+        let (mut outstanding, mut most, mut done) = (0usize, 0, Vec::new());
+        let mut pending = VecDeque::new();
+        let mut transfer = 0;
+        loop {
+            while let Some(step) = f.poll() {
+                pending.push_back(step);
+            }
+            let Some(step) = pending.pop_front() else {
+                return (most, done);
+            };
+            match step {
+                FetchStep::Begin(b) => {
+                    transfer += 1;
+                    f.begun(b.digest, BlobTransfer(transfer));
+                }
+                FetchStep::Request {
+                    digest,
+                    offset,
+                    max,
+                } => {
+                    outstanding += 1;
+                    most = most.max(outstanding);
+                    let bytes = Bytes::from(vec![0u8; max as usize]);
+                    f.arrived(digest, offset, max, bytes).unwrap();
+                }
+                FetchStep::Write { digest, bytes, .. } => {
+                    outstanding = outstanding.saturating_sub(usize::from(!bytes.is_empty()));
+                    let length = f.active.get(&digest).map(|a| a.blob.length).unwrap();
+                    let written = f.active.get(&digest).map(|a| a.written).unwrap();
+                    f.written(digest, written + bytes.len() as u64 == length);
+                }
+                FetchStep::Abandon(_) => {}
+                FetchStep::Done { waiters, result } => {
+                    done.extend(waiters.into_iter().map(|w| (w, result.is_ok())))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blobs_share_one_window_and_each_completes_once() {
+        let mut f = Fetches::default();
+        for tag in 0..6u8 {
+            // Two documents wait for each blob; it is fetched once.
+            f.want(blob(tag, 3 << 20), (1, usize::from(tag)));
+            f.want(blob(tag, 3 << 20), (2, usize::from(tag)));
+        }
+        f.want(blob(9, 0), (3, 0));
+        let (most, mut done) = run(&mut f);
+        assert!(most <= CHUNKS_IN_FLIGHT, "{most} chunks outstanding");
+        assert_eq!(most, CHUNKS_IN_FLIGHT);
+        done.sort();
+        assert_eq!(done.len(), 13);
+        assert!(done.iter().all(|(_, ok)| *ok));
+        assert!(f.active.is_empty() && f.queued.is_empty() && f.waiters.is_empty());
+    }
+
+    #[test]
+    fn chunks_fit_the_peers_frames() {
+        let mut f = Fetches::default();
+        f.set_peer_limit(64 << 10);
+        f.want(blob(1, 1 << 20), (1, 0));
+        let _ = f.poll();
+        f.begun(BlobDigest::of(&[1]), BlobTransfer(1));
+        let Some(FetchStep::Request { max, .. }) = f.poll() else {
+            panic!("a request");
+        };
+        assert_eq!(max, (64 << 10) - 1024);
     }
 }
