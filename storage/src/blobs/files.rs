@@ -13,6 +13,11 @@ use crate::StorageError;
 /// The staging directory's name inside the blobs directory.
 const STAGING: &str = ".staging";
 
+/// A blob being written is synced every this many bytes, so the sync that publishes it
+/// has little left to flush: one 256 MiB `fdatasync` at the end stalled the operations
+/// queued behind it (a live change waited 128 ms) where several small ones do not.
+const SYNC_EVERY: u64 = 8 << 20;
+
 /// One file per blob in a directory.
 #[derive(Debug)]
 pub struct FileBlobs {
@@ -58,6 +63,7 @@ impl BlobStore for FileBlobs {
             file: Some(file),
             path,
             dir: self.dir.clone(),
+            unsynced: 0,
         }))
     }
 
@@ -134,14 +140,22 @@ struct FileWrite {
     file: Option<File>,
     path: PathBuf,
     dir: PathBuf,
+    /// Bytes written since the last sync.
+    unsynced: u64,
 }
 
 impl Write for FileWrite {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.file {
-            Some(f) => f.write(buf),
-            None => Err(io::ErrorKind::BrokenPipe.into()),
+        let Some(f) = &mut self.file else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        let n = f.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            f.sync_data()?;
         }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
