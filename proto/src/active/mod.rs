@@ -4,14 +4,17 @@
 //! dispatches frames and storage replies to the sub-machines, each in its own file:
 //! [`checkpoint`] (where a replication starts and how progress is saved), [`push`],
 //! [`pull`], [`resolve`] (conflict resolution) and [`activity`] (busy, idle, done, and
-//! progress). What both sides share lives in `crate::sender` and `crate::receiver`.
+//! progress); [`ops`] names what it waits for. What both sides share lives in
+//! `crate::sender` and `crate::receiver`.
 
 mod activity;
 mod checkpoint;
+mod ops;
 mod pull;
 mod push;
 mod resolve;
 
+use ops::{ActiveFetch, Op, Sent};
 use pull::{PullDiff, PullState};
 use push::PushState;
 use resolve::Resolving;
@@ -23,7 +26,7 @@ use std::time::Instant;
 use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
-use crate::receiver::{FetchKinds, Fetches, Incoming};
+use crate::receiver::{BlobAsk, BlobOp, BlobReplyError, FetchKinds, Fetches, Incoming};
 use crate::replicator_config::local_checkpoint_key;
 use crate::timer::{Timer, TimerTable};
 use crate::{
@@ -44,104 +47,6 @@ enum Phase {
     LoadingCheckpoint,
     Running,
     Offline,
-}
-
-/// Our requests awaiting an answer.
-enum Sent {
-    Hello,
-    GetCheckpoint,
-    SetCheckpoint,
-    SubChanges,
-    Propose {
-        collection: CollectionName,
-        batch: u64,
-        docs: Vec<DocId>,
-    },
-    PushRevs {
-        collection: CollectionName,
-        batch: u64,
-        bytes: usize,
-        docs: Vec<(DocId, RevId, bool)>,
-        /// The blobs it refers to, offered until it is answered.
-        blobs: Vec<BlobDigest>,
-    },
-    Ping,
-    GetBlob {
-        digest: BlobDigest,
-        offset: u64,
-        max: u32,
-    },
-}
-
-impl Sent {
-    /// The name of the request it is.
-    fn name(&self) -> &'static str {
-        match self {
-            Sent::Hello => "Hello",
-            Sent::GetCheckpoint => "GetCheckpoint",
-            Sent::SetCheckpoint => "SetCheckpoint",
-            Sent::SubChanges => "SubChanges",
-            Sent::Propose { .. } => "ProposeChanges",
-            Sent::PushRevs { .. } => "Revs",
-            Sent::Ping => "Ping",
-            Sent::GetBlob { .. } => "GetBlob",
-        }
-    }
-}
-
-/// Storage operations awaiting a reply (tagged with the connection epoch).
-enum Op {
-    LoadLocalCheckpoint,
-    SaveLocalCheckpoint,
-    PushRead(CollectionName),
-    PushLeaves {
-        collection: CollectionName,
-        batch: u64,
-        changes: Vec<Change>,
-    },
-    PullDiff(PullDiff),
-    PullInsert {
-        request: RequestNumber,
-        /// Each document inserted: its index in the request, ID and pulled revisions.
-        bundles: Vec<(usize, DocId, Vec<Revision>)>,
-    },
-    ResolveRead(Resolving),
-    /// The write holds a resolution (`true`), or just the remote revision.
-    ResolveWrite(Resolving, bool),
-    BlobBegin(BlobDigest),
-    BlobWrite(BlobDigest),
-    BlobAbandon,
-    /// Reading blob bytes to answer a `GetBlob` request.
-    ServeBlob(RequestNumber),
-}
-
-/// The active side's names for fetching blobs, in connection `epoch`.
-struct ActiveFetch {
-    epoch: u64,
-}
-
-impl FetchKinds<Sent, (u64, Op)> for ActiveFetch {
-    fn get_blob(&self, digest: BlobDigest, offset: u64, max: u32) -> Sent {
-        Sent::GetBlob {
-            digest,
-            offset,
-            max,
-        }
-    }
-    fn begin(&self, digest: BlobDigest) -> (u64, Op) {
-        (self.epoch, Op::BlobBegin(digest))
-    }
-    fn write(&self, digest: BlobDigest) -> (u64, Op) {
-        (self.epoch, Op::BlobWrite(digest))
-    }
-    fn abandon(&self) -> (u64, Op) {
-        (self.epoch, Op::BlobAbandon)
-    }
-    fn insert(&self, request: RequestNumber, index: usize, insert: &RevisionInsert) -> (u64, Op) {
-        let bundle = (index, insert.doc_id.clone(), insert.revisions.clone());
-        let bundles = vec![bundle];
-        (self.epoch, Op::PullInsert { request, bundles })
-    }
 }
 
 struct CollectionState {
@@ -455,7 +360,10 @@ impl ActiveReplicator {
         self.ping_outstanding = false;
         self.pull_revs.clear();
         for transfer in self.fetches.reset() {
-            self.op(StorageOp::AbandonBlob { transfer }, Op::BlobAbandon);
+            self.op(
+                StorageOp::AbandonBlob { transfer },
+                Op::Blob(BlobOp::Abandon),
+            );
         }
         self.peer_frame_limit = FrameLimits::DEFAULT.max_frame_bytes;
         for c in self.cols.values_mut() {
@@ -578,8 +486,8 @@ impl ActiveReplicator {
                 {
                     self.fail(ReplicationError::ReadOnly(error.message), now, true)
                 }
-                Some(Sent::GetBlob { digest, .. }) => {
-                    self.fetches.refused(digest, error.to_string());
+                Some(Sent::GetBlob(ask)) => {
+                    self.fetches.refused(ask.digest, error.to_string());
                     self.drive_fetches(now);
                 }
                 Some(_) => self.fail(ReplicationError::Remote(error), now, true),
@@ -608,7 +516,7 @@ impl ActiveReplicator {
                         max,
                     } => {
                         let offered = self.cols.values().any(|c| c.push.outbox.offers(&digest));
-                        let read = (self.epoch, Op::ServeBlob(n));
+                        let read = (self.epoch, Op::Blob(BlobOp::Serve(n)));
                         let ask = (digest, offset, max);
                         crate::sender::serve_blob(&mut self.conn, n, offered, ask, read);
                     }
@@ -677,15 +585,8 @@ impl ActiveReplicator {
                 }
                 self.pushed_revs_answered(&collection, batch, docs, statuses, now)
             }
-            (
-                Sent::GetBlob {
-                    digest,
-                    offset,
-                    max,
-                },
-                Response::BlobChunk(bytes),
-            ) => {
-                if let Err(v) = self.fetches.arrived(digest, offset, max, bytes) {
+            (Sent::GetBlob(ask), Response::BlobChunk(bytes)) => {
+                if let Err(v) = self.fetches.arrived(ask, bytes) {
                     return self.violation(v, now);
                 }
                 self.drive_fetches(now);
@@ -732,26 +633,20 @@ impl ActiveReplicator {
             (Op::ResolveWrite(r, resolved), StorageReply::Inserted(mut outcomes)) => {
                 self.resolution_written(r, resolved, outcomes.pop(), now)
             }
-            (Op::ServeBlob(n), StorageReply::BlobBytes(bytes)) => {
-                crate::sender::blob_read(&mut self.conn, n, bytes)
+            (Op::Blob(op), reply) => {
+                match crate::receiver::blob_reply(&mut self.fetches, &mut self.conn, op, reply) {
+                    Ok(()) => self.drive_fetches(now),
+                    Err(BlobReplyError::Violation(v)) => self.violation(v, now),
+                    Err(BlobReplyError::Wrong(reply)) => self.fail(
+                        ReplicationError::Storage(crate::StorageFailure {
+                            message: format!("the store answered with the wrong reply: {reply:?}"),
+                            transient: false,
+                        }),
+                        now,
+                        true,
+                    ),
+                }
             }
-            (Op::BlobBegin(digest), StorageReply::BlobBegun(transfer)) => {
-                self.fetches.begun(digest, transfer);
-                self.drive_fetches(now);
-            }
-            (Op::BlobBegin(digest), StorageReply::BlobTooLarge { max }) => {
-                self.fetches.too_large(digest, max);
-                self.drive_fetches(now);
-            }
-            (Op::BlobWrite(digest), StorageReply::BlobWritten { complete }) => {
-                self.fetches.written(digest, complete);
-                self.drive_fetches(now);
-            }
-            (Op::BlobWrite(digest), StorageReply::BlobMismatch) => {
-                let violation = self.fetches.mismatch(digest);
-                self.violation(violation, now);
-            }
-            (Op::BlobAbandon, StorageReply::Done) => {}
             (_, reply) => self.fail(
                 ReplicationError::Storage(crate::StorageFailure {
                     message: format!("the store answered with the wrong reply: {reply:?}"),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::peer_knows::PeerKnows;
-use crate::receiver::{FetchKinds, Fetches, Incoming};
+use crate::receiver::{BlobAsk, BlobOp, BlobReplyError, FetchKinds, Fetches, Incoming};
 use crate::timer::{Timer, TimerTable};
 use crate::{
     ApiError, BlobDigest, Change, CloseCode, CloseReason, Code, CollectionName, Direction, DocId,
@@ -175,11 +175,7 @@ enum Sent {
         /// The blobs it refers to, offered until it is answered.
         blobs: Vec<BlobDigest>,
     },
-    GetBlob {
-        digest: BlobDigest,
-        offset: u64,
-        max: u32,
-    },
+    GetBlob(BlobAsk),
 }
 
 impl Sent {
@@ -209,32 +205,18 @@ enum Op {
         request: RequestNumber,
         indices: Vec<usize>,
     },
-    BlobBegin(BlobDigest),
-    BlobWrite(BlobDigest),
-    BlobAbandon,
-    /// Reading blob bytes to answer a `GetBlob` request.
-    ServeBlob(RequestNumber),
+    Blob(BlobOp),
 }
 
 /// The passive side's names for fetching blobs.
 struct PassiveFetch;
 
 impl FetchKinds<Sent, Op> for PassiveFetch {
-    fn get_blob(&self, digest: BlobDigest, offset: u64, max: u32) -> Sent {
-        Sent::GetBlob {
-            digest,
-            offset,
-            max,
-        }
+    fn sent(&self, ask: BlobAsk) -> Sent {
+        Sent::GetBlob(ask)
     }
-    fn begin(&self, digest: BlobDigest) -> Op {
-        Op::BlobBegin(digest)
-    }
-    fn write(&self, digest: BlobDigest) -> Op {
-        Op::BlobWrite(digest)
-    }
-    fn abandon(&self) -> Op {
-        Op::BlobAbandon
+    fn op(&self, op: BlobOp) -> Op {
+        Op::Blob(op)
     }
     fn insert(&self, request: RequestNumber, index: usize, _: &RevisionInsert) -> Op {
         Op::Insert {
@@ -393,8 +375,10 @@ impl PassivePeer {
         self.phase = Phase::Closed;
         self.timers.clear();
         for transfer in self.fetches.reset() {
-            self.conn
-                .storage(StorageOp::AbandonBlob { transfer }, Op::BlobAbandon);
+            self.conn.storage(
+                StorageOp::AbandonBlob { transfer },
+                Op::Blob(BlobOp::Abandon),
+            );
         }
         self.conn.outputs.push_back(Output::Close(reason.clone()));
         self.conn.event(Event::Closed(reason));
@@ -419,8 +403,8 @@ impl PassivePeer {
                 None => self.protocol_error(PeerMisbehaved::ResponseToUnknownRequest(n)),
             },
             Frame::Error(n, error) => match self.conn.requests.remove(&n) {
-                Some(Sent::GetBlob { digest, .. }) => {
-                    self.fetches.refused(digest, error.to_string());
+                Some(Sent::GetBlob(ask)) => {
+                    self.fetches.refused(ask.digest, error.to_string());
                     self.drive_fetches();
                 }
                 Some(_) => self.close(
@@ -530,7 +514,8 @@ impl PassivePeer {
             } => {
                 let offered = self.feeds.values().any(|f| f.outbox.offers(&digest));
                 let ask = (digest, offset, max);
-                crate::sender::serve_blob(&mut self.conn, n, offered, ask, Op::ServeBlob(n));
+                let read = Op::Blob(BlobOp::Serve(n));
+                crate::sender::serve_blob(&mut self.conn, n, offered, ask, read);
             }
             Request::Changes { .. } => self.protocol_error(PeerMisbehaved::RequestNotAllowed {
                 role: "active",
@@ -599,15 +584,8 @@ impl PassivePeer {
                 }
                 self.pump(&collection);
             }
-            (
-                Sent::GetBlob {
-                    digest,
-                    offset,
-                    max,
-                },
-                Response::BlobChunk(bytes),
-            ) => {
-                if let Err(v) = self.fetches.arrived(digest, offset, max, bytes) {
+            (Sent::GetBlob(ask), Response::BlobChunk(bytes)) => {
+                if let Err(v) = self.fetches.arrived(ask, bytes) {
                     return self.protocol_error(v);
                 }
                 self.drive_fetches();
@@ -625,7 +603,7 @@ impl PassivePeer {
                 Op::GetCheckpoint(n)
                 | Op::SetCheckpoint(n)
                 | Op::Propose(n, _)
-                | Op::ServeBlob(n) => {
+                | Op::Blob(BlobOp::Serve(n)) => {
                     let code = match failure.transient {
                         true => Code::Unavailable,
                         false => Code::Internal,
@@ -642,11 +620,9 @@ impl PassivePeer {
                     self.conn
                         .respond_error(request, ErrorBody::with_code(code, failure.message.clone()))
                 }
-                Op::FeedRead(_)
-                | Op::ReadRevs { .. }
-                | Op::BlobBegin(_)
-                | Op::BlobWrite(_)
-                | Op::BlobAbandon => self.close(CloseCode::InternalError, failure.to_string()),
+                Op::FeedRead(_) | Op::ReadRevs { .. } | Op::Blob(_) => {
+                    self.close(CloseCode::InternalError, failure.to_string())
+                }
             };
         }
         match (op, reply) {
@@ -662,26 +638,16 @@ impl PassivePeer {
             (Op::Insert { request, indices }, StorageReply::Inserted(outcomes)) => {
                 self.inserted(request, &indices, outcomes);
             }
-            (Op::ServeBlob(n), StorageReply::BlobBytes(bytes)) => {
-                crate::sender::blob_read(&mut self.conn, n, bytes)
+            (Op::Blob(op), reply) => {
+                match crate::receiver::blob_reply(&mut self.fetches, &mut self.conn, op, reply) {
+                    Ok(()) => self.drive_fetches(),
+                    Err(BlobReplyError::Violation(v)) => self.protocol_error(v),
+                    Err(BlobReplyError::Wrong(reply)) => self.close(
+                        CloseCode::InternalError,
+                        format!("the store answered with the wrong reply: {reply:?}"),
+                    ),
+                }
             }
-            (Op::BlobBegin(digest), StorageReply::BlobBegun(transfer)) => {
-                self.fetches.begun(digest, transfer);
-                self.drive_fetches();
-            }
-            (Op::BlobBegin(digest), StorageReply::BlobTooLarge { max }) => {
-                self.fetches.too_large(digest, max);
-                self.drive_fetches();
-            }
-            (Op::BlobWrite(digest), StorageReply::BlobWritten { complete }) => {
-                self.fetches.written(digest, complete);
-                self.drive_fetches();
-            }
-            (Op::BlobWrite(digest), StorageReply::BlobMismatch) => {
-                let violation = self.fetches.mismatch(digest);
-                self.protocol_error(violation);
-            }
-            (Op::BlobAbandon, StorageReply::Done) => {}
             (Op::FeedRead(collection), StorageReply::Changes(changes)) => {
                 self.feed_read(collection, changes);
             }

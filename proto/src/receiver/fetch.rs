@@ -17,6 +17,14 @@ use bytes::Bytes;
 
 use crate::{Blob, BlobDigest, BlobTransfer, PeerMisbehaved, RequestNumber};
 
+/// Bytes of a blob asked of the peer: `max` of them from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlobAsk {
+    pub(crate) digest: BlobDigest,
+    pub(crate) offset: u64,
+    pub(crate) max: u32,
+}
+
 /// Largest chunk asked for.
 pub(crate) const CHUNK_BYTES: u32 = 256 << 10;
 /// Chunks asked for and not yet written, at most, all blobs together.
@@ -32,12 +40,8 @@ pub(crate) type Waiter = (RequestNumber, usize);
 pub(crate) enum FetchStep {
     /// Ask the store to begin writing `blob`.
     Begin(Blob),
-    /// Ask the peer for `max` bytes of blob `digest` from `offset`.
-    Request {
-        digest: BlobDigest,
-        offset: u64,
-        max: u32,
-    },
+    /// Ask the peer for bytes of a blob.
+    Request(BlobAsk),
     /// Hand the store the next bytes of a blob.
     Write {
         digest: BlobDigest,
@@ -136,14 +140,13 @@ impl Fetches {
         self.finish(digest, Err(reason));
     }
 
-    /// The peer answered a request for `max` bytes of `digest` from `offset`.
-    pub(crate) fn arrived(
-        &mut self,
-        digest: BlobDigest,
-        offset: u64,
-        max: u32,
-        bytes: Bytes,
-    ) -> Result<(), PeerMisbehaved> {
+    /// The peer answered `ask`.
+    pub(crate) fn arrived(&mut self, ask: BlobAsk, bytes: Bytes) -> Result<(), PeerMisbehaved> {
+        let BlobAsk {
+            digest,
+            offset,
+            max,
+        } = ask;
         if bytes.len() != max as usize {
             return Err(PeerMisbehaved::BlobChunkLength {
                 digest,
@@ -247,11 +250,11 @@ impl Fetches {
         while used < CHUNKS_IN_FLIGHT && f.requested < f.blob.length {
             used += 1;
             let max = chunk.min(f.blob.length - f.requested);
-            self.steps.push_back(FetchStep::Request {
+            self.steps.push_back(FetchStep::Request(BlobAsk {
                 digest,
                 offset: f.requested,
                 max: max as u32,
-            });
+            }));
             f.requested += max;
             f.in_flight += 1;
         }
@@ -314,15 +317,11 @@ mod tests {
                     transfer += 1;
                     f.begun(b.digest, BlobTransfer(transfer));
                 }
-                FetchStep::Request {
-                    digest,
-                    offset,
-                    max,
-                } => {
+                FetchStep::Request(ask) => {
                     outstanding += 1;
                     most = most.max(outstanding);
-                    let bytes = Bytes::from(vec![0u8; max as usize]);
-                    f.arrived(digest, offset, max, bytes).unwrap();
+                    let bytes = Bytes::from(vec![0u8; ask.max as usize]);
+                    f.arrived(ask, bytes).unwrap();
                 }
                 FetchStep::Write { digest, bytes, .. } => {
                     outstanding = outstanding.saturating_sub(usize::from(!bytes.is_empty()));
@@ -363,9 +362,9 @@ mod tests {
         f.want(blob(1, 1 << 20), (1, 0));
         let _ = f.poll();
         f.begun(BlobDigest::of(&[1]), BlobTransfer(1));
-        let Some(FetchStep::Request { max, .. }) = f.poll() else {
+        let Some(FetchStep::Request(ask)) = f.poll() else {
             panic!("a request");
         };
-        assert_eq!(max, (64 << 10) - 1024);
+        assert_eq!(ask.max, (64 << 10) - 1024);
     }
 }

@@ -7,7 +7,7 @@
 
 mod fetch;
 
-pub(crate) use fetch::{FetchStep, Fetches};
+pub(crate) use fetch::{BlobAsk, FetchStep, Fetches};
 
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ use crate::peer_knows::PeerKnows;
 use crate::{
     Blob, BlobDigest, Code, CollectionName, Direction, DocId, DocumentEvent, InsertMode,
     InsertOutcome, PeerMisbehaved, Request, RequestNumber, Response, RevBundle, RevId, RevStatus,
-    Revision, RevisionInsert, StorageOp,
+    Revision, RevisionInsert, StorageOp, StorageReply,
 };
 
 /// Checks that every bundle carries revisions, and every revision matches its content
@@ -278,16 +278,63 @@ impl Incoming {
     }
 }
 
-/// What a machine calls its requests and storage operations for fetching blobs.
-pub(crate) trait FetchKinds<S, O> {
-    /// A `GetBlob` request.
-    fn get_blob(&self, digest: BlobDigest, offset: u64, max: u32) -> S;
-    /// Beginning to write blob `digest`.
-    fn begin(&self, digest: BlobDigest) -> O;
-    /// Writing bytes of blob `digest`.
-    fn write(&self, digest: BlobDigest) -> O;
+/// The storage operations of blobs, the same on both sides.
+#[derive(Debug)]
+pub(crate) enum BlobOp {
+    /// Beginning to write a blob being fetched.
+    Begin(BlobDigest),
+    /// Writing bytes of a blob being fetched.
+    Write(BlobDigest),
     /// Dropping a transfer.
-    fn abandon(&self) -> O;
+    Abandon,
+    /// Reading blob bytes to answer the peer's `GetBlob` request.
+    Serve(RequestNumber),
+}
+
+/// What a machine does about a store's reply to a [`BlobOp`] besides driving its fetches.
+pub(crate) enum BlobReplyError {
+    /// The peer sent bytes that do not match: close with this violation.
+    Violation(PeerMisbehaved),
+    /// The store answered with the wrong reply.
+    Wrong(StorageReply),
+}
+
+/// Takes the store's reply to `op`: answers the peer, or moves the fetches on (drive them
+/// afterwards).
+pub(crate) fn blob_reply<S, O>(
+    fetches: &mut Fetches,
+    conn: &mut Conn<S, O>,
+    op: BlobOp,
+    reply: StorageReply,
+) -> Result<(), BlobReplyError> {
+    match (op, reply) {
+        (BlobOp::Serve(n), StorageReply::BlobBytes(bytes)) => {
+            crate::sender::blob_read(conn, n, bytes)
+        }
+        (BlobOp::Begin(digest), StorageReply::BlobBegun(transfer)) => {
+            fetches.begun(digest, transfer)
+        }
+        (BlobOp::Begin(digest), StorageReply::BlobTooLarge { max }) => {
+            fetches.too_large(digest, max)
+        }
+        (BlobOp::Write(digest), StorageReply::BlobWritten { complete }) => {
+            fetches.written(digest, complete)
+        }
+        (BlobOp::Write(digest), StorageReply::BlobMismatch) => {
+            return Err(BlobReplyError::Violation(fetches.mismatch(digest)));
+        }
+        (BlobOp::Abandon, StorageReply::Done) => {}
+        (_, reply) => return Err(BlobReplyError::Wrong(reply)),
+    }
+    Ok(())
+}
+
+/// How a machine names a `GetBlob` request and a blob operation in its own bookkeeping.
+pub(crate) trait FetchKinds<S, O> {
+    /// A `GetBlob` request for `ask`.
+    fn sent(&self, ask: BlobAsk) -> S;
+    /// A blob storage operation.
+    fn op(&self, op: BlobOp) -> O;
     /// Inserting again document `index` of request `request`, its blobs fetched.
     fn insert(&self, request: RequestNumber, index: usize, insert: &RevisionInsert) -> O;
 }
@@ -304,33 +351,28 @@ pub(crate) fn drive_fetches<S, O>(
     while let Some(step) = fetches.poll() {
         match step {
             FetchStep::Begin(blob) => {
-                let digest = blob.digest;
-                conn.storage(StorageOp::BeginBlob { blob }, kinds.begin(digest));
+                let kind = kinds.op(BlobOp::Begin(blob.digest));
+                conn.storage(StorageOp::BeginBlob { blob }, kind);
             }
-            FetchStep::Request {
-                digest,
-                offset,
-                max,
-            } => {
+            FetchStep::Request(ask) => {
                 let request = Request::GetBlob {
-                    digest,
-                    offset,
-                    max,
+                    digest: ask.digest,
+                    offset: ask.offset,
+                    max: ask.max,
                 };
-                conn.request(request, kinds.get_blob(digest, offset, max));
+                conn.request(request, kinds.sent(ask));
             }
             FetchStep::Write {
                 digest,
                 transfer,
                 bytes,
             } => {
-                conn.storage(
-                    StorageOp::WriteBlob { transfer, bytes },
-                    kinds.write(digest),
-                );
+                let kind = kinds.op(BlobOp::Write(digest));
+                conn.storage(StorageOp::WriteBlob { transfer, bytes }, kind);
             }
             FetchStep::Abandon(transfer) => {
-                conn.storage(StorageOp::AbandonBlob { transfer }, kinds.abandon());
+                let kind = kinds.op(BlobOp::Abandon);
+                conn.storage(StorageOp::AbandonBlob { transfer }, kind);
             }
             FetchStep::Done { waiters, result } => {
                 for (request, index) in waiters {
