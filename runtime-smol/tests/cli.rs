@@ -1420,3 +1420,43 @@ fn blobs_travel_with_sync_over_tls_and_the_blob_commands_say_what_is_wrong() {
                 .and(predicate::str::contains(r#""content_type":"audio/x-test""#)),
         );
 }
+
+#[test]
+fn a_listener_refuses_blobs_over_its_max_blob_bytes_and_the_sync_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (db_arg(&dir.path().join("a")), db_arg(&dir.path().join("b")));
+    for (doc, len) in [("big", 2_000_000usize), ("small", 1_000)] {
+        let path = dir.path().join(format!("{doc}.bin"));
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        peerlite()
+            .args(["put", "--db", &b, doc, "{}", "--attach"])
+            .arg(format!("f={}", path.display()))
+            .assert()
+            .success();
+    }
+    let server = Server::start(&a, &["--user", "u:p", "--max-blob-bytes", "1000000"]);
+    peerlite()
+        .args(["sync", &server.url, "--db", &b, "--user", "u:p", "--push"])
+        .arg("--accept-self-signed")
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .success()
+        .stdout("pushed 1, pulled 0, conflicts resolved 0, 1 not replicated (see above)\n")
+        .stderr(
+            predicate::str::starts_with(
+                "not pushed: big (_default._default): rejected (404): blob sha256-",
+            )
+            .and(predicate::str::contains(
+                "has 2000000 bytes, over the receiver's limit of 1000000",
+            )),
+        );
+    server.stop();
+    // Nothing of the refused blob reached the listener.
+    peerlite()
+        .args(["blob", "ls", "--db", &a])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("\t1000\t").and(predicate::str::contains("2000000").not()),
+        );
+}

@@ -160,7 +160,17 @@ impl DbArgs {
 }
 
 fn open_db(path: &std::path::Path) -> Result<Database, String> {
-    Database::open(path).map_err(|e| format!("cannot open database {}: {e}", path.display()))
+    open_db_with(path, peerlite_storage::DEFAULT_MAX_BLOB_BYTES)
+}
+
+/// Opens a database that accepts blobs of at most `max_blob_bytes`.
+fn open_db_with(path: &std::path::Path, max_blob_bytes: u64) -> Result<Database, String> {
+    let config = peerlite_storage::DatabaseConfig {
+        max_blob_bytes,
+        ..Default::default()
+    };
+    Database::open_with_config(path, config)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))
 }
 
 /// Opens a database that must already exist: reading commands never create one.

@@ -22,6 +22,10 @@ pub(crate) struct ServeArgs {
     /// Database directory (created if missing).
     #[arg(long)]
     db: PathBuf,
+    /// The largest blob accepted from a peer, in bytes; a document with a larger one is
+    /// refused before any byte of it travels (default 4 GiB).
+    #[arg(long, default_value_t = peerlite_storage::DEFAULT_MAX_BLOB_BYTES)]
+    max_blob_bytes: u64,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     host: IpAddr,
@@ -86,6 +90,10 @@ pub(crate) struct SyncArgs {
     /// Database directory (created if missing).
     #[arg(long)]
     db: PathBuf,
+    /// The largest blob accepted from the peer, in bytes; a document with a larger one is
+    /// refused before any byte of it travels (default 4 GiB).
+    #[arg(long, default_value_t = peerlite_storage::DEFAULT_MAX_BLOB_BYTES)]
+    max_blob_bytes: u64,
     /// Only push.
     #[arg(long, conflicts_with = "pull")]
     push: bool,
@@ -281,7 +289,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
     let stop = signals()?;
     smol::block_on(async {
         // Opened once every option is known good, so a bad one creates no database.
-        let db = crate::open_db(&args.db)?;
+        let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
         let listener = Listener::start(db, config)
             .await
             .map_err(|e| e.to_string())?;
@@ -343,7 +351,7 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     if !args.continuous {
         config.max_attempts = 3;
     }
-    let db = crate::open_db(&args.db)?;
+    let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
     let report = Arc::new(Report::new(
         args.continuous && !std::io::stdout().is_terminal(),
