@@ -23,7 +23,7 @@ use peerlite_storage::Database;
 use serde::Serialize;
 
 use super::data::{self, unix_nanos};
-use super::{BenchError, BenchOptions, Target, percentile, proc_stats, start_listener};
+use super::{BenchError, BenchOptions, Target, percentile, proc_stats, start_listener, work_dir};
 use crate::Replicator;
 
 /// Documents of the small-blob step.
@@ -77,14 +77,7 @@ impl BlobReport {
 
 /// Runs the blob bench once; `run` numbers the report.
 pub fn run_blobs(options: &BenchOptions, run: usize) -> Result<BlobReport, BenchError> {
-    let tmp = match &options.work_dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("peerlite-bench")
-            .tempdir_in(dir)?,
-        None => tempfile::Builder::new()
-            .prefix("peerlite-bench")
-            .tempdir()?,
-    };
+    let tmp = work_dir(options)?;
     proc_stats::reset_peak_rss();
     let mut r = BlobReport {
         run,

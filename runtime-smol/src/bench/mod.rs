@@ -148,14 +148,7 @@ pub enum BenchError {
 
 /// Runs the bench once; `run` numbers the report.
 pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError> {
-    let tmp = match &options.work_dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("peerlite-bench")
-            .tempdir_in(dir)?,
-        None => tempfile::Builder::new()
-            .prefix("peerlite-bench")
-            .tempdir()?,
-    };
+    let tmp = work_dir(options)?;
     proc_stats::reset_peak_rss();
     let cpu_start = proc_stats::read(None).map(|s| s.cpu_secs);
     let c = CollectionName::default();
@@ -247,6 +240,16 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
         r.replicator_cpu_s = Some(s.cpu_secs - cpu0);
     }
     Ok(r)
+}
+
+/// A temporary directory for a run's databases, in [`BenchOptions::work_dir`] if given.
+fn work_dir(options: &BenchOptions) -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("peerlite-bench");
+    match &options.work_dir {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
 }
 
 /// Starts the listener process on an empty database in `dir/listener`.
