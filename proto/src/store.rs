@@ -189,6 +189,15 @@ pub enum StorageOp {
         /// The transfer.
         transfer: BlobTransfer,
     },
+    /// The connection a blob was being received on ended: keep what was written of it
+    /// aside, so that beginning the same blob again resumes from there
+    /// ([`StorageReply::BlobBegun`]'s `resume_at`). Nothing of it becomes visible unless
+    /// it is finished; a store may keep a bounded number of these and drop the oldest,
+    /// or drop them all on restart. Reply: [`StorageReply::Done`].
+    SuspendBlob {
+        /// The transfer.
+        transfer: BlobTransfer,
+    },
     /// Read up to `max` bytes of a blob from `offset`. Reply: [`StorageReply::BlobBytes`].
     ReadBlob {
         /// The blob.
@@ -218,8 +227,16 @@ pub enum StorageReply {
     Leaves(Vec<Vec<Revision>>),
     /// For [`StorageOp::InsertRevisions`], one per insert; every `Inserted` is durable.
     Inserted(Vec<InsertOutcome>),
-    /// For [`StorageOp::BeginBlob`]: write its bytes with this transfer.
-    BlobBegun(BlobTransfer),
+    /// For [`StorageOp::BeginBlob`]: write its bytes with `transfer`, from byte
+    /// `resume_at` — 0, or how much of the blob a transfer cut earlier had written
+    /// ([`StorageOp::SuspendBlob`]); the receiver asks the sender for the rest only.
+    BlobBegun {
+        /// The transfer.
+        transfer: BlobTransfer,
+        /// Bytes of the blob already written; the next write carries the byte at this
+        /// offset.
+        resume_at: u64,
+    },
     /// For [`StorageOp::BeginBlob`]: the blob is larger than this store accepts.
     BlobTooLarge {
         /// The store's limit in bytes.

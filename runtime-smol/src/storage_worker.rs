@@ -64,7 +64,7 @@ fn is_small_read(op: &StorageOp) -> bool {
 
 /// Starts a worker for `db`. It sends each reply, wrapped by `wrap`, to `replies`, in
 /// the order the operations were queued, and ends when the returned [`Storage`] is
-/// dropped (after running what is queued) or `replies` is closed.
+/// dropped, after running what is queued.
 pub(crate) fn spawn<M: Send + 'static>(
     db: Database,
     replies: Sender<M>,
@@ -96,17 +96,17 @@ struct Worker {
 }
 
 impl Worker {
-    /// Runs groups until the queue's sender is dropped or `replies` is closed.
+    /// Runs groups until the queue's sender is dropped. Once `replies` is closed (the
+    /// connection ended) what is still queued runs all the same: it is what the machine
+    /// asked for last, such as setting aside a blob it was receiving.
     fn serve<M>(&self, replies: &Sender<M>, wrap: fn(OpId, StorageReply) -> M) {
         while let Ok(first) = self.ops.recv_blocking() {
             for run in runs(self.take_group(first)) {
                 let (ids, ops): (Vec<OpId>, Vec<StorageOp>) = run.into_iter().unzip();
                 for (id, reply) in ids.into_iter().zip(self.db.execute_many(ops)) {
-                    let sent = replies.send_blocking(wrap(id, reply));
+                    // No one listening any more: the reply is dropped.
+                    let _ = replies.send_blocking(wrap(id, reply));
                     self.pending.fetch_sub(1, Ordering::AcqRel);
-                    if sent.is_err() {
-                        return;
-                    }
                 }
             }
         }
@@ -197,5 +197,29 @@ mod tests {
         }
         let got: Vec<u64> = (0..4).map(|_| rx.recv_blocking().unwrap().0.0).collect();
         assert_eq!(got, vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn what_is_queued_runs_after_the_connection_stopped_listening() {
+        let db = Database::in_memory().unwrap();
+        let (tx, rx) = async_channel::unbounded();
+        let storage = spawn(db.clone(), tx, |id, reply| (id, reply));
+        for n in 0..1000u64 {
+            let op = StorageOp::PutLocal {
+                id: format!("last-{n}"),
+                value: bytes::Bytes::from_static(b"x"),
+            };
+            assert!(storage.submit(OpId(n), op).is_none());
+        }
+        drop(rx);
+        drop(storage);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db.get_local("last-999").unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue was dropped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -174,6 +174,10 @@ impl Database {
                 self.abandon_transfer(transfer)?;
                 StorageReply::Done
             }
+            StorageOp::SuspendBlob { transfer } => {
+                self.suspend_transfer(transfer)?;
+                StorageReply::Done
+            }
             StorageOp::ReadBlob {
                 digest,
                 offset,

@@ -140,6 +140,7 @@ conformance!(
     documents_refer_only_to_blobs_present,
     replicated_revisions_need_their_blobs,
     blob_writers_check_what_they_were_promised,
+    suspended_transfers_resume_where_they_stopped,
     compaction_removes_only_unreferenced_blobs,
     save_get_and_optimistic_concurrency,
     delete_makes_tombstones_and_recreate_extends_them,
@@ -1500,6 +1501,79 @@ fn blob_writers_check_what_they_were_promised(h: &mut impl Harness) {
         promised.digest
     );
     assert!(db.has_blob(&promised.digest).unwrap());
+}
+
+/// A transfer whose connection ended is set aside and the next transfer of the same blob
+/// goes on from its last byte; what it kept is checked with the rest, a bounded number
+/// are kept, and none survives a restart.
+fn suspended_transfers_resume_where_they_stopped(h: &mut impl Harness) {
+    use peerlite_proto::{BlobTransfer, StorageOp as Op, StorageReply as Reply};
+    fn begin(db: &Database, blob: &Blob) -> (BlobTransfer, u64) {
+        match db.execute(Op::BeginBlob { blob: blob.clone() }) {
+            Reply::BlobBegun {
+                transfer,
+                resume_at,
+            } => (transfer, resume_at),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn write(db: &Database, transfer: BlobTransfer, bytes: &'static [u8]) -> Reply {
+        db.execute(Op::WriteBlob {
+            transfer,
+            bytes: bytes.into(),
+        })
+    }
+    let promised = Blob::new(BlobDigest::of(b"0123456789"), 10, None);
+    let db = h.open();
+    let (t, at) = begin(&db, &promised);
+    assert_eq!(at, 0);
+    assert_eq!(
+        write(&db, t, b"01234"),
+        Reply::BlobWritten { complete: false }
+    );
+    assert_eq!(db.execute(Op::SuspendBlob { transfer: t }), Reply::Done);
+    assert!(!db.has_blob(&promised.digest).unwrap());
+    let (t, at) = begin(&db, &promised);
+    assert_eq!(at, 5);
+    assert_eq!(
+        write(&db, t, b"56789"),
+        Reply::BlobWritten { complete: true }
+    );
+    assert!(db.has_blob(&promised.digest).unwrap());
+
+    // Wrong bytes kept aside fail the check at the end, and nothing of them stays.
+    let other = Blob::new(BlobDigest::of(b"abcdefghij"), 10, None);
+    let (t, _) = begin(&db, &other);
+    write(&db, t, b"xxxxx");
+    db.execute(Op::SuspendBlob { transfer: t });
+    let (t, at) = begin(&db, &other);
+    assert_eq!(at, 5);
+    assert_eq!(write(&db, t, b"fghij"), Reply::BlobMismatch);
+    assert_eq!(begin(&db, &other).1, 0);
+
+    // At most 16 are kept: the oldest goes first.
+    let many: Vec<Blob> = (0..17u8)
+        .map(|i| Blob::new(BlobDigest::of(&[i; 2]), 2, None))
+        .collect();
+    for b in &many {
+        let (t, _) = begin(&db, b);
+        db.execute(Op::WriteBlob {
+            transfer: t,
+            bytes: vec![b.digest.as_bytes()[0]].into(),
+        });
+        db.execute(Op::SuspendBlob { transfer: t });
+    }
+    assert_eq!(begin(&db, &many[0]).1, 0);
+    assert_eq!(begin(&db, &many[16]).1, 1);
+
+    // Nothing set aside survives a restart.
+    let (t, _) = begin(&db, &other);
+    write(&db, t, b"abcde");
+    db.execute(Op::SuspendBlob { transfer: t });
+    drop(db);
+    let db = h.open();
+    assert_eq!(begin(&db, &other).1, 0);
+    assert_eq!(db.blobs().unwrap().len(), 1);
 }
 
 fn compaction_removes_only_unreferenced_blobs(h: &mut impl Harness) {

@@ -187,27 +187,114 @@ fn corrupt_blob_bytes_close_the_connection_and_store_nothing() {
     }
 }
 
+/// Runs `link` until at least `at` blob bytes crossed in all; returns how many did.
+fn run_until_blob_bytes(w: &mut World, at: u64) -> u64 {
+    while w.stats().blob_bytes_transferred < at {
+        w.run_for(Duration::from_millis(1));
+    }
+    w.stats().blob_bytes_transferred
+}
+
+/// The most blob bytes asked for and not yet received: 16 chunks of 256 KiB.
+const WINDOW: u64 = 16 * (256 << 10);
+
 #[test]
-fn a_transfer_cut_by_a_dropped_connection_starts_again_and_completes() {
-    let (mut w, hub, client) = hub_and_client(5);
-    let video = w.save_blob(client, &bytes(4_000_000, 7)).unwrap();
+fn a_transfer_cut_by_a_dropped_connection_resumes_where_it_stopped() {
+    const LEN: u64 = 12_000_000;
+    for pull in [false, true] {
+        let (mut w, hub, client) = hub_and_client(5);
+        let (sender, receiver) = if pull { (hub, client) } else { (client, hub) };
+        let video = w.save_blob(sender, &bytes(LEN as usize, 7)).unwrap();
+        save_with_blob(&mut w, sender, "video", &video);
+        let link = w.replicate(client, hub, |c| {
+            c.replicator_type = if pull {
+                ReplicatorType::Pull
+            } else {
+                ReplicatorType::Push
+            }
+        });
+        w.start(link);
+        let at_drop = run_until_blob_bytes(&mut w, LEN / 2);
+        w.drop_connection(link);
+        w.run_until_quiet(LIMIT).unwrap();
+        assert_eq!(w.status(link).error, None, "{:?}", w.status(link));
+        w.check_converged(&[hub, client]).unwrap();
+        assert!(w.db(receiver).has_blob(&video.digest).unwrap());
+        assert_eq!(w.db(receiver).blobs().unwrap().len(), 1);
+        // Only what had not been written crossed again: starting over would have cost
+        // at least `at_drop` more.
+        let total = w.stats().blob_bytes_transferred;
+        eprintln!("pull={pull}: cut at {at_drop} bytes, {total} crossed for {LEN}");
+        assert!(total <= LEN + WINDOW, "{total} bytes crossed");
+        assert!(total < LEN + at_drop);
+    }
+}
+
+#[test]
+fn a_receiver_restarted_mid_transfer_fetches_the_blob_again_whole() {
+    const LEN: u64 = 6_000_000;
+    let (mut w, hub, client) = hub_and_client(7);
+    let video = w.save_blob(client, &bytes(LEN as usize, 8)).unwrap();
     save_with_blob(&mut w, client, "video", &video);
     let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
     w.start(link);
-    let mut dropped = 0;
-    while w.stats().blob_bytes_transferred < 1_000_000 {
-        w.run_for(Duration::from_millis(1));
-    }
-    w.drop_connection(link);
-    dropped += 1;
+    let at_crash = run_until_blob_bytes(&mut w, LEN / 2);
+    w.crash(hub);
     w.run_until_quiet(LIMIT).unwrap();
-    assert_eq!(w.status(link).error, None, "{:?}", w.status(link));
     w.check_converged(&[hub, client]).unwrap();
-    assert!(w.db(hub).has_blob(&video.digest).unwrap());
-    // It started again from its first byte; nothing half-written is left.
-    assert!(w.stats().blob_bytes_transferred > 4_000_000);
+    // What was written aside did not survive the restart: all of it crossed again.
+    let total = w.stats().blob_bytes_transferred;
+    assert!(total >= LEN + at_crash - WINDOW, "{total} bytes crossed");
     assert_eq!(w.db(hub).blobs().unwrap().len(), 1);
-    assert_eq!(dropped, 1);
+}
+
+#[test]
+fn bytes_resumed_from_a_peer_that_sent_corrupt_ones_are_not_blamed_on_the_next() {
+    const LEN: usize = 8_000_000;
+    let mut w = World::new(8, SimConfig::default());
+    let hub = w.add_peer("hub");
+    let (bad, good) = (w.add_peer("bad"), w.add_peer("good"));
+    w.listen(hub, PassiveConfig::default());
+    let video = w.save_blob(bad, &bytes(LEN, 9)).unwrap();
+    let mut damaged = bytes(LEN, 9);
+    damaged[10] ^= 1;
+    w.corrupt_blob(bad, video.digest, &damaged);
+    save_with_blob(&mut w, bad, "from-bad", &video);
+    assert_eq!(w.save_blob(good, &bytes(LEN, 9)).unwrap(), video);
+    save_with_blob(&mut w, good, "from-good", &video);
+
+    // The bad peer's first half is kept aside when its connection drops.
+    let bad_link = w.replicate(bad, hub, |c| c.replicator_type = ReplicatorType::Push);
+    w.start(bad_link);
+    run_until_blob_bytes(&mut w, LEN as u64 / 2);
+    w.drop_connection(bad_link);
+    w.stop(bad_link);
+    w.run_until_quiet(LIMIT).unwrap();
+    assert!(!w.db(hub).has_blob(&video.digest).unwrap());
+
+    // The good peer's transfer resumes it, the digest does not match, and the hub
+    // fetches the whole blob from the good peer instead of closing on it.
+    let before = w.stats().blob_bytes_transferred;
+    let good_link = w.replicate(good, hub, |c| c.replicator_type = ReplicatorType::Push);
+    run(&mut w, good_link);
+    assert_eq!(w.status(good_link).error, None, "{:?}", w.status(good_link));
+    assert!(doc_errors(&w, good_link).is_empty());
+    let crossed = w.stats().blob_bytes_transferred - before;
+    assert!(crossed > LEN as u64, "{crossed}: resumed, then whole");
+    let mut stored = Vec::new();
+    std::io::Read::read_to_end(
+        &mut w.db(hub).open_blob(&video.digest).unwrap().unwrap(),
+        &mut stored,
+    )
+    .unwrap();
+    assert!(stored == bytes(LEN, 9));
+    let doc = DocId::new("from-good").unwrap();
+    assert!(
+        w.db(hub)
+            .get(&CollectionName::default(), &doc)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]

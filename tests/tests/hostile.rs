@@ -566,7 +566,10 @@ fn blobs_are_served_only_when_offered_and_chunks_must_match_the_request() {
         panic!("{begin:?}");
     };
     assert_eq!(*asked, blob);
-    let begun = StorageReply::BlobBegun(BlobTransfer(1));
+    let begun = StorageReply::BlobBegun {
+        transfer: BlobTransfer(1),
+        resume_at: 0,
+    };
     p.handle_input(Input::Storage(*id, begun), t).unwrap();
     let out = drain(|| p.poll_output());
     let [
@@ -597,12 +600,12 @@ fn blobs_are_served_only_when_offered_and_chunks_must_match_the_request() {
         )),
         "{out:?}"
     );
-    // The transfer is dropped, so nothing half-written stays in the store.
+    // The transfer is set aside (nothing of it is visible), to be resumed or dropped.
     assert!(out.iter().any(|o| matches!(
         o,
         Output::Storage(
             _,
-            StorageOp::AbandonBlob {
+            StorageOp::SuspendBlob {
                 transfer: BlobTransfer(1)
             }
         )

@@ -361,7 +361,7 @@ impl ActiveReplicator {
         self.pull_revs.clear();
         for transfer in self.fetches.reset() {
             self.op(
-                StorageOp::AbandonBlob { transfer },
+                StorageOp::SuspendBlob { transfer },
                 Op::Blob(BlobOp::Abandon),
             );
         }

@@ -313,8 +313,7 @@ impl PassivePeer {
             }
             Input::Disconnected(d) => {
                 if self.phase != Phase::Closed {
-                    self.phase = Phase::Closed;
-                    self.timers.clear();
+                    self.end();
                     let reason = CloseReason::new(CloseCode::GoingAway, d.message);
                     self.conn.event(Event::Closed(reason));
                 }
@@ -372,16 +371,22 @@ impl PassivePeer {
         if self.phase == Phase::Closed {
             return;
         }
+        self.end();
+        self.conn.outputs.push_back(Output::Close(reason.clone()));
+        self.conn.event(Event::Closed(reason));
+    }
+
+    /// Ends the connection: no more timers, and blobs being received are set aside for
+    /// the next connection to resume.
+    fn end(&mut self) {
         self.phase = Phase::Closed;
         self.timers.clear();
         for transfer in self.fetches.reset() {
             self.conn.storage(
-                StorageOp::AbandonBlob { transfer },
+                StorageOp::SuspendBlob { transfer },
                 Op::Blob(BlobOp::Abandon),
             );
         }
-        self.conn.outputs.push_back(Output::Close(reason.clone()));
-        self.conn.event(Event::Closed(reason));
     }
 
     fn protocol_error(&mut self, violation: PeerMisbehaved) {

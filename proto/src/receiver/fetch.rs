@@ -8,8 +8,9 @@
 //! fetched at a time, sharing [`CHUNKS_IN_FLIGHT`] chunks asked for or waiting to be
 //! written (4 MiB) — which also keeps the requests the sender must answer at once well
 //! under its limit. Each chunk is its own frame, so document messages on the same
-//! connection pass between them. A transfer cut by a dropped connection starts again
-//! from its first byte on the next connection (nothing of it was kept).
+//! connection pass between them. A transfer cut by a dropped connection is suspended
+//! ([`StorageOp::SuspendBlob`](crate::StorageOp::SuspendBlob)), and the next connection
+//! that needs the blob asks only for the bytes after the ones the store kept.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -73,6 +74,9 @@ struct Fetch {
     writing: Option<u64>,
     /// Chunks asked for and not received yet.
     in_flight: usize,
+    /// Whether the store held the first bytes from a transfer cut earlier, perhaps from
+    /// another peer: a mismatch then does not prove this peer wrong.
+    resumed: bool,
 }
 
 /// The blobs a receiver fetches.
@@ -115,12 +119,22 @@ impl Fetches {
         }
     }
 
-    /// The store began writing `digest`.
-    pub(crate) fn begun(&mut self, digest: BlobDigest, transfer: BlobTransfer) {
+    /// The store began writing `digest`, holding its first `resume_at` bytes already.
+    pub(crate) fn begun(&mut self, digest: BlobDigest, transfer: BlobTransfer, resume_at: u64) {
         let Some(f) = self.active.get_mut(&digest) else {
             return self.steps.push_back(FetchStep::Abandon(transfer));
         };
         f.transfer = Some(transfer);
+        // A store that claims the whole blob or more is wrong; fetch it all then, and
+        // the digest check decides.
+        let resume_at = if resume_at < f.blob.length {
+            resume_at
+        } else {
+            0
+        };
+        f.requested = resume_at;
+        f.written = resume_at;
+        f.resumed = resume_at > 0;
         if f.blob.length == 0 {
             f.writing = Some(0);
             self.steps.push_back(FetchStep::Write {
@@ -183,17 +197,29 @@ impl Fetches {
         self.request_all();
     }
 
-    /// The bytes the peer sent for `digest` do not match it: the peer misbehaved.
-    pub(crate) fn mismatch(&mut self, digest: BlobDigest) -> PeerMisbehaved {
-        if let Some(f) = self.active.get_mut(&digest) {
-            // The store dropped it already.
-            f.transfer = None;
+    /// The bytes written for `digest` do not match it (the store dropped them). If this
+    /// peer sent them all, it misbehaved; if the transfer resumed bytes kept from an
+    /// earlier one, the fault may be theirs: fetch the whole blob again from this peer.
+    pub(crate) fn mismatch(&mut self, digest: BlobDigest) -> Option<PeerMisbehaved> {
+        let f = self.active.get_mut(&digest)?;
+        f.transfer = None;
+        if f.resumed {
+            // Every chunk was written (the digest is checked at the last one), so none
+            // is in flight.
+            f.resumed = false;
+            f.requested = 0;
+            f.written = 0;
+            f.arrived.clear();
+            f.writing = None;
+            self.steps.push_back(FetchStep::Begin(f.blob.clone()));
+            return None;
         }
         self.finish(digest, Err(format!("blob {digest} arrived corrupted")));
-        PeerMisbehaved::BlobMismatch(digest)
+        Some(PeerMisbehaved::BlobMismatch(digest))
     }
 
-    /// The connection ended: every transfer is abandoned and every waiter forgotten.
+    /// The connection ended: every waiter is forgotten; returns the transfers under way,
+    /// to suspend so that a later connection resumes them.
     pub(crate) fn reset(&mut self) -> Vec<BlobTransfer> {
         let transfers = self.active.values().filter_map(|f| f.transfer).collect();
         let chunk = self.chunk;
@@ -221,6 +247,7 @@ impl Fetches {
                 arrived: BTreeMap::new(),
                 writing: None,
                 in_flight: 0,
+                resumed: false,
             };
             self.active.insert(blob.digest, fetch);
         }
@@ -315,7 +342,7 @@ mod tests {
             match step {
                 FetchStep::Begin(b) => {
                     transfer += 1;
-                    f.begun(b.digest, BlobTransfer(transfer));
+                    f.begun(b.digest, BlobTransfer(transfer), 0);
                 }
                 FetchStep::Request(ask) => {
                     outstanding += 1;
@@ -356,12 +383,74 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_transfer_asks_only_for_the_rest() {
+        let mut f = Fetches::default();
+        let b = blob(1, 1 << 20);
+        f.want(b.clone(), (1, 0));
+        assert!(matches!(f.poll(), Some(FetchStep::Begin(_))));
+        f.begun(b.digest, BlobTransfer(1), 700 << 10);
+        let mut asked = Vec::new();
+        while let Some(FetchStep::Request(ask)) = f.poll() {
+            asked.push((ask.offset, ask.max));
+        }
+        assert_eq!(asked, [(700 << 10, 256 << 10), (956 << 10, 68 << 10)]);
+    }
+
+    #[test]
+    fn a_mismatch_after_resuming_fetches_the_whole_blob_again_without_blaming_the_peer() {
+        let mut f = Fetches::default();
+        let b = blob(1, 1000);
+        f.want(b.clone(), (1, 0));
+        let _ = f.poll();
+        f.begun(b.digest, BlobTransfer(1), 600);
+        let Some(FetchStep::Request(ask)) = f.poll() else {
+            panic!("a request");
+        };
+        f.arrived(ask, Bytes::from(vec![0u8; 400])).unwrap();
+        assert!(matches!(f.poll(), Some(FetchStep::Write { .. })));
+        assert_eq!(f.mismatch(b.digest), None);
+        // Begun again; the store kept nothing, so all of it is asked for.
+        let Some(FetchStep::Begin(again)) = f.poll() else {
+            panic!("begun again");
+        };
+        f.begun(again.digest, BlobTransfer(2), 0);
+        let Some(FetchStep::Request(ask)) = f.poll() else {
+            panic!("a request");
+        };
+        assert_eq!((ask.offset, ask.max), (0, 1000));
+        f.arrived(ask, Bytes::from(vec![1u8; 1000])).unwrap();
+        assert!(matches!(f.poll(), Some(FetchStep::Write { .. })));
+        // Every byte came from this peer now: a mismatch is its fault.
+        assert_eq!(
+            f.mismatch(b.digest),
+            Some(PeerMisbehaved::BlobMismatch(b.digest))
+        );
+        assert!(matches!(
+            f.poll(),
+            Some(FetchStep::Done { result: Err(_), .. })
+        ));
+    }
+
+    #[test]
+    fn a_store_claiming_the_whole_blob_already_gets_all_of_it_again() {
+        let mut f = Fetches::default();
+        let b = blob(1, 1000);
+        f.want(b.clone(), (1, 0));
+        let _ = f.poll();
+        f.begun(b.digest, BlobTransfer(1), 5000);
+        let Some(FetchStep::Request(ask)) = f.poll() else {
+            panic!("a request");
+        };
+        assert_eq!((ask.offset, ask.max), (0, 1000));
+    }
+
+    #[test]
     fn chunks_fit_the_peers_frames() {
         let mut f = Fetches::default();
         f.set_peer_limit(64 << 10);
         f.want(blob(1, 1 << 20), (1, 0));
         let _ = f.poll();
-        f.begun(BlobDigest::of(&[1]), BlobTransfer(1));
+        f.begun(BlobDigest::of(&[1]), BlobTransfer(1), 0);
         let Some(FetchStep::Request(ask)) = f.poll() else {
             panic!("a request");
         };

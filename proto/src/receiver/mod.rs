@@ -285,7 +285,7 @@ pub(crate) enum BlobOp {
     Begin(BlobDigest),
     /// Writing bytes of a blob being fetched.
     Write(BlobDigest),
-    /// Dropping a transfer.
+    /// Dropping or suspending a transfer.
     Abandon,
     /// Reading blob bytes to answer the peer's `GetBlob` request.
     Serve(RequestNumber),
@@ -311,9 +311,13 @@ pub(crate) fn blob_reply<S, O>(
         (BlobOp::Serve(n), StorageReply::BlobBytes(bytes)) => {
             crate::sender::blob_read(conn, n, bytes)
         }
-        (BlobOp::Begin(digest), StorageReply::BlobBegun(transfer)) => {
-            fetches.begun(digest, transfer)
-        }
+        (
+            BlobOp::Begin(digest),
+            StorageReply::BlobBegun {
+                transfer,
+                resume_at,
+            },
+        ) => fetches.begun(digest, transfer, resume_at),
         (BlobOp::Begin(digest), StorageReply::BlobTooLarge { max }) => {
             fetches.too_large(digest, max)
         }
@@ -321,7 +325,9 @@ pub(crate) fn blob_reply<S, O>(
             fetches.written(digest, complete)
         }
         (BlobOp::Write(digest), StorageReply::BlobMismatch) => {
-            return Err(BlobReplyError::Violation(fetches.mismatch(digest)));
+            if let Some(violation) = fetches.mismatch(digest) {
+                return Err(BlobReplyError::Violation(violation));
+            }
         }
         (BlobOp::Abandon, StorageReply::Done) => {}
         (_, reply) => return Err(BlobReplyError::Wrong(reply)),

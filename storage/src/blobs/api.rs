@@ -53,18 +53,14 @@ pub struct CompactReport {
 /// checks them and makes the blob visible, whole. Dropped unfinished, it leaves nothing.
 pub struct BlobWriter {
     db: Database,
-    out: Box<dyn BlobWrite>,
-    hasher: BlobHasher,
-    /// The blob the bytes must be, when known in advance (a peer announced it).
-    expected: Option<(BlobDigest, u64)>,
-    max: u64,
+    staged: Staged,
 }
 
 impl std::fmt::Debug for BlobWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobWriter")
-            .field("written", &self.hasher.length())
-            .field("expected", &self.expected)
+            .field("written", &self.staged.written())
+            .field("expected", &self.staged.expected)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +69,35 @@ impl BlobWriter {
     /// Appends `bytes`. Fails, keeping nothing, once the blob would pass the database's
     /// [`max_blob_bytes`](crate::DatabaseConfig::max_blob_bytes) or the expected length.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.staged.write(bytes)
+    }
+
+    /// How many bytes were written so far.
+    pub fn written(&self) -> u64 {
+        self.staged.written()
+    }
+
+    /// Checks the bytes against the expected digest and length, if any, makes the blob
+    /// durable and visible, and records `content_type` for it (the first one given is
+    /// kept). Returns the reference to put in a document, with `content_type` (or the
+    /// one recorded, if none is given).
+    pub fn finish(self, content_type: Option<&str>) -> Result<Blob, StorageError> {
+        self.db.publish(self.staged, content_type)
+    }
+}
+
+/// The bytes of a blob being saved, aside. Holds no [`Database`], so the transfers a
+/// database keeps between a peer's chunks do not keep the database itself alive.
+pub(crate) struct Staged {
+    out: Box<dyn BlobWrite>,
+    hasher: BlobHasher,
+    /// The blob the bytes must be, when known in advance (a peer announced it).
+    expected: Option<(BlobDigest, u64)>,
+    max: u64,
+}
+
+impl Staged {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         let length = self.hasher.length() + bytes.len() as u64;
         if length > self.max {
             return Err(StorageError::BlobTooLarge {
@@ -96,49 +121,8 @@ impl BlobWriter {
             .map_err(|e| StorageError::BlobIo(format!("cannot write blob bytes: {e}")))
     }
 
-    /// How many bytes were written so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.hasher.length()
-    }
-
-    /// Checks the bytes against the expected digest and length, if any, makes the blob
-    /// durable and visible, and records `content_type` for it (the first one given is
-    /// kept). Returns the reference to put in a document, with `content_type` (or the
-    /// one recorded, if none is given).
-    pub fn finish(self, content_type: Option<&str>) -> Result<Blob, StorageError> {
-        let BlobWriter {
-            db,
-            out,
-            hasher,
-            expected,
-            ..
-        } = self;
-        let (digest, length) = hasher.finish();
-        if let Some((expected, expected_length)) = expected
-            && (expected, expected_length) != (digest, length)
-        {
-            return Err(StorageError::BlobMismatch {
-                expected,
-                expected_length,
-                found: digest,
-                found_length: length,
-            });
-        }
-        out.publish(&digest)?;
-        if let Some(t) = content_type {
-            let key = keys::blob_meta_key(&digest);
-            if db.inner.kv.get(Space::Meta, &key)?.is_none() {
-                let mut batch = WriteBatch::new();
-                batch.put(Space::Meta, key, t.as_bytes().to_vec());
-                db.inner.kv.commit(batch, Durability::Sync)?;
-            }
-        }
-        db.lock_fresh_blobs()?.insert(digest);
-        let content_type = match content_type {
-            Some(t) => Some(t.to_owned()),
-            None => db.content_type(&digest)?,
-        };
-        Ok(Blob::new(digest, length, content_type))
     }
 }
 
@@ -208,11 +192,62 @@ impl Database {
     fn writer_for(&self, expected: Option<(BlobDigest, u64)>) -> Result<BlobWriter, StorageError> {
         Ok(BlobWriter {
             db: self.clone(),
+            staged: self.stage(expected)?,
+        })
+    }
+
+    /// Starts writing a blob aside.
+    pub(crate) fn stage(
+        &self,
+        expected: Option<(BlobDigest, u64)>,
+    ) -> Result<Staged, StorageError> {
+        Ok(Staged {
             out: self.inner.blobs.create()?,
             hasher: BlobHasher::new(),
             expected,
             max: self.inner.config.max_blob_bytes,
         })
+    }
+
+    /// Checks `staged` against the digest and length expected, if any, makes the blob
+    /// durable and visible, and records `content_type` for it (see [`BlobWriter::finish`]).
+    pub(crate) fn publish(
+        &self,
+        staged: Staged,
+        content_type: Option<&str>,
+    ) -> Result<Blob, StorageError> {
+        let Staged {
+            out,
+            hasher,
+            expected,
+            ..
+        } = staged;
+        let (digest, length) = hasher.finish();
+        if let Some((expected, expected_length)) = expected
+            && (expected, expected_length) != (digest, length)
+        {
+            return Err(StorageError::BlobMismatch {
+                expected,
+                expected_length,
+                found: digest,
+                found_length: length,
+            });
+        }
+        out.publish(&digest)?;
+        if let Some(t) = content_type {
+            let key = keys::blob_meta_key(&digest);
+            if self.inner.kv.get(Space::Meta, &key)?.is_none() {
+                let mut batch = WriteBatch::new();
+                batch.put(Space::Meta, key, t.as_bytes().to_vec());
+                self.inner.kv.commit(batch, Durability::Sync)?;
+            }
+        }
+        self.lock_fresh_blobs()?.insert(digest);
+        let content_type = match content_type {
+            Some(t) => Some(t.to_owned()),
+            None => self.content_type(&digest)?,
+        };
+        Ok(Blob::new(digest, length, content_type))
     }
 
     /// The blob `digest`, if the database holds it.

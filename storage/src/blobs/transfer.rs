@@ -1,17 +1,21 @@
 //! Blobs received by replication: the storage side of [`StorageOp::BeginBlob`],
-//! [`StorageOp::WriteBlob`] and [`StorageOp::AbandonBlob`]. Each transfer is a
-//! [`BlobWriter`] held between operations under a number the store hands out, so any
-//! number of connections may receive blobs at once, even the same one.
+//! [`StorageOp::WriteBlob`], [`StorageOp::AbandonBlob`] and [`StorageOp::SuspendBlob`].
+//! Each transfer is a blob being written aside, held between operations under a number
+//! the store hands out, so any number of connections may receive blobs at once, even the
+//! same one. A transfer whose connection ended is kept aside (suspended) and resumed by
+//! the next transfer of the same blob, so a dropped connection costs only the bytes that
+//! had not arrived yet.
 //!
 //! [`StorageOp::BeginBlob`]: peerlite_proto::StorageOp::BeginBlob
 //! [`StorageOp::WriteBlob`]: peerlite_proto::StorageOp::WriteBlob
 //! [`StorageOp::AbandonBlob`]: peerlite_proto::StorageOp::AbandonBlob
+//! [`StorageOp::SuspendBlob`]: peerlite_proto::StorageOp::SuspendBlob
 
 use std::collections::BTreeMap;
 
 use peerlite_proto::{Blob, BlobTransfer, StorageReply};
 
-use super::BlobWriter;
+use super::api::Staged;
 use crate::{Database, KvError, StorageError};
 
 /// Transfers open at most: beyond, beginning one drops the oldest (a connection that
@@ -19,30 +23,57 @@ use crate::{Database, KvError, StorageError};
 /// still in use fails its next write, which ends that connection, to be retried).
 const MAX_OPEN: usize = 64;
 
-/// Transfers under way.
-#[derive(Debug, Default)]
+/// Suspended transfers kept at most, the oldest dropped first: each holds a staging file
+/// (and a file handle) until it is resumed or the database is closed.
+const MAX_SUSPENDED: usize = 16;
+
+/// Transfers under way, and those suspended.
+#[derive(Default)]
 pub(crate) struct Transfers {
     next: u64,
-    open: BTreeMap<u64, (Blob, BlobWriter)>,
+    open: BTreeMap<u64, (Blob, Staged)>,
+    /// Oldest first.
+    suspended: Vec<(Blob, Staged)>,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers")
+            .field("open", &self.open.len())
+            .field("suspended", &self.suspended.len())
+            .finish()
+    }
 }
 
 impl Database {
     pub(crate) fn begin_transfer(&self, blob: Blob) -> Result<StorageReply, StorageError> {
-        let writer = match self.blob_writer_for(&blob) {
-            Ok(w) => w,
-            Err(StorageError::BlobTooLarge { max, .. }) => {
-                return Ok(StorageReply::BlobTooLarge { max });
-            }
-            Err(e) => return Err(e),
+        let max = self.inner.config.max_blob_bytes;
+        if blob.length > max {
+            return Ok(StorageReply::BlobTooLarge { max });
+        }
+        let resumed = {
+            let mut t = self.lock_transfers()?;
+            t.suspended
+                .iter()
+                .position(|(b, _)| (b.digest, b.length) == (blob.digest, blob.length))
+                .map(|i| t.suspended.remove(i).1)
         };
+        let staged = match resumed {
+            Some(staged) => staged,
+            None => self.stage(Some((blob.digest, blob.length)))?,
+        };
+        let resume_at = staged.written();
         let mut t = self.lock_transfers()?;
         while t.open.len() >= MAX_OPEN {
             t.open.pop_first();
         }
         t.next += 1;
         let id = t.next;
-        t.open.insert(id, (blob, writer));
-        Ok(StorageReply::BlobBegun(BlobTransfer(id)))
+        t.open.insert(id, (blob, staged));
+        Ok(StorageReply::BlobBegun {
+            transfer: BlobTransfer(id),
+            resume_at,
+        })
     }
 
     pub(crate) fn write_transfer(
@@ -51,23 +82,23 @@ impl Database {
         bytes: &[u8],
     ) -> Result<StorageReply, StorageError> {
         // Out of the table while it is written: other transfers go on meanwhile.
-        let (blob, mut writer) = self
+        let (blob, mut staged) = self
             .lock_transfers()?
             .open
             .remove(&transfer.0)
             .ok_or_else(|| StorageError::BlobIo(format!("no blob transfer {}", transfer.0)))?;
-        match writer.write(bytes) {
+        match staged.write(bytes) {
             Ok(()) => {}
             Err(StorageError::BlobMismatch { .. }) => return Ok(StorageReply::BlobMismatch),
             Err(e) => return Err(e),
         }
-        if writer.written() < blob.length {
+        if staged.written() < blob.length {
             self.lock_transfers()?
                 .open
-                .insert(transfer.0, (blob, writer));
+                .insert(transfer.0, (blob, staged));
             return Ok(StorageReply::BlobWritten { complete: false });
         }
-        match writer.finish(blob.content_type.as_deref()) {
+        match self.publish(staged, blob.content_type.as_deref()) {
             Ok(_) => Ok(StorageReply::BlobWritten { complete: true }),
             Err(StorageError::BlobMismatch { .. }) => Ok(StorageReply::BlobMismatch),
             Err(e) => Err(e),
@@ -75,8 +106,34 @@ impl Database {
     }
 
     pub(crate) fn abandon_transfer(&self, transfer: BlobTransfer) -> Result<(), StorageError> {
-        // Dropping the writer removes what it wrote.
+        // Dropping the staged bytes removes them.
         self.lock_transfers()?.open.remove(&transfer.0);
+        Ok(())
+    }
+
+    pub(crate) fn suspend_transfer(&self, transfer: BlobTransfer) -> Result<(), StorageError> {
+        let mut t = self.lock_transfers()?;
+        let Some((blob, staged)) = t.open.remove(&transfer.0) else {
+            return Ok(());
+        };
+        if staged.written() == 0 {
+            return Ok(());
+        }
+        // One suspended transfer per blob: the one furthest along.
+        if let Some(i) = t
+            .suspended
+            .iter()
+            .position(|(b, _)| b.digest == blob.digest)
+        {
+            if t.suspended[i].1.written() >= staged.written() {
+                return Ok(());
+            }
+            t.suspended.remove(i);
+        }
+        t.suspended.push((blob, staged));
+        if t.suspended.len() > MAX_SUSPENDED {
+            t.suspended.remove(0);
+        }
         Ok(())
     }
 
