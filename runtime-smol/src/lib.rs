@@ -40,7 +40,7 @@
 
 mod auth;
 mod auth_limit;
-pub mod bench;
+
 mod change_feed;
 mod error;
 mod listener;

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::data::{self, unix_nanos};
 use super::{BenchError, BenchOptions, Target, percentile, proc_stats, start_listener, work_dir};
-use crate::Replicator;
+use peerlite_smol::Replicator;
 
 /// Documents of the small-blob step.
 const SMALL_DOCS: u64 = 1_000;

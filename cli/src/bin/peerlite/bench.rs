@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use peerlite_smol::bench::{self, BenchOptions, BenchReport};
+use peerlite_cli::bench::{self, BenchOptions, BenchReport};
 
 /// Options of `peerlite bench`.
 #[derive(Args)]

@@ -29,7 +29,7 @@ use peerlite_proto::CollectionName;
 use peerlite_storage::Database;
 
 use super::{BenchError, data};
-use crate::{
+use peerlite_smol::{
     IdentityAttributes, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, User,
 };
 

@@ -20,13 +20,13 @@
 //! wrong sync fails the bench rather than reporting a figure.
 //!
 //! ```no_run
-//! use peerlite_smol::bench::{self, BenchOptions};
+//! use peerlite_cli::bench::{self, BenchOptions};
 //!
 //! // A program whose `bench-peer` command calls `bench::serve_peer` on stdin/stdout.
 //! let options = BenchOptions::new("/usr/local/bin/peerlite", ["bench-peer"]);
 //! let report = bench::run(&BenchOptions { docs: 10_000, ..options }, 1)?;
 //! println!("{}", report.to_json());
-//! # Ok::<(), peerlite_smol::bench::BenchError>(())
+//! # Ok::<(), peerlite_cli::bench::BenchError>(())
 //! ```
 //!
 //! [`Durability::Sync`]: peerlite_storage::Durability::Sync
@@ -52,11 +52,11 @@ pub use blobs::{BlobReport, run_blobs};
 pub use peer::serve_peer;
 pub use report::{BenchReport, MetricSummary, summarize};
 
-use crate::{
+use peer::Peer;
+use peerlite_smol::{
     Credentials, Replicator, ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError,
     ServerTrust,
 };
-use peer::Peer;
 
 /// What a bench run does.
 #[derive(Clone, Debug)]

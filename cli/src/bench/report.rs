@@ -106,7 +106,7 @@ pub struct MetricSummary {
 /// left out of that figure's summary).
 ///
 /// ```
-/// use peerlite_smol::bench::{BenchReport, summarize};
+/// use peerlite_cli::bench::{BenchReport, summarize};
 /// let runs: Vec<BenchReport> = [3.0, 1.0, 2.0]
 ///     .into_iter()
 ///     .map(|r| BenchReport { push_docs_per_s: r, ..BenchReport::default() })
