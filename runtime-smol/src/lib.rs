@@ -5,9 +5,11 @@
 //! identities (self-signed, PEM, PKCS#12), certificate pinning or "accept only
 //! self-signed", and Basic or client-certificate authentication.
 //!
-//! Each connection is driven by one task that owns a `peerlite_proto` state machine;
-//! storage operations run on smol's blocking pool; the database's change listener feeds
-//! continuous replication.
+//! Everything but the executor lives in `peerlite-runtime`, shared with
+//! `peerlite-tokio`: this crate is [`Smol`], its [`Runtime`] implementation (spawning,
+//! timers and TCP on smol), and the runtime's types named for it. Each connection is
+//! driven by one task that owns a `peerlite_proto` state machine; its storage operations
+//! run in order on a worker thread of their own.
 //!
 //! ```no_run
 //! use peerlite_smol::{Credentials, Listener, ListenerAuthenticator, ListenerConfig,
@@ -38,26 +40,78 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod auth;
-mod auth_limit;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
 
-mod change_feed;
-mod error;
-mod listener;
-mod replicator;
-mod storage_worker;
-mod tls;
-mod transport;
-mod wake;
+pub use peerlite_runtime::{
+    AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError,
+    ConnectionStatus, Credentials, IdentityAttributes, IdentityError, ListenerAuthenticator,
+    ListenerConfig, ListenerError, ListenerId, ListenerTls, ReplicatorConfigError,
+    ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime, ServerTrust,
+    TlsConfigError, TlsIdentity, User,
+};
 
-pub use auth::{Credentials, ListenerAuthenticator, User};
-pub use auth_limit::AuthFailureLimit;
-pub use error::{
-    ClientCertificateProblem, ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError,
-};
-pub use listener::{ConnectionStatus, Listener, ListenerConfig, ListenerTls};
-pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};
-pub use tls::{
-    CertificateRejection, IdentityAttributes, IdentityError, ServerTrust, TlsConfigError,
-    TlsIdentity,
-};
+/// A listener (the passive peer) on smol: see [`peerlite_runtime::Listener`].
+pub type Listener = peerlite_runtime::Listener<Smol>;
+
+/// A replicator (the active peer) on smol: see [`peerlite_runtime::Replicator`].
+pub type Replicator = peerlite_runtime::Replicator<Smol>;
+
+/// smol as a Peerlite [`Runtime`]: tasks on smol's global executor, `async-io` timers and
+/// TCP.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    type Tcp = smol::net::TcpStream;
+    type TcpListener = smol::net::TcpListener;
+    type Task = smol::Task<()>;
+
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(future)
+    }
+
+    fn spawn_detached<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(future).detach();
+    }
+
+    fn is_finished(task: &Self::Task) -> bool {
+        task.is_finished()
+    }
+
+    async fn sleep_until(&self, at: Instant) {
+        smol::Timer::at(at).await;
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Tcp> {
+        let tcp = smol::net::TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
+    async fn bind(&self, address: SocketAddr) -> io::Result<Self::TcpListener> {
+        smol::net::TcpListener::bind(address).await
+    }
+
+    fn local_addr(listener: &Self::TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn peek(tcp: &Self::Tcp, buf: &mut [u8]) -> io::Result<usize> {
+        tcp.peek(buf).await
+    }
+
+    async fn accept(listener: &Self::TcpListener) -> io::Result<(Self::Tcp, SocketAddr)> {
+        let (tcp, peer) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        Ok((tcp, peer))
+    }
+}

@@ -16,10 +16,10 @@ use peerlite_proto::{
     PassivePeer, Principal, StorageReply, Validator,
 };
 use peerlite_storage::Database;
-use smol::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
+use crate::executor::{Runtime, until};
 use crate::transport::{AcceptOptions, accept};
 use crate::wake::{ReaderMsg, Wake};
 use crate::{
@@ -161,16 +161,16 @@ struct Shared {
 /// # listener.stop().await;
 /// # Ok(()) }
 /// ```
-pub struct Listener {
+pub struct Listener<R: Runtime> {
     port: u16,
     urls: Vec<String>,
     identity: Option<TlsIdentity>,
     shared: Arc<Shared>,
     stop: Sender<()>,
-    task: smol::Task<()>,
+    task: R::Task,
 }
 
-impl fmt::Debug for Listener {
+impl<R: Runtime> fmt::Debug for Listener<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")
             .field("urls", &self.urls)
@@ -179,9 +179,10 @@ impl fmt::Debug for Listener {
     }
 }
 
-impl Listener {
+impl<R: Runtime> Listener<R> {
     /// Binds the port and starts accepting connections.
-    pub async fn start(db: Database, config: ListenerConfig) -> Result<Listener, ListenerError> {
+    pub async fn start(db: Database, config: ListenerConfig) -> Result<Listener<R>, ListenerError> {
+        let rt = R::default();
         if config.database_name.is_empty() || config.database_name.contains('/') {
             return Err(ListenerError::Config(format!(
                 "database name {:?} must be non-empty and contain no '/'",
@@ -218,14 +219,14 @@ impl Listener {
             None => None,
         };
         let address = SocketAddr::new(config.network_interface, config.port);
-        let tcp = TcpListener::bind(address)
+        let tcp = rt
+            .bind(address)
             .await
             .map_err(|source| ListenerError::Bind {
                 address: address.to_string(),
                 source,
             })?;
-        let port = tcp
-            .local_addr()
+        let port = R::local_addr(&tcp)
             .map_err(|source| ListenerError::Bind {
                 address: address.to_string(),
                 source,
@@ -272,15 +273,15 @@ impl Listener {
             ..PassiveConfig::default()
         };
         let (stop, stopped) = async_channel::bounded(1);
-        let task = smol::spawn(accept_loop(
-            tcp,
+        let serving = Serving {
+            rt: rt.clone(),
             db,
             config,
             passive,
-            accept_options,
-            shared.clone(),
-            stopped,
-        ));
+            options: accept_options,
+            shared: shared.clone(),
+        };
+        let task = rt.spawn(serving.accept_loop(tcp, stopped));
         Ok(Listener {
             port,
             urls,
@@ -378,82 +379,90 @@ fn resolve_identity(db: &Database, tls: &ListenerTls) -> Result<TlsIdentity, Lis
     }
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
+/// What a listener's accept loop serves connections with.
+struct Serving<R: Runtime> {
+    rt: R,
     db: Database,
     config: ListenerConfig,
     passive: PassiveConfig,
     options: Arc<AcceptOptions>,
     shared: Arc<Shared>,
-    stopped: Receiver<()>,
-) {
-    let mut tasks = Vec::new();
-    loop {
-        let next = smol::future::or(async { Some(tcp.accept().await) }, async {
-            let _ = stopped.recv().await;
-            None
-        })
-        .await;
-        let Some(accepted) = next else { break };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
-        };
-        tasks.retain(|t: &smol::Task<()>| !t.is_finished());
-        if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
-            shared.rejected.fetch_add(1, Ordering::Relaxed);
-            // Say so (HTTP 503 with Retry-After, after the TLS handshake a client needs to
-            // read it) to a few at a time; past that, a flood is just dropped.
-            if shared.turning_away.load(Ordering::Relaxed) >= BUSY_ANSWERS {
-                drop(stream);
+}
+
+impl<R: Runtime> Serving<R> {
+    /// Accepts connections on `tcp` until `stopped`, then closes them and waits for them.
+    async fn accept_loop(self, tcp: R::TcpListener, stopped: Receiver<()>) {
+        let Serving {
+            rt,
+            db,
+            config,
+            passive,
+            options,
+            shared,
+        } = self;
+        let mut tasks = Vec::new();
+        loop {
+            let next = futures_lite::future::or(async { Some(R::accept(&tcp).await) }, async {
+                let _ = stopped.recv().await;
+                None
+            })
+            .await;
+            let Some(accepted) = next else { break };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
+            tasks.retain(|t: &R::Task| !R::is_finished(t));
+            if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                // Say so (HTTP 503 with Retry-After, after the TLS handshake a client needs to
+                // read it) to a few at a time; past that, a flood is just dropped.
+                if shared.turning_away.load(Ordering::Relaxed) >= BUSY_ANSWERS {
+                    drop(stream);
+                    continue;
+                }
+                shared.turning_away.fetch_add(1, Ordering::Relaxed);
+                let (options, shared) = (options.clone(), shared.clone());
+                // Short, so idle connections cannot hold these slots for long.
+                let timeout = config.handshake_timeout.min(Duration::from_secs(2));
+                let limit = config.max_connections;
+                let task_rt = rt.clone();
+                tasks.push(rt.spawn(async move {
+                    let busy = crate::transport::turn_away(stream, &options, limit);
+                    until(&task_rt, Instant::now() + timeout, busy).await;
+                    shared.turning_away.fetch_sub(1, Ordering::Relaxed);
+                }));
                 continue;
             }
-            shared.turning_away.fetch_add(1, Ordering::Relaxed);
-            let (options, shared) = (options.clone(), shared.clone());
-            // Short, so idle connections cannot hold these slots for long.
-            let timeout = config.handshake_timeout.min(Duration::from_secs(2));
-            let limit = config.max_connections;
-            tasks.push(smol::spawn(async move {
-                let busy = crate::transport::turn_away(stream, &options, limit);
-                smol::future::or(busy, async {
-                    smol::Timer::after(timeout).await;
-                })
-                .await;
-                shared.turning_away.fetch_sub(1, Ordering::Relaxed);
+            shared.connections.fetch_add(1, Ordering::Relaxed);
+            let (db, options, shared, passive) =
+                (db.clone(), options.clone(), shared.clone(), passive.clone());
+            let timeout = config.handshake_timeout;
+            let task_rt = rt.clone();
+            tasks.push(rt.spawn(async move {
+                let handshake = accept::<R>(stream, peer, &options);
+                match until(&task_rt, Instant::now() + timeout, handshake).await {
+                    Some(Ok((ws, principal))) => {
+                        serve(&task_rt, ws, principal, db, passive, shared.clone()).await
+                    }
+                    Some(Err(_)) | None => {
+                        shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
             }));
-            continue;
         }
-        shared.connections.fetch_add(1, Ordering::Relaxed);
-        let (db, options, shared, passive) =
-            (db.clone(), options.clone(), shared.clone(), passive.clone());
-        let timeout = config.handshake_timeout;
-        tasks.push(smol::spawn(async move {
-            let handshake =
-                smol::future::or(async { Some(accept(stream, &options).await) }, async {
-                    smol::Timer::after(timeout).await;
-                    None
-                });
-            match handshake.await {
-                Some(Ok((ws, principal))) => {
-                    serve(ws, principal, db, passive, shared.clone()).await
-                }
-                Some(Err(_)) | None => {
-                    shared.rejected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
-        }));
-    }
-    // Close every open connection, then wait for them.
-    let open: Vec<Sender<ConnMsg>> = shared
-        .open
-        .lock()
-        .map(|o| o.values().cloned().collect())
-        .unwrap_or_default();
-    for conn in open {
-        let _ = conn.send(ConnMsg::Stop).await;
-    }
-    for t in tasks {
-        t.await;
+        // Close every open connection, then wait for them.
+        let open: Vec<Sender<ConnMsg>> = shared
+            .open
+            .lock()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default();
+        for conn in open {
+            let _ = conn.send(ConnMsg::Stop).await;
+        }
+        for t in tasks {
+            t.await;
+        }
     }
 }
 
@@ -472,7 +481,8 @@ const BUSY_ANSWERS: usize = 16;
 pub(crate) const READ_AHEAD: usize = 128;
 
 /// Drives one connection's passive peer until it closes.
-async fn serve(
+async fn serve<R: Runtime>(
+    rt: &R,
     ws: crate::transport::Ws,
     principal: Principal,
     db: Database,
@@ -489,7 +499,7 @@ async fn serve(
     let (mut sender, receiver) = ws.split();
     let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
     let mut frames = Some(frames_rx);
-    crate::wake::spawn_reader(receiver, frames_tx, "the replicator");
+    crate::wake::spawn_reader(rt, receiver, frames_tx, "the replicator");
     let mut peer = PassivePeer::new(config, principal, Instant::now());
     let mut busy = false;
     loop {
@@ -534,7 +544,7 @@ async fn serve(
             break;
         }
         let deadline = peer.poll_timeout();
-        let wake = crate::wake::next(&rx, frames.as_ref(), &changes, deadline).await;
+        let wake = crate::wake::next(rt, &rx, frames.as_ref(), &changes, deadline).await;
         let now = Instant::now();
         let input = match wake {
             Wake::Msg(None) => break,

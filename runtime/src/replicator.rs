@@ -15,6 +15,7 @@ use peerlite_proto::{
 };
 use peerlite_storage::{Database, ListenerToken, StorageError};
 
+use crate::executor::Runtime;
 use crate::transport::{DialOptions, Endpoint, dial};
 use crate::wake::{ReaderMsg, Wake};
 use crate::{
@@ -140,16 +141,16 @@ enum Msg {
 /// assert!(status.error.is_none());
 /// # Ok(()) }
 /// ```
-pub struct Replicator {
+pub struct Replicator<R: Runtime> {
     db: Database,
     config: ReplicatorConfig,
     shared: Arc<Shared>,
     tx: Sender<Msg>,
     db_listener: ListenerToken,
-    _task: smol::Task<()>,
+    _task: R::Task,
 }
 
-impl fmt::Debug for Replicator {
+impl<R: Runtime> fmt::Debug for Replicator<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replicator")
             .field("endpoint", &self.config.remote_url)
@@ -158,12 +159,13 @@ impl fmt::Debug for Replicator {
     }
 }
 
-impl Replicator {
+impl<R: Runtime> Replicator<R> {
     /// Creates a stopped replicator for `db`; call [`Replicator::start`].
     pub fn new(
         db: Database,
         config: ReplicatorConfiguration,
-    ) -> Result<Replicator, ReplicatorConfigError> {
+    ) -> Result<Replicator<R>, ReplicatorConfigError> {
+        let rt = R::default();
         let endpoint = Endpoint::parse(&config.endpoint)?;
         let tls = if endpoint.tls {
             Some(Arc::new(crate::tls::client_config(
@@ -206,6 +208,7 @@ impl Replicator {
         let (tx, rx) = async_channel::unbounded();
         let (db_listener, changes) = crate::change_feed::watch(&db);
         let driver = Driver {
+            rt: rt.clone(),
             machine: ActiveReplicator::new(proto.clone()),
             endpoint,
             dial: Arc::new(dial),
@@ -217,7 +220,7 @@ impl Replicator {
             frames: None,
             last_connect_error: None,
         };
-        let task = smol::spawn(driver.run(rx, changes));
+        let task = rt.spawn(driver.run(rx, changes));
         Ok(Replicator {
             db,
             config: proto,
@@ -350,7 +353,7 @@ impl Replicator {
     }
 }
 
-impl Drop for Replicator {
+impl<R: Runtime> Drop for Replicator<R> {
     fn drop(&mut self) {
         self.db.remove_change_listener(self.db_listener);
         let _ = self.tx.try_send(Msg::Stop);
@@ -358,7 +361,8 @@ impl Drop for Replicator {
 }
 
 /// The task that owns the state machine.
-struct Driver {
+struct Driver<R: Runtime> {
+    rt: R,
     machine: ActiveReplicator,
     endpoint: Endpoint,
     dial: Arc<DialOptions>,
@@ -374,13 +378,13 @@ struct Driver {
     last_connect_error: Option<ConnectError>,
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     async fn run(mut self, rx: Receiver<Msg>, changes: crate::change_feed::ChangeFeed) {
         loop {
             self.drain().await;
             let deadline = self.machine.poll_timeout();
             let frames = self.frames.clone();
-            let wake = crate::wake::next(&rx, frames.as_ref(), &changes, deadline).await;
+            let wake = crate::wake::next(&self.rt, &rx, frames.as_ref(), &changes, deadline).await;
             let msg = match wake {
                 // All senders gone: the replicator was dropped.
                 Wake::Msg(None) => return,
@@ -467,7 +471,7 @@ impl Driver {
                     let (frames_tx, frames_rx) =
                         async_channel::bounded(crate::listener::READ_AHEAD);
                     self.frames = Some(frames_rx);
-                    crate::wake::spawn_reader(receiver, frames_tx, "the listener");
+                    crate::wake::spawn_reader(&self.rt, receiver, frames_tx, "the listener");
                     Input::Connected
                 }
                 Err(e) => {
@@ -493,17 +497,17 @@ impl Driver {
             match output {
                 Output::Connect => {
                     self.conn += 1;
-                    let (id, tx, endpoint, dial_options) = (
+                    let (id, tx, endpoint, dial_options, rt) = (
                         self.conn,
                         self.tx.clone(),
                         self.endpoint.clone(),
                         self.dial.clone(),
+                        self.rt.clone(),
                     );
-                    smol::spawn(async move {
-                        let result = dial(&endpoint, &dial_options).await;
+                    self.rt.spawn_detached(async move {
+                        let result = dial(&rt, &endpoint, &dial_options).await;
                         let _ = tx.send(Msg::Dialed(id, Box::new(result))).await;
-                    })
-                    .detach();
+                    });
                 }
                 Output::Send(frame) => {
                     let failed = match self.sender.as_mut() {

@@ -6,9 +6,10 @@ use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use bytes::Bytes;
+use futures_lite::StreamExt;
 use peerlite_proto::{CollectionName, Disconnect, Seq};
-use smol::stream::StreamExt;
 
+use crate::Runtime;
 use crate::change_feed::ChangeFeed;
 
 /// What a connection's reader task forwards, in order.
@@ -27,12 +28,13 @@ pub(crate) enum ReaderMsg {
 
 /// Forwards a connection's messages to its driver until the connection ends. `peer`
 /// names the other side in messages ("the listener", "the replicator").
-pub(crate) fn spawn_reader(
+pub(crate) fn spawn_reader<R: Runtime>(
+    rt: &R,
     mut receiver: async_tungstenite::WebSocketReceiver<Box<dyn crate::transport::Io>>,
     tx: Sender<ReaderMsg>,
     peer: &'static str,
 ) {
-    smol::spawn(async move {
+    rt.spawn_detached(async move {
         let last = loop {
             match receiver.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
@@ -69,8 +71,7 @@ pub(crate) fn spawn_reader(
             }
         };
         let _ = tx.send(last).await;
-    })
-    .detach();
+    });
 }
 
 /// Why a driver woke up.
@@ -87,14 +88,15 @@ pub(crate) enum Wake<M> {
 
 /// Waits for the first of: a message on `rx`, a frame from `frames`, local changes, or
 /// `deadline`.
-pub(crate) async fn next<M>(
+pub(crate) async fn next<R: Runtime, M>(
+    rt: &R,
     rx: &Receiver<M>,
     frames: Option<&Receiver<ReaderMsg>>,
     changes: &ChangeFeed,
     deadline: Option<Instant>,
 ) -> Wake<M> {
-    smol::future::or(
-        smol::future::or(
+    futures_lite::future::or(
+        futures_lite::future::or(
             async {
                 match frames {
                     Some(f) => Wake::Reader(f.recv().await.ok()),
@@ -103,10 +105,10 @@ pub(crate) async fn next<M>(
             },
             async { Wake::Msg(rx.recv().await.ok()) },
         ),
-        smol::future::or(async { Wake::Changes(changes.next().await) }, async {
+        futures_lite::future::or(async { Wake::Changes(changes.next().await) }, async {
             match deadline {
                 Some(at) => {
-                    smol::Timer::at(at).await;
+                    rt.sleep_until(at).await;
                     Wake::Tick
                 }
                 None => std::future::pending().await,

@@ -32,6 +32,8 @@ pub(crate) struct Storage {
     queue: Sender<(OpId, StorageOp)>,
     /// Operations queued or running on the worker, whose replies are not yet sent.
     pending: Arc<AtomicUsize>,
+    /// Whether there is no worker thread.
+    inline: bool,
 }
 
 impl Storage {
@@ -39,7 +41,7 @@ impl Storage {
     /// queued before it (so it sees every earlier write); otherwise queues it for the
     /// worker, whose reply arrives on the replies channel.
     pub(crate) fn submit(&self, id: OpId, op: StorageOp) -> Option<StorageReply> {
-        if self.pending.load(Ordering::Acquire) == 0 && is_small_read(&op) {
+        if self.inline || (self.pending.load(Ordering::Acquire) == 0 && is_small_read(&op)) {
             return self.db.execute_many(vec![op]).pop();
         }
         self.pending.fetch_add(1, Ordering::AcqRel);
@@ -77,15 +79,16 @@ pub(crate) fn spawn<M: Send + 'static>(
         ops,
         pending: pending.clone(),
     };
-    let (thread_worker, thread_replies) = (worker.clone(), replies.clone());
     let spawned = std::thread::Builder::new()
         .name("peerlite-storage".into())
-        .spawn(move || thread_worker.serve(&thread_replies, wrap));
-    if spawned.is_err() {
-        // No thread to be had: serve from a thread of the blocking pool instead.
-        smol::unblock(move || worker.serve(&replies, wrap)).detach();
+        .spawn(move || worker.serve(&replies, wrap));
+    Storage {
+        db,
+        queue,
+        pending,
+        // No thread to be had: every operation runs on the caller's thread instead.
+        inline: spawned.is_err(),
     }
-    Storage { db, queue, pending }
 }
 
 #[derive(Clone)]

@@ -1,5 +1,6 @@
 //! Connections: TCP, optional TLS, WebSocket upgrade with Basic authentication.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,14 +10,14 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self, Error as WsError};
+use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig};
-use smol::io::{AsyncRead, AsyncWrite};
-use smol::net::TcpStream;
 
 use crate::auth::{Authenticator, Credentials};
 use crate::auth_limit::FailedAuthLimiter;
+use crate::executor::{Runtime, until};
 use crate::{ClientCertificateProblem, ConnectError};
 use peerlite_proto::{Principal, SUBPROTOCOL};
 
@@ -100,17 +101,20 @@ pub(crate) struct DialOptions {
 }
 
 /// Opens a WebSocket to `endpoint`.
-pub(crate) async fn dial(endpoint: &Endpoint, options: &DialOptions) -> Result<Ws, ConnectError> {
+pub(crate) async fn dial<R: Runtime>(
+    rt: &R,
+    endpoint: &Endpoint,
+    options: &DialOptions,
+) -> Result<Ws, ConnectError> {
     let address = endpoint.address();
     let attempt = async {
-        let tcp =
-            TcpStream::connect(address.as_str())
-                .await
-                .map_err(|e| ConnectError::Unreachable {
-                    address: address.clone(),
-                    message: e.to_string(),
-                })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = rt
+            .connect(&endpoint.host, endpoint.port)
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
         let io: Box<dyn Io> = match (&options.tls, endpoint.tls) {
             (Some(config), true) => {
                 let name = ServerName::try_from(endpoint.host.clone())
@@ -155,11 +159,9 @@ pub(crate) async fn dial(endpoint: &Endpoint, options: &DialOptions) -> Result<W
             Err(e) => Err(classify_ws(e, endpoint.tls)),
         }
     };
-    smol::future::or(attempt, async {
-        smol::Timer::after(options.timeout).await;
-        Err(ConnectError::Timeout(address.clone()))
-    })
-    .await
+    until(rt, Instant::now() + options.timeout, attempt)
+        .await
+        .unwrap_or_else(|| Err(ConnectError::Timeout(address.clone())))
 }
 
 fn classify_tls(e: std::io::Error) -> ConnectError {
@@ -297,12 +299,12 @@ pub(crate) enum AcceptError {
 
 /// Runs the TLS and WebSocket handshakes of an incoming connection, checking the path,
 /// the credentials (401 before the upgrade, no frame exchanged) and the subprotocol.
-pub(crate) async fn accept(
-    tcp: TcpStream,
+pub(crate) async fn accept<R: Runtime>(
+    mut tcp: R::Tcp,
+    peer: SocketAddr,
     options: &AcceptOptions,
 ) -> Result<(Ws, Principal), AcceptError> {
-    let _ = tcp.set_nodelay(true);
-    let peer_ip = tcp.peer_addr().ok().map(|a| a.ip());
+    let peer_ip = Some(peer.ip());
     let (io, peer_certs): (
         Box<dyn Io>,
         Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
@@ -313,7 +315,7 @@ pub(crate) async fn accept(
             (Box::new(stream), certs)
         }
         None => {
-            refuse_tls(&tcp).await;
+            refuse_tls::<R>(&mut tcp).await;
             (Box::new(tcp), None)
         }
     };
@@ -393,21 +395,20 @@ pub(crate) async fn accept(
 /// record (fatal, protocol_version), so the client can tell "this listener does not speak
 /// TLS" from a connection dropped because the listener is overloaded. The WebSocket
 /// handshake that follows fails on the same bytes.
-async fn refuse_tls(tcp: &TcpStream) {
-    use smol::io::AsyncWriteExt;
+async fn refuse_tls<R: Runtime>(tcp: &mut R::Tcp) {
+    use futures_lite::AsyncWriteExt;
     const TLS_HANDSHAKE_RECORD: u8 = 0x16;
     const FATAL_PROTOCOL_VERSION: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46];
     let mut first = [0u8; 1];
-    if matches!(tcp.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
-        let mut writer = tcp.clone();
-        let _ = writer.write_all(&FATAL_PROTOCOL_VERSION).await;
-        let _ = writer.flush().await;
+    if matches!(R::peek(tcp, &mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
+        let _ = tcp.write_all(&FATAL_PROTOCOL_VERSION).await;
+        let _ = tcp.flush().await;
     }
 }
 
 /// Answers an incoming connection that is over the listener's connection limit: HTTP 503
 /// with `Retry-After`, after the TLS handshake (a client cannot read an answer without it).
-pub(crate) async fn turn_away(tcp: TcpStream, options: &AcceptOptions, limit: usize) {
+pub(crate) async fn turn_away<T: Io + 'static>(tcp: T, options: &AcceptOptions, limit: usize) {
     let io: Box<dyn Io> = match &options.tls {
         Some(acceptor) => match acceptor.accept(tcp).await {
             Ok(stream) => Box::new(stream),

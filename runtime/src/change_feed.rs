@@ -80,11 +80,14 @@ mod tests {
         };
         db.save_batch(&c, (0..50).map(doc)).unwrap();
         db.save_batch(&c, (50..60).map(doc)).unwrap();
-        let got = smol::block_on(feed.next());
+        let got = futures_lite::future::block_on(feed.next());
         assert_eq!(got, vec![(c.clone(), Seq(60))]);
         // Nothing more is pending: the next change wakes it again.
         db.save_batch(&c, (60..61).map(doc)).unwrap();
-        assert_eq!(smol::block_on(feed.next()), vec![(c.clone(), Seq(61))]);
+        assert_eq!(
+            futures_lite::future::block_on(feed.next()),
+            vec![(c.clone(), Seq(61))]
+        );
         assert!(db.remove_change_listener(token));
     }
 }
