@@ -5,7 +5,7 @@
 //! the runtime libraries it uses (`peerlite-smol`) build none of its dependencies
 //! (clap, indicatif, ctrlc, mimalloc, tempfile).
 //!
-//! Its library half is the benchmark harness behind `peerlite bench`: [`bench`].
+//! Its library half is the benchmark harness behind `peerlite bench`: [`bench`](mod@bench).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
