@@ -102,6 +102,7 @@ mod conflict;
 mod conn;
 mod doc_id;
 mod io;
+mod machine;
 mod passive;
 mod peer_knows;
 mod receiver;
@@ -131,6 +132,7 @@ pub use io::{
     Activity, ApiError, CloseCode, CloseReason, Direction, Disconnect, DocumentError,
     DocumentEvent, Event, Input, Output, Progress, ReplicationError, Retry, Status,
 };
+pub use machine::Machine;
 pub use passive::{
     PassiveConfig, PassivePeer, Principal, ValidationContext, Validator, peer_checkpoint_key,
 };

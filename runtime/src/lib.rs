@@ -21,6 +21,7 @@
 mod auth;
 mod auth_limit;
 mod change_feed;
+mod drive;
 mod error;
 mod executor;
 mod listener;

@@ -8,20 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
 use futures_rustls::TlsAcceptor;
 use peerlite_proto::{
-    CloseCode, CollectionName, Disconnect, FrameLimits, Input, OpId, Output, PassiveConfig,
-    PassivePeer, Principal, StorageReply, Validator,
+    CloseCode, CollectionName, FrameLimits, Output, PassiveConfig, PassivePeer, Principal,
+    Validator,
 };
 use peerlite_storage::Database;
 
 use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
+use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::{Runtime, until};
 use crate::transport::{AcceptOptions, accept};
-use crate::wake::{ReaderMsg, Wake};
 use crate::{
     AuthFailureLimit, IdentityAttributes, IdentityError, ListenerAuthenticator, ListenerError,
     TlsIdentity,
@@ -144,7 +142,7 @@ struct Shared {
     active: AtomicUsize,
     next_conn: AtomicU64,
     /// Stop handles of the open connections.
-    open: Mutex<BTreeMap<u64, Sender<ConnMsg>>>,
+    open: Mutex<BTreeMap<u64, Sender<Msg<Stop>>>>,
 }
 
 /// The passive peer: serves a [`Database`] to replicators.
@@ -452,13 +450,13 @@ impl<R: Runtime> Serving<R> {
             }));
         }
         // Close every open connection, then wait for them.
-        let open: Vec<Sender<ConnMsg>> = shared
+        let open: Vec<Sender<Msg<Stop>>> = shared
             .open
             .lock()
             .map(|o| o.values().cloned().collect())
             .unwrap_or_default();
         for conn in open {
-            let _ = conn.send(ConnMsg::Stop).await;
+            let _ = conn.send(Msg::Control(Stop)).await;
         }
         for t in tasks {
             t.await;
@@ -466,19 +464,50 @@ impl<R: Runtime> Serving<R> {
     }
 }
 
-enum ConnMsg {
-    Storage(OpId, StorageReply),
-    Stop,
-}
+/// A connection's own message: the listener is stopping.
+struct Stop;
 
 /// Connections over the limit answered "busy" at once; more are dropped unanswered.
 const BUSY_ANSWERS: usize = 16;
 
-/// Frames read ahead of the passive peer. The protocol's windows keep a well-behaved
-/// peer far below this (a few change batches and 2 MiB of revisions unanswered); the
-/// bound stops a peer that ignores them from growing this side's memory without limit:
-/// it waits in TCP flow control instead.
-pub(crate) const READ_AHEAD: usize = 128;
+/// One connection's side of the drive loop.
+struct Connection<'a> {
+    peer: PassivePeer,
+    shared: &'a Shared,
+    /// Whether it counts among the listener's active connections.
+    busy: bool,
+}
+
+impl<R: Runtime> Side<R> for Connection<'_> {
+    type Machine = PassivePeer;
+    type Control = Stop;
+    const ME: &'static str = "this listener";
+    const PEER: &'static str = "the replicator";
+
+    fn machine(&mut self) -> &mut PassivePeer {
+        &mut self.peer
+    }
+
+    fn output(&mut self, _: Output) {}
+
+    fn control(&mut self, _: Stop, _: &mut Link, _: Instant) {
+        self.peer
+            .close(CloseCode::GoingAway, "the listener is stopping");
+    }
+
+    fn keep_going(&mut self) -> bool {
+        let busy = self.peer.is_busy();
+        if busy != self.busy {
+            self.busy = busy;
+            if busy {
+                self.shared.active.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        !self.peer.is_closed()
+    }
+}
 
 /// Drives one connection's passive peer until it closes.
 async fn serve<R: Runtime>(
@@ -495,95 +524,16 @@ async fn serve<R: Runtime>(
         open.insert(id, tx.clone());
     }
     let (token, changes) = crate::change_feed::watch(&db);
-    let storage = crate::storage_worker::spawn(db.clone(), tx.clone(), ConnMsg::Storage);
-    let (mut sender, receiver) = ws.split();
-    let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
-    let mut frames = Some(frames_rx);
-    crate::wake::spawn_reader(rt, receiver, frames_tx, "the replicator");
-    let mut peer = PassivePeer::new(config, principal, Instant::now());
-    let mut busy = false;
-    loop {
-        while let Some(output) = peer.poll_output() {
-            match output {
-                Output::Send(frame) => {
-                    let sent = sender.send(Message::Binary(frame)).await;
-                    if sent.is_err() {
-                        let _ = peer.handle_input(
-                            Input::Disconnected(Disconnect::transient(
-                                "connection lost while sending",
-                            )),
-                            Instant::now(),
-                        );
-                    }
-                }
-                Output::Storage(op_id, op) => {
-                    if let Some(reply) = storage.submit(op_id, op) {
-                        let _ = peer.handle_input(Input::Storage(op_id, reply), Instant::now());
-                    }
-                }
-                Output::Close(reason) => {
-                    let frame = CloseFrame {
-                        code: reason.code.as_u16().into(),
-                        reason: reason.message.into(),
-                    };
-                    let _ = sender.close(Some(frame)).await;
-                }
-                _ => {}
-            }
-        }
-        let now_busy = peer.is_busy();
-        if now_busy != busy {
-            busy = now_busy;
-            if busy {
-                shared.active.fetch_add(1, Ordering::Relaxed);
-            } else {
-                shared.active.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        if peer.is_closed() {
-            break;
-        }
-        let deadline = peer.poll_timeout();
-        let wake = crate::wake::next(rt, &rx, frames.as_ref(), &changes, deadline).await;
-        let now = Instant::now();
-        let input = match wake {
-            Wake::Msg(None) => break,
-            Wake::Tick => {
-                peer.handle_timeout(now);
-                continue;
-            }
-            Wake::Msg(Some(ConnMsg::Stop)) => {
-                peer.close(CloseCode::GoingAway, "the listener is stopping");
-                continue;
-            }
-            Wake::Msg(Some(ConnMsg::Storage(op, reply))) => Input::Storage(op, reply),
-            Wake::Reader(Some(ReaderMsg::Frame(bytes))) => Input::Frame(bytes),
-            Wake::Reader(Some(ReaderMsg::Closed(why))) => {
-                frames = None;
-                Input::Disconnected(why)
-            }
-            Wake::Reader(Some(ReaderMsg::TooBig { size, max })) => {
-                frames = None;
-                peer.close(
-                    CloseCode::MessageTooBig,
-                    format!("a message of {size} bytes is over this listener's limit of {max}"),
-                );
-                continue;
-            }
-            Wake::Reader(None) => {
-                frames = None;
-                continue;
-            }
-            Wake::Changes(changed) => {
-                for (c, seq) in changed {
-                    let _ = peer.handle_input(Input::LocalChange(c, seq), now);
-                }
-                continue;
-            }
-        };
-        let _ = peer.handle_input(input, now);
-    }
-    if busy {
+    let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
+    let mut link = Link::none();
+    link.connect(rt, ws, "the replicator");
+    let mut conn = Connection {
+        peer: PassivePeer::new(config, principal, Instant::now()),
+        shared: &shared,
+        busy: false,
+    };
+    drive(rt, &mut conn, &mut link, &rx, &changes, &storage).await;
+    if conn.busy {
         shared.active.fetch_sub(1, Ordering::Relaxed);
     }
     db.remove_change_listener(token);

@@ -5,19 +5,17 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_channel::Sender;
 use peerlite_proto::{
-    ActiveReplicator, Activity, CloseCode, CollectionConfig, CollectionName, Disconnect, DocId,
-    DocumentEvent, Event, FrameLimits, Input, OpId, Output, Progress, ReplicationError,
-    ReplicatorConfig, ReplicatorType, Retry, StorageReply,
+    ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
+    Event, FrameLimits, Input, Output, Progress, ReplicationError, ReplicatorConfig,
+    ReplicatorType, Retry,
 };
 use peerlite_storage::{Database, ListenerToken, StorageError};
 
+use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::Runtime;
 use crate::transport::{DialOptions, Endpoint, dial};
-use crate::wake::{ReaderMsg, Wake};
 use crate::{
     ConnectError, Credentials, ReplicatorConfigError, ReplicatorError, ServerTrust, TlsIdentity,
 };
@@ -118,12 +116,14 @@ struct Shared {
     stopped_waiters: Mutex<Vec<Sender<()>>>,
 }
 
-enum Msg {
-    Start { reset: bool },
+/// The replicator's own messages to its task.
+enum Control {
+    Start {
+        reset: bool,
+    },
     Stop,
-    Tick,
+    /// Connection attempt number `.0` ended.
     Dialed(u64, Box<Result<crate::transport::Ws, ConnectError>>),
-    Storage(OpId, StorageReply),
 }
 
 /// The active peer: replicates a local [`Database`] with a listener.
@@ -145,7 +145,7 @@ pub struct Replicator<R: Runtime> {
     db: Database,
     config: ReplicatorConfig,
     shared: Arc<Shared>,
-    tx: Sender<Msg>,
+    tx: Sender<Msg<Control>>,
     db_listener: ListenerToken,
     _task: R::Task,
 }
@@ -207,7 +207,7 @@ impl<R: Runtime> Replicator<R> {
         });
         let (tx, rx) = async_channel::unbounded();
         let (db_listener, changes) = crate::change_feed::watch(&db);
-        let driver = Driver {
+        let mut driver = Driver {
             rt: rt.clone(),
             machine: ActiveReplicator::new(proto.clone()),
             endpoint,
@@ -215,12 +215,14 @@ impl<R: Runtime> Replicator<R> {
             shared: shared.clone(),
             tx: tx.clone(),
             conn: 0,
-            sender: None,
-            storage: crate::storage_worker::spawn(db.clone(), tx.clone(), Msg::Storage),
-            frames: None,
             last_connect_error: None,
         };
-        let task = rt.spawn(driver.run(rx, changes));
+        let storage = crate::storage_worker::spawn(db.clone(), tx.clone(), Msg::Storage);
+        let task = rt.spawn(async move {
+            let mut link = Link::none();
+            let rt = driver.rt.clone();
+            drive(&rt, &mut driver, &mut link, &rx, &changes, &storage).await;
+        });
         Ok(Replicator {
             db,
             config: proto,
@@ -248,12 +250,12 @@ impl<R: Runtime> Replicator<R> {
             s.activity = Activity::Connecting;
             s.error = None;
         }
-        let _ = self.tx.try_send(Msg::Start { reset });
+        let _ = self.tx.try_send(Msg::Control(Control::Start { reset }));
     }
 
     /// Stops replicating and closes the connection.
     pub fn stop(&self) {
-        let _ = self.tx.try_send(Msg::Stop);
+        let _ = self.tx.try_send(Msg::Control(Control::Stop));
     }
 
     /// The current status.
@@ -356,122 +358,64 @@ impl<R: Runtime> Replicator<R> {
 impl<R: Runtime> Drop for Replicator<R> {
     fn drop(&mut self) {
         self.db.remove_change_listener(self.db_listener);
-        let _ = self.tx.try_send(Msg::Stop);
+        let _ = self.tx.try_send(Msg::Control(Control::Stop));
     }
 }
 
-/// The task that owns the state machine.
+/// The replicator's side of the drive loop: its task owns the state machine.
 struct Driver<R: Runtime> {
     rt: R,
     machine: ActiveReplicator,
     endpoint: Endpoint,
     dial: Arc<DialOptions>,
     shared: Arc<Shared>,
-    tx: Sender<Msg>,
+    tx: Sender<Msg<Control>>,
     /// Number of the current connection attempt.
     conn: u64,
-    sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
-    /// Runs the state machine's storage operations in order.
-    storage: crate::storage_worker::Storage,
-    /// The current connection's frames, read ahead by its reader task.
-    frames: Option<Receiver<ReaderMsg>>,
     last_connect_error: Option<ConnectError>,
 }
 
-impl<R: Runtime> Driver<R> {
-    async fn run(mut self, rx: Receiver<Msg>, changes: crate::change_feed::ChangeFeed) {
-        loop {
-            self.drain().await;
-            let deadline = self.machine.poll_timeout();
-            let frames = self.frames.clone();
-            let wake = crate::wake::next(&self.rt, &rx, frames.as_ref(), &changes, deadline).await;
-            let msg = match wake {
-                // All senders gone: the replicator was dropped.
-                Wake::Msg(None) => return,
-                Wake::Msg(Some(msg)) => msg,
-                Wake::Tick => Msg::Tick,
-                Wake::Reader(Some(ReaderMsg::Frame(bytes))) => {
-                    if self.sender.is_some() {
-                        let _ = self
-                            .machine
-                            .handle_input(Input::Frame(bytes), Instant::now());
-                    }
-                    continue;
-                }
-                Wake::Reader(Some(ReaderMsg::Closed(why))) => {
-                    self.frames = None;
-                    if self.sender.take().is_some() {
-                        let _ = self
-                            .machine
-                            .handle_input(Input::Disconnected(why), Instant::now());
-                    }
-                    continue;
-                }
-                Wake::Reader(Some(ReaderMsg::TooBig { size, max })) => {
-                    self.frames = None;
-                    if let Some(mut s) = self.sender.take() {
-                        let message = format!(
-                            "the listener sent a message of {size} bytes, over this replicator's limit of {max}"
-                        );
-                        let frame = CloseFrame {
-                            code: CloseCode::MessageTooBig.as_u16().into(),
-                            reason: message.clone().into(),
-                        };
-                        let _ = s.close(Some(frame)).await;
-                        let _ = self.machine.handle_input(
-                            Input::Disconnected(Disconnect::permanent(message)),
-                            Instant::now(),
-                        );
-                    }
-                    continue;
-                }
-                Wake::Reader(None) => {
-                    self.frames = None;
-                    continue;
-                }
-                Wake::Changes(changed) => {
-                    let now = Instant::now();
-                    for (c, seq) in changed {
-                        let _ = self.machine.handle_input(Input::LocalChange(c, seq), now);
-                    }
-                    continue;
-                }
-            };
-            if !self.handle(msg).await {
-                return;
+impl<R: Runtime> Side<R> for Driver<R> {
+    type Machine = ActiveReplicator;
+    type Control = Control;
+    const ME: &'static str = "this replicator";
+    const PEER: &'static str = "the listener";
+
+    fn machine(&mut self) -> &mut ActiveReplicator {
+        &mut self.machine
+    }
+
+    fn output(&mut self, output: Output) {
+        match output {
+            Output::Connect => {
+                self.conn += 1;
+                let (id, tx, endpoint, dial_options, rt) = (
+                    self.conn,
+                    self.tx.clone(),
+                    self.endpoint.clone(),
+                    self.dial.clone(),
+                    self.rt.clone(),
+                );
+                self.rt.spawn_detached(async move {
+                    let result = dial(&rt, &endpoint, &dial_options).await;
+                    let dialed = Control::Dialed(id, Box::new(result));
+                    let _ = tx.send(Msg::Control(dialed)).await;
+                });
             }
+            Output::Event(event) => self.publish(event),
+            _ => {}
         }
     }
 
-    /// Handles one message; false when the driver should end.
-    async fn handle(&mut self, msg: Msg) -> bool {
-        let now = Instant::now();
+    fn control(&mut self, msg: Control, link: &mut Link, now: Instant) {
         let input = match msg {
-            Msg::Tick => {
-                self.machine.handle_timeout(now);
-                return true;
-            }
-            Msg::Start { reset } => {
-                if reset {
-                    self.machine.start_with_reset(now);
-                } else {
-                    self.machine.start(now);
-                }
-                return true;
-            }
-            Msg::Stop => {
-                self.machine.stop(now);
-                return true;
-            }
-            Msg::Dialed(id, result) if id == self.conn => match *result {
+            Control::Start { reset: true } => return self.machine.start_with_reset(now),
+            Control::Start { reset: false } => return self.machine.start(now),
+            Control::Stop => return self.machine.stop(now),
+            Control::Dialed(id, result) if id == self.conn => match *result {
                 Ok(ws) => {
-                    let (sender, receiver) = ws.split();
-                    self.sender = Some(sender);
+                    link.connect(&self.rt, ws, "the listener");
                     self.last_connect_error = None;
-                    let (frames_tx, frames_rx) =
-                        async_channel::bounded(crate::listener::READ_AHEAD);
-                    self.frames = Some(frames_rx);
-                    crate::wake::spawn_reader(&self.rt, receiver, frames_tx, "the listener");
                     Input::Connected
                 }
                 Err(e) => {
@@ -484,69 +428,17 @@ impl<R: Runtime> Driver<R> {
                     Input::Disconnected(d)
                 }
             },
-            Msg::Dialed(..) => return true, // a stale attempt
-            Msg::Storage(id, reply) => Input::Storage(id, reply),
+            Control::Dialed(..) => return, // a stale attempt
         };
-        // A misrouted storage reply is a bug in this driver, not the peer's fault.
         let _ = self.machine.handle_input(input, now);
+    }
+
+    fn keep_going(&mut self) -> bool {
         true
     }
+}
 
-    async fn drain(&mut self) {
-        while let Some(output) = self.machine.poll_output() {
-            match output {
-                Output::Connect => {
-                    self.conn += 1;
-                    let (id, tx, endpoint, dial_options, rt) = (
-                        self.conn,
-                        self.tx.clone(),
-                        self.endpoint.clone(),
-                        self.dial.clone(),
-                        self.rt.clone(),
-                    );
-                    self.rt.spawn_detached(async move {
-                        let result = dial(&rt, &endpoint, &dial_options).await;
-                        let _ = tx.send(Msg::Dialed(id, Box::new(result))).await;
-                    });
-                }
-                Output::Send(frame) => {
-                    let failed = match self.sender.as_mut() {
-                        Some(s) => s.send(Message::Binary(frame)).await.is_err(),
-                        None => false,
-                    };
-                    if failed {
-                        self.sender = None;
-                        let _ = self.machine.handle_input(
-                            Input::Disconnected(Disconnect::transient(
-                                "connection lost while sending",
-                            )),
-                            Instant::now(),
-                        );
-                    }
-                }
-                Output::Storage(id, op) => {
-                    if let Some(reply) = self.storage.submit(id, op) {
-                        // A misrouted reply is a bug in this driver, not the peer's fault.
-                        let _ = self
-                            .machine
-                            .handle_input(Input::Storage(id, reply), Instant::now());
-                    }
-                }
-                Output::Event(event) => self.publish(event),
-                Output::Close(reason) => {
-                    if let Some(mut s) = self.sender.take() {
-                        let frame = CloseFrame {
-                            code: reason.code.as_u16().into(),
-                            reason: reason.message.into(),
-                        };
-                        let _ = s.close(Some(frame)).await;
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
+impl<R: Runtime> Driver<R> {
     fn publish(&mut self, event: Event) {
         match event {
             Event::Status(s) => {

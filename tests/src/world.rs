@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use peerlite_proto::Machine as StateMachine;
 use peerlite_proto::{
     ActiveReplicator, Activity, Blob, BlobDigest, Body, CollectionName, Direction, Disconnect,
     DocId, Event, Frame, Input, OpId, Output, PassiveConfig, PassivePeer, Principal,
@@ -891,23 +892,7 @@ impl World {
 
     /// Feeds a storage reply to the machine that asked, if it is still there.
     fn reply(&mut self, machine: Machine, id: OpId, reply: StorageReply) {
-        let now = self.now;
-        match machine {
-            Machine::Active(link, generation) => {
-                if self.links[link].generation == generation {
-                    let _ = self.links[link]
-                        .replicator
-                        .handle_input(Input::Storage(id, reply), now);
-                    self.drain(machine);
-                }
-            }
-            Machine::Passive(conn) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    let _ = c.passive.handle_input(Input::Storage(id, reply), now);
-                    self.drain(machine);
-                }
-            }
-        }
+        self.feed(machine, Input::Storage(id, reply));
     }
 
     /// Before a write on `peer`: makes its store hold commits until a sync ends, and
@@ -1054,21 +1039,30 @@ impl World {
     }
 
     /// Dispatches everything a machine wants done.
+    /// The state machine `machine` names, if it is still there, through the trait both
+    /// kinds share (as a runtime's drive loop sees them).
+    fn machine(&mut self, machine: Machine) -> Option<&mut dyn StateMachine> {
+        match machine {
+            Machine::Active(link, generation) => {
+                let link = &mut self.links[link];
+                (link.generation == generation).then_some(&mut link.replicator as _)
+            }
+            Machine::Passive(id) => self.conns.get_mut(&id).map(|c| &mut c.passive as _),
+        }
+    }
+
+    /// Feeds `input` to `machine`, if it is still there, and acts on its outputs.
+    fn feed(&mut self, machine: Machine, input: Input) {
+        let now = self.now;
+        if let Some(m) = self.machine(machine) {
+            // An error would be this simulator's misrouting, which the machine ignores.
+            let _ = m.handle_input(input, now);
+            self.drain(machine);
+        }
+    }
+
     fn drain(&mut self, machine: Machine) {
-        loop {
-            let output = match machine {
-                Machine::Active(link, generation) => {
-                    if self.links[link].generation != generation {
-                        return;
-                    }
-                    self.links[link].replicator.poll_output()
-                }
-                Machine::Passive(id) => match self.conns.get_mut(&id) {
-                    Some(c) => c.passive.poll_output(),
-                    None => return,
-                },
-            };
-            let Some(output) = output else { return };
+        while let Some(output) = self.machine(machine).and_then(|m| m.poll_output()) {
             self.dispatch(machine, output);
         }
     }
@@ -1162,7 +1156,6 @@ impl World {
             Ok(c) => c,
             Err(_) => return,
         };
-        let now = self.now;
         for c in collections {
             let Ok(last) = self.peers[peer].db.last_sequence(&c) else {
                 continue;
@@ -1178,10 +1171,8 @@ impl World {
             self.peers[peer].notified.insert(c.clone(), last);
             for l in 0..self.links.len() {
                 if self.links[l].from == peer {
-                    let _ = self.links[l]
-                        .replicator
-                        .handle_input(Input::LocalChange(c.clone(), last), now);
-                    self.drain(Machine::Active(l, self.links[l].generation));
+                    let active = Machine::Active(l, self.links[l].generation);
+                    self.feed(active, Input::LocalChange(c.clone(), last));
                 }
             }
             let conns: Vec<ConnId> = self
@@ -1191,12 +1182,7 @@ impl World {
                 .map(|(id, _)| *id)
                 .collect();
             for id in conns {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    let _ = conn
-                        .passive
-                        .handle_input(Input::LocalChange(c.clone(), last), now);
-                }
-                self.drain(Machine::Passive(id));
+                self.feed(Machine::Passive(id), Input::LocalChange(c.clone(), last));
             }
         }
     }

@@ -1,0 +1,195 @@
+//! The drive loop, written once for both sides: feed a state machine what happened, drain
+//! its outputs, run its storage operations, keep its timer. What differs between the
+//! listener and the replicator (dialling, control messages, events, when to stop) is a
+//! [`Side`]; what differs between executors is the [`Runtime`].
+
+use std::time::Instant;
+
+use async_channel::Receiver;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use peerlite_proto::{
+    CloseCode, CloseReason, Disconnect, Input, Machine, OpId, Output, StorageReply,
+};
+
+use crate::change_feed::ChangeFeed;
+use crate::executor::Runtime;
+use crate::storage_worker::Storage;
+use crate::transport::Ws;
+use crate::wake::{ReaderMsg, Wake};
+
+/// Frames read ahead of the state machine. The protocol's windows keep a well-behaved
+/// peer far below this (a few change batches and 2 MiB of revisions unanswered); the
+/// bound stops a peer that ignores them from growing this side's memory without limit:
+/// it waits in flow control instead.
+pub(crate) const READ_AHEAD: usize = 128;
+
+/// What wakes a drive loop besides frames, local changes and its timer.
+pub(crate) enum Msg<C> {
+    /// A storage operation's reply.
+    Storage(OpId, StorageReply),
+    /// A side's own message.
+    Control(C),
+}
+
+/// The connection a machine talks over, when there is one.
+pub(crate) struct Link {
+    sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
+    /// Its frames, read ahead by its reader task.
+    frames: Option<Receiver<ReaderMsg>>,
+}
+
+impl Link {
+    /// No connection yet.
+    pub(crate) fn none() -> Link {
+        Link {
+            sender: None,
+            frames: None,
+        }
+    }
+
+    /// Takes `ws` as the connection, its reader on a task of its own; `peer` names the
+    /// other side in messages ("the listener").
+    pub(crate) fn connect<R: Runtime>(&mut self, rt: &R, ws: Ws, peer: &'static str) {
+        let (sender, receiver) = ws.split();
+        let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
+        crate::wake::spawn_reader(rt, receiver, frames_tx, peer);
+        self.sender = Some(sender);
+        self.frames = Some(frames_rx);
+    }
+
+    /// Sends `frame`; false if the connection is lost (or there is none).
+    async fn send(&mut self, frame: bytes::Bytes) -> bool {
+        match self.sender.as_mut() {
+            Some(s) => s.send(Message::Binary(frame)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes the connection with a close frame; true if there was one.
+    async fn close(&mut self, reason: CloseReason) -> bool {
+        let Some(mut s) = self.sender.take() else {
+            return false;
+        };
+        let frame = CloseFrame {
+            code: reason.code.as_u16().into(),
+            reason: reason.message.into(),
+        };
+        let _ = s.close(Some(frame)).await;
+        true
+    }
+}
+
+/// What one side adds to the loop.
+pub(crate) trait Side<R: Runtime> {
+    /// The state machine.
+    type Machine: Machine;
+    /// The side's own messages.
+    type Control;
+    /// Names this side in messages ("this listener").
+    const ME: &'static str;
+    /// Names the other side in messages ("the replicator").
+    const PEER: &'static str;
+
+    /// The state machine.
+    fn machine(&mut self) -> &mut Self::Machine;
+    /// An output the loop does not act on itself: connecting, events.
+    fn output(&mut self, output: Output);
+    /// One of the side's own messages.
+    fn control(&mut self, msg: Self::Control, link: &mut Link, now: Instant);
+    /// Called after the outputs are drained: false ends the loop.
+    fn keep_going(&mut self) -> bool;
+}
+
+/// Drives `side`'s machine until the side says to stop or every sender of `rx` is gone.
+pub(crate) async fn drive<R: Runtime, S: Side<R>>(
+    rt: &R,
+    side: &mut S,
+    link: &mut Link,
+    rx: &Receiver<Msg<S::Control>>,
+    changes: &ChangeFeed,
+    storage: &Storage,
+) {
+    // A machine's error means this loop misrouted an input: a bug here, not the peer's
+    // fault, and nothing the machine can act on; it is ignored.
+    loop {
+        while let Some(output) = side.machine().poll_output() {
+            match output {
+                Output::Send(frame) => {
+                    if !link.send(frame).await && link.sender.take().is_some() {
+                        let lost = Disconnect::transient("connection lost while sending");
+                        let _ = side
+                            .machine()
+                            .handle_input(Input::Disconnected(lost), Instant::now());
+                    }
+                }
+                Output::Storage(id, op) => {
+                    if let Some(reply) = storage.submit(id, op) {
+                        let _ = side
+                            .machine()
+                            .handle_input(Input::Storage(id, reply), Instant::now());
+                    }
+                }
+                Output::Close(reason) => {
+                    link.close(reason).await;
+                }
+                other => side.output(other),
+            }
+        }
+        if !side.keep_going() {
+            return;
+        }
+        let deadline = side.machine().poll_timeout();
+        let frames = link.frames.clone();
+        let wake = crate::wake::next(rt, rx, frames.as_ref(), changes, deadline).await;
+        let now = Instant::now();
+        let input = match wake {
+            Wake::Msg(None) => return,
+            Wake::Msg(Some(Msg::Storage(id, reply))) => Input::Storage(id, reply),
+            Wake::Msg(Some(Msg::Control(msg))) => {
+                side.control(msg, link, now);
+                continue;
+            }
+            Wake::Tick => {
+                side.machine().handle_timeout(now);
+                continue;
+            }
+            Wake::Changes(changed) => {
+                for (c, seq) in changed {
+                    let _ = side.machine().handle_input(Input::LocalChange(c, seq), now);
+                }
+                continue;
+            }
+            Wake::Reader(None) => {
+                link.frames = None;
+                continue;
+            }
+            // Frames still read ahead after this side closed are not the machine's.
+            Wake::Reader(Some(ReaderMsg::Frame(bytes))) if link.sender.is_some() => {
+                Input::Frame(bytes)
+            }
+            Wake::Reader(Some(ReaderMsg::Frame(_))) => continue,
+            Wake::Reader(Some(ReaderMsg::Closed(why))) => {
+                link.frames = None;
+                if link.sender.take().is_none() {
+                    continue;
+                }
+                Input::Disconnected(why)
+            }
+            Wake::Reader(Some(ReaderMsg::TooBig { size, max })) => {
+                link.frames = None;
+                let message = format!(
+                    "{} sent a message of {size} bytes, over {}'s limit of {max}",
+                    S::PEER,
+                    S::ME
+                );
+                let reason = CloseReason::new(CloseCode::MessageTooBig, message.clone());
+                if !link.close(reason).await {
+                    continue;
+                }
+                Input::Disconnected(Disconnect::permanent(message))
+            }
+        };
+        let _ = side.machine().handle_input(input, now);
+    }
+}
