@@ -1,7 +1,7 @@
-//! Identities made by `openssl`, seen by `openssl s_client` and `curl`; client
-//! certificates; per-user limits; slow handshakes. (`.ci/run` installs openssl and curl.)
+// Identities made by `openssl`, seen by `openssl s_client` and `curl`; client
+// certificates; per-user limits; slow handshakes. (`.ci/run` installs openssl and curl.)
 
-#![allow(clippy::unwrap_used)]
+
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use peerlite_proto::{
     Body, CollectionConfig, CollectionName, DocId, ReplicationError, ReplicatorType,
 };
-use peerlite_smol::{
+use rt::{
     AuthFailureLimit, ClientCertificateProblem, ConnectError, Credentials, IdentityAttributes,
     IdentityError, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator,
     ReplicatorConfiguration, ReplicatorError, ServerTrust, TlsIdentity, User,
@@ -70,7 +70,7 @@ fn openssl_identity(dir: &Path) {
 async fn sync_with(
     db: &Database,
     config: ReplicatorConfiguration,
-) -> peerlite_smol::ReplicatorStatus {
+) -> rt::ReplicatorStatus {
     let r = Replicator::new(db.clone(), config).unwrap();
     r.start();
     r.wait_until_stopped().await
@@ -85,7 +85,7 @@ fn client_config(listener: &Listener, trust: ServerTrust) -> ReplicatorConfigura
 
 #[test]
 fn pem_files_made_by_openssl_serve_tls() {
-    smol::block_on(async {
+    block_on(async {
         let dir = tempfile::tempdir().unwrap();
         openssl_identity(dir.path());
         let identity =
@@ -138,7 +138,7 @@ fn pem_files_made_by_openssl_serve_tls() {
 
 #[test]
 fn pkcs12_archives_import_with_their_password() {
-    smol::block_on(async {
+    block_on(async {
         let dir = tempfile::tempdir().unwrap();
         openssl_identity(dir.path());
         let base = [
@@ -209,7 +209,7 @@ fn pkcs12_archives_import_with_their_password() {
 
 #[test]
 fn openssl_s_client_sees_the_identity_attributes_and_curl_gets_401_then_429() {
-    smol::block_on(async {
+    block_on(async {
         let attributes = IdentityAttributes {
             common_name: "My Server".into(),
             organization: Some("My Company".into()),
@@ -348,7 +348,7 @@ fn ca(
 
 #[test]
 fn client_certificates_are_required_and_checked() {
-    smol::block_on(async {
+    block_on(async {
         let (trusted, trusted_der) = ca("Trusted Clients CA");
         let (stranger, _) = ca("Someone Else");
         let listener = Listener::start(
@@ -422,7 +422,7 @@ fn client_certificates_are_required_and_checked() {
 
 #[test]
 fn users_may_be_read_only_or_limited_to_collections() {
-    smol::block_on(async {
+    block_on(async {
         let a: CollectionName = "app.a".parse().unwrap();
         let b: CollectionName = "app.b".parse().unwrap();
         let server = Database::in_memory().unwrap();
@@ -486,7 +486,7 @@ fn users_may_be_read_only_or_limited_to_collections() {
 
 #[test]
 fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
-    smol::block_on(async {
+    block_on(async {
         let listener = Listener::start(
             Database::in_memory().unwrap(),
             ListenerConfig {

@@ -1,12 +1,12 @@
-//! End-to-end replication over real sockets on 127.0.0.1.
+// End-to-end replication over real sockets on 127.0.0.1.
 
-#![allow(clippy::unwrap_used)]
+
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
 use peerlite_proto::{Activity, Body, CollectionName, DocId, ReplicatorType};
-use peerlite_smol::{
+use rt::{
     AuthFailureLimit, ConnectError, Credentials, IdentityAttributes, Listener,
     ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator, ReplicatorConfiguration,
     ReplicatorError, ServerTrust, TlsIdentity, User,
@@ -56,7 +56,7 @@ fn url(listener: &Listener, scheme: &str) -> String {
 }
 
 /// A one-shot replication; returns its final status.
-async fn sync(db: &Database, config: ReplicatorConfiguration) -> peerlite_smol::ReplicatorStatus {
+async fn sync(db: &Database, config: ReplicatorConfiguration) -> rt::ReplicatorStatus {
     let r = Replicator::new(db.clone(), config).unwrap();
     r.start();
     r.wait_until_stopped().await
@@ -71,7 +71,7 @@ fn pinned_config(listener: &Listener, user: &str, pass: &str) -> ReplicatorConfi
     c
 }
 
-fn connect_error(status: &peerlite_smol::ReplicatorStatus) -> Option<ConnectError> {
+fn connect_error(status: &rt::ReplicatorStatus) -> Option<ConnectError> {
     match &status.error {
         Some(ReplicatorError::Connect(e)) => Some(e.clone()),
         _ => None,
@@ -80,7 +80,7 @@ fn connect_error(status: &peerlite_smol::ReplicatorStatus) -> Option<ConnectErro
 
 #[test]
 fn push_and_pull_over_tls_with_basic_auth_and_pinning() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let client = Database::in_memory().unwrap();
         for i in 0..300 {
@@ -109,7 +109,7 @@ fn push_and_pull_over_tls_with_basic_auth_and_pinning() {
 
 #[test]
 fn push_only_and_pull_only() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let client = Database::in_memory().unwrap();
         put(&server, "from-server", "{}");
@@ -129,7 +129,7 @@ fn push_only_and_pull_only() {
 
 #[test]
 fn wrong_credentials_are_refused_before_any_frame() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let listener = Listener::start(
             server,
@@ -162,7 +162,7 @@ fn wrong_credentials_are_refused_before_any_frame() {
 
 #[test]
 fn repeated_failed_authentications_lock_the_address_out_for_a_while() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let listener = Listener::start(
             server,
@@ -275,7 +275,7 @@ async fn close_code(
 #[test]
 fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_unchanged() {
     use async_tungstenite::tungstenite::Message;
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         for i in 0..10 {
             put(&server, &format!("doc-{i}"), r#"{"v": 1}"#);
@@ -339,7 +339,7 @@ fn hostile_connections_are_closed_while_others_are_served_and_the_store_is_uncha
 
 #[test]
 fn certificate_checks_fail_with_distinct_errors() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let listener = Listener::start(server, loopback()).await.unwrap();
         let client = Database::in_memory().unwrap();
@@ -378,7 +378,7 @@ fn certificate_checks_fail_with_distinct_errors() {
 
 #[test]
 fn self_signed_only_refuses_a_ca_issued_certificate() {
-    smol::block_on(async {
+    block_on(async {
         let (ca_key, ca_params) = {
             let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
             p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -428,7 +428,7 @@ fn self_signed_only_refuses_a_ca_issued_certificate() {
 
 #[test]
 fn tls_mode_mismatches_and_unreachable_listeners() {
-    smol::block_on(async {
+    block_on(async {
         let client = Database::in_memory().unwrap();
         let tls = Listener::start(Database::in_memory().unwrap(), loopback())
             .await
@@ -470,7 +470,7 @@ fn tls_mode_mismatches_and_unreachable_listeners() {
 
 #[test]
 fn self_signed_identity_is_kept_by_label_across_restarts() {
-    smol::block_on(async {
+    block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let config = ListenerConfig {
@@ -507,7 +507,7 @@ fn self_signed_identity_is_kept_by_label_across_restarts() {
 
 #[test]
 fn continuous_replication_survives_a_listener_restart() {
-    smol::block_on(async {
+    block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let server = Database::open(dir.path()).unwrap();
         let client = Database::in_memory().unwrap();
@@ -538,7 +538,7 @@ fn continuous_replication_survives_a_listener_restart() {
 
 #[test]
 fn twenty_concurrent_replicators_converge() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let listener = Listener::start(
             server.clone(),
@@ -599,7 +599,7 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn an_expired_certificate_is_reported_as_expired() {
-    smol::block_on(async {
+    block_on(async {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -628,7 +628,7 @@ fn an_expired_certificate_is_reported_as_expired() {
 
 #[test]
 fn connections_over_the_limit_are_turned_away() {
-    smol::block_on(async {
+    block_on(async {
         let listener = Listener::start(
             Database::in_memory().unwrap(),
             ListenerConfig {
@@ -709,7 +709,7 @@ impl peerlite_storage::KvBackend for SlowSyncKv {
 /// once the sync ends.
 #[test]
 fn a_live_change_reaches_the_peer_while_its_local_sync_runs() {
-    smol::block_on(async {
+    block_on(async {
         let server = Database::in_memory().unwrap();
         let kv = std::sync::Arc::new(SlowSyncKv {
             inner: peerlite_storage::MemKv::new(),
@@ -757,7 +757,7 @@ async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T
 
 #[test]
 fn large_documents_sync_in_one_attempt_and_oversized_ones_are_reported() {
-    smol::block_on(async {
+    block_on(async {
         // Six documents of 3 MiB each (under the 4 MiB body limit, 18 MiB together) over
         // TLS with default limits: the sync that used to retry forever.
         let server = Database::in_memory().unwrap();
@@ -843,7 +843,7 @@ fn large_documents_sync_in_one_attempt_and_oversized_ones_are_reported() {
 
 #[test]
 fn a_connection_dropped_during_the_tls_handshake_is_retried_and_said_so() {
-    smol::block_on(async {
+    block_on(async {
         // Something that accepts and hangs up at once, as a listener past its limit does
         // once it cannot even answer "busy".
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -877,7 +877,7 @@ fn a_connection_dropped_during_the_tls_handshake_is_retried_and_said_so() {
 
 #[test]
 fn blobs_a_sender_lost_or_damaged_on_disk_are_refused_over_tls() {
-    smol::block_on(async {
+    block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let server = Database::open(dir.path().join("server")).unwrap();
         let client = Database::open(dir.path().join("client")).unwrap();
