@@ -55,7 +55,7 @@ pub use peerlite_runtime::{
     ConnectionStatus, Credentials, IdentityAttributes, IdentityError, ListenerAuthenticator,
     ListenerConfig, ListenerError, ListenerId, ListenerTls, ReplicatorConfigError,
     ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime, ServerTrust,
-    TlsConfigError, TlsIdentity, User,
+    TlsConfigError, TlsIdentity, Transport, User,
 };
 
 /// A listener (the passive peer) on tokio: see [`peerlite_runtime::Listener`].

@@ -12,6 +12,7 @@ use peerlite_proto::{
     CloseCode, CloseReason, Disconnect, Input, Machine, OpId, Output, StorageReply,
 };
 
+use crate::Transport;
 use crate::change_feed::ChangeFeed;
 use crate::executor::Runtime;
 use crate::storage_worker::Storage;
@@ -32,9 +33,15 @@ pub(crate) enum Msg<C> {
     Control(C),
 }
 
+/// The sending half of a connection.
+enum FrameSender {
+    WebSocket(async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>),
+    Custom(std::pin::Pin<Box<dyn futures_sink::Sink<bytes::Bytes, Error = std::io::Error> + Send>>),
+}
+
 /// The connection a machine talks over, when there is one.
 pub(crate) struct Link {
-    sender: Option<async_tungstenite::WebSocketSender<Box<dyn crate::transport::Io>>>,
+    sender: Option<FrameSender>,
     /// Its frames, read ahead by its reader task.
     frames: Option<Receiver<ReaderMsg>>,
 }
@@ -54,29 +61,51 @@ impl Link {
         let (sender, receiver) = ws.split();
         let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
         crate::wake::spawn_reader(rt, receiver, frames_tx, peer);
-        self.sender = Some(sender);
+        self.sender = Some(FrameSender::WebSocket(sender));
+        self.frames = Some(frames_rx);
+    }
+
+    /// Takes `transport` as the connection, its frames (of at most `max_frame_bytes`)
+    /// read on a task of their own.
+    pub(crate) fn connect_custom<R: Runtime>(
+        &mut self,
+        rt: &R,
+        transport: Transport,
+        max_frame_bytes: usize,
+    ) {
+        let Transport { sink, stream } = transport;
+        let (frames_tx, frames_rx) = async_channel::bounded(READ_AHEAD);
+        crate::wake::spawn_stream_reader(rt, stream, frames_tx, max_frame_bytes);
+        self.sender = Some(FrameSender::Custom(sink));
         self.frames = Some(frames_rx);
     }
 
     /// Sends `frame`; false if the connection is lost (or there is none).
     async fn send(&mut self, frame: bytes::Bytes) -> bool {
         match self.sender.as_mut() {
-            Some(s) => s.send(Message::Binary(frame)).await.is_ok(),
+            Some(FrameSender::WebSocket(s)) => s.send(Message::Binary(frame)).await.is_ok(),
+            Some(FrameSender::Custom(sink)) => crate::custom::send(sink, frame).await.is_ok(),
             None => false,
         }
     }
 
-    /// Closes the connection with a close frame; true if there was one.
+    /// Closes the connection (with a close frame on a WebSocket); true if there was one.
     async fn close(&mut self, reason: CloseReason) -> bool {
-        let Some(mut s) = self.sender.take() else {
-            return false;
-        };
-        let frame = CloseFrame {
-            code: reason.code.as_u16().into(),
-            reason: reason.message.into(),
-        };
-        let _ = s.close(Some(frame)).await;
-        true
+        match self.sender.take() {
+            Some(FrameSender::WebSocket(mut s)) => {
+                let frame = CloseFrame {
+                    code: reason.code.as_u16().into(),
+                    reason: reason.message.into(),
+                };
+                let _ = s.close(Some(frame)).await;
+                true
+            }
+            Some(FrameSender::Custom(mut sink)) => {
+                crate::custom::close(&mut sink).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 

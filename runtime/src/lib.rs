@@ -21,6 +21,7 @@
 mod auth;
 mod auth_limit;
 mod change_feed;
+mod custom;
 mod drive;
 mod error;
 mod executor;
@@ -33,6 +34,7 @@ mod wake;
 
 pub use auth::{Credentials, ListenerAuthenticator, User};
 pub use auth_limit::AuthFailureLimit;
+pub use custom::Transport;
 pub use error::{
     ClientCertificateProblem, ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError,
 };

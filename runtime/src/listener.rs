@@ -15,6 +15,7 @@ use peerlite_proto::{
 };
 use peerlite_storage::Database;
 
+use crate::Transport;
 use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
 use crate::drive::{Link, Msg, Side, drive};
@@ -134,6 +135,7 @@ pub struct ConnectionStatus {
     pub rejected_connection_count: u64,
 }
 
+#[derive(Default)]
 struct Shared {
     rejected: AtomicU64,
     connections: AtomicUsize,
@@ -238,14 +240,7 @@ impl<R: Runtime> Listener<R> {
                 IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}/{}", config.database_name),
             })
             .collect();
-        let shared = Arc::new(Shared {
-            rejected: AtomicU64::new(0),
-            connections: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            next_conn: AtomicU64::new(1),
-            open: Mutex::new(BTreeMap::new()),
-            turning_away: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::default());
         let accept_options = Arc::new(AcceptOptions {
             tls: acceptor,
             authenticator: config
@@ -259,17 +254,7 @@ impl<R: Runtime> Listener<R> {
             path: format!("/{}", config.database_name),
             max_frame_bytes: config.max_frame_bytes,
         });
-        let passive = PassiveConfig {
-            collections: config.collections.clone(),
-            read_only: config.read_only,
-            validator: config.validator.clone(),
-            idle_timeout: config.idle_timeout,
-            frame_limits: FrameLimits {
-                max_frame_bytes: config.max_frame_bytes,
-                ..FrameLimits::DEFAULT
-            },
-            ..PassiveConfig::default()
-        };
+        let passive = passive_config(&config);
         let (stop, stopped) = async_channel::bounded(1);
         let serving = Serving {
             rt: rt.clone(),
@@ -288,6 +273,34 @@ impl<R: Runtime> Listener<R> {
             stop,
             task,
         })
+    }
+
+    /// Serves one replicator over a transport the application supplies instead of TCP
+    /// and WebSockets (see [`Transport`] for what it must guarantee), until the connection
+    /// ends; the replicator is made with [`Replicator::over`](crate::Replicator::over).
+    ///
+    /// `config` gives the collections, read-only mode, validator, idle timeout and frame
+    /// limit; its address, TLS and authentication settings do not apply (the transport
+    /// is the application's), and the peer may use every collection served. Serve each
+    /// connection the transport accepts with its own call, concurrently.
+    ///
+    /// `cargo run -p peerlite-tokio --example unix_socket` serves a Unix domain socket
+    /// this way.
+    pub async fn serve_transport(
+        db: Database,
+        config: &ListenerConfig,
+        transport: Transport,
+    ) -> Result<(), ListenerError> {
+        for c in &config.collections {
+            db.create_collection(c)?;
+        }
+        let rt = R::default();
+        let mut link = Link::none();
+        link.connect_custom(&rt, transport, config.max_frame_bytes);
+        let principal = Principal::default();
+        let shared = Arc::new(Shared::default());
+        serve(&rt, link, principal, db, passive_config(config), shared).await;
+        Ok(())
     }
 
     /// The TCP port in use.
@@ -319,6 +332,21 @@ impl<R: Runtime> Listener<R> {
     pub async fn stop(self) {
         let _ = self.stop.send(()).await;
         self.task.await;
+    }
+}
+
+/// The passive peer's settings from a listener's.
+fn passive_config(config: &ListenerConfig) -> PassiveConfig {
+    PassiveConfig {
+        collections: config.collections.clone(),
+        read_only: config.read_only,
+        validator: config.validator.clone(),
+        idle_timeout: config.idle_timeout,
+        frame_limits: FrameLimits {
+            max_frame_bytes: config.max_frame_bytes,
+            ..FrameLimits::DEFAULT
+        },
+        ..PassiveConfig::default()
     }
 }
 
@@ -440,7 +468,9 @@ impl<R: Runtime> Serving<R> {
                 let handshake = accept::<R>(stream, peer, &options);
                 match until(&task_rt, Instant::now() + timeout, handshake).await {
                     Some(Ok((ws, principal))) => {
-                        serve(&task_rt, ws, principal, db, passive, shared.clone()).await
+                        let mut link = Link::none();
+                        link.connect(&task_rt, ws, "the replicator");
+                        serve(&task_rt, link, principal, db, passive, shared.clone()).await
                     }
                     Some(Err(_)) | None => {
                         shared.rejected.fetch_add(1, Ordering::Relaxed);
@@ -512,7 +542,7 @@ impl<R: Runtime> Side<R> for Connection<'_> {
 /// Drives one connection's passive peer until it closes.
 async fn serve<R: Runtime>(
     rt: &R,
-    ws: crate::transport::Ws,
+    mut link: Link,
     principal: Principal,
     db: Database,
     config: PassiveConfig,
@@ -525,8 +555,6 @@ async fn serve<R: Runtime>(
     }
     let (token, changes) = crate::change_feed::watch(&db);
     let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
-    let mut link = Link::none();
-    link.connect(rt, ws, "the replicator");
     let mut conn = Connection {
         peer: PassivePeer::new(config, principal, Instant::now()),
         shared: &shared,

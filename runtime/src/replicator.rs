@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use peerlite_proto::{
 };
 use peerlite_storage::{Database, ListenerToken, StorageError};
 
+use crate::Transport;
+use crate::custom::Connector;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::Runtime;
 use crate::transport::{DialOptions, Endpoint, dial};
@@ -123,7 +126,45 @@ enum Control {
     },
     Stop,
     /// Connection attempt number `.0` ended.
-    Dialed(u64, Box<Result<crate::transport::Ws, ConnectError>>),
+    Dialed(u64, Box<Result<Connection, ConnectError>>),
+}
+
+/// How the replicator reaches its peer.
+#[derive(Clone)]
+enum Dialer {
+    /// TCP, TLS when asked for, and a WebSocket upgrade.
+    WebSocket {
+        endpoint: Endpoint,
+        options: Arc<DialOptions>,
+    },
+    /// A transport the application opens.
+    Custom(Connector),
+}
+
+/// A connection just made.
+enum Connection {
+    WebSocket(Box<crate::transport::Ws>),
+    Custom(Transport),
+}
+
+impl Dialer {
+    /// Connects once; `name` names the peer in errors.
+    async fn connect<R: Runtime>(self, rt: &R, name: &str) -> Result<Connection, ConnectError> {
+        match self {
+            Dialer::WebSocket { endpoint, options } => dial(rt, &endpoint, &options)
+                .await
+                .map(|ws| Connection::WebSocket(Box::new(ws))),
+            Dialer::Custom(connect) => {
+                connect()
+                    .await
+                    .map(Connection::Custom)
+                    .map_err(|e| ConnectError::Unreachable {
+                        address: name.to_owned(),
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
 }
 
 /// The active peer: replicates a local [`Database`] with a listener.
@@ -165,7 +206,6 @@ impl<R: Runtime> Replicator<R> {
         db: Database,
         config: ReplicatorConfiguration,
     ) -> Result<Replicator<R>, ReplicatorConfigError> {
-        let rt = R::default();
         let endpoint = Endpoint::parse(&config.endpoint)?;
         let tls = if endpoint.tls {
             Some(Arc::new(crate::tls::client_config(
@@ -175,6 +215,51 @@ impl<R: Runtime> Replicator<R> {
         } else {
             None
         };
+        let options = DialOptions {
+            tls,
+            credentials: config.credentials.clone(),
+            headers: config.headers.clone(),
+            timeout: config.connect_timeout,
+            max_frame_bytes: config.max_frame_bytes,
+        };
+        let dialer = Dialer::WebSocket {
+            endpoint,
+            options: Arc::new(options),
+        };
+        Replicator::build(db, config, dialer)
+    }
+
+    /// Creates a stopped replicator for `db` that talks to its peer over a transport the
+    /// application supplies instead of TCP and WebSockets: `connect` opens a new
+    /// [`Transport`] each time the replicator connects or reconnects (an error is retried
+    /// with backoff, as an unreachable listener is). The peer serves it with
+    /// [`Listener::serve_transport`](crate::Listener::serve_transport).
+    ///
+    /// `config.endpoint` only names the peer — checkpoints are kept per name, so use the
+    /// same one for the same peer — and its TLS, credential, header and connection-timeout
+    /// settings do not apply: the transport is the application's.
+    ///
+    /// `cargo run -p peerlite-tokio --example unix_socket` replicates over a Unix domain
+    /// socket this way.
+    pub fn over<F, Fut>(
+        db: Database,
+        config: ReplicatorConfiguration,
+        connect: F,
+    ) -> Result<Replicator<R>, ReplicatorConfigError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<Transport>> + Send + 'static,
+    {
+        let connect: Connector = Arc::new(move || Box::pin(connect()));
+        Replicator::build(db, config, Dialer::Custom(connect))
+    }
+
+    fn build(
+        db: Database,
+        config: ReplicatorConfiguration,
+        dialer: Dialer,
+    ) -> Result<Replicator<R>, ReplicatorConfigError> {
+        let rt = R::default();
         for c in &config.collections {
             db.create_collection(&c.name)?;
         }
@@ -186,13 +271,6 @@ impl<R: Runtime> Replicator<R> {
         proto.max_attempts = config.max_attempts;
         proto.max_attempt_wait = config.max_attempt_wait;
         proto.frame_limits.max_frame_bytes = config.max_frame_bytes;
-        let dial = DialOptions {
-            tls,
-            credentials: config.credentials.clone(),
-            headers: config.headers.clone(),
-            timeout: config.connect_timeout,
-            max_frame_bytes: proto.frame_limits.max_frame_bytes,
-        };
         let shared = Arc::new(Shared {
             status: Mutex::new(ReplicatorStatus {
                 activity: Activity::Stopped,
@@ -210,8 +288,9 @@ impl<R: Runtime> Replicator<R> {
         let mut driver = Driver {
             rt: rt.clone(),
             machine: ActiveReplicator::new(proto.clone()),
-            endpoint,
-            dial: Arc::new(dial),
+            name: config.endpoint.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            dialer,
             shared: shared.clone(),
             tx: tx.clone(),
             conn: 0,
@@ -366,8 +445,10 @@ impl<R: Runtime> Drop for Replicator<R> {
 struct Driver<R: Runtime> {
     rt: R,
     machine: ActiveReplicator,
-    endpoint: Endpoint,
-    dial: Arc<DialOptions>,
+    /// The peer's name (its URL, for a WebSocket).
+    name: String,
+    max_frame_bytes: usize,
+    dialer: Dialer,
     shared: Arc<Shared>,
     tx: Sender<Msg<Control>>,
     /// Number of the current connection attempt.
@@ -389,15 +470,15 @@ impl<R: Runtime> Side<R> for Driver<R> {
         match output {
             Output::Connect => {
                 self.conn += 1;
-                let (id, tx, endpoint, dial_options, rt) = (
+                let (id, tx, dialer, name, rt) = (
                     self.conn,
                     self.tx.clone(),
-                    self.endpoint.clone(),
-                    self.dial.clone(),
+                    self.dialer.clone(),
+                    self.name.clone(),
                     self.rt.clone(),
                 );
                 self.rt.spawn_detached(async move {
-                    let result = dial(&rt, &endpoint, &dial_options).await;
+                    let result = dialer.connect(&rt, &name).await;
                     let dialed = Control::Dialed(id, Box::new(result));
                     let _ = tx.send(Msg::Control(dialed)).await;
                 });
@@ -413,8 +494,13 @@ impl<R: Runtime> Side<R> for Driver<R> {
             Control::Start { reset: false } => return self.machine.start(now),
             Control::Stop => return self.machine.stop(now),
             Control::Dialed(id, result) if id == self.conn => match *result {
-                Ok(ws) => {
-                    link.connect(&self.rt, ws, "the listener");
+                Ok(connection) => {
+                    match connection {
+                        Connection::WebSocket(ws) => link.connect(&self.rt, *ws, "the listener"),
+                        Connection::Custom(t) => {
+                            link.connect_custom(&self.rt, t, self.max_frame_bytes)
+                        }
+                    }
                     self.last_connect_error = None;
                     Input::Connected
                 }

@@ -74,6 +74,40 @@ pub(crate) fn spawn_reader<R: Runtime>(
     });
 }
 
+/// Forwards a custom transport's frames to its driver until the stream ends; a frame
+/// over `max` bytes ends the connection as an over-long WebSocket message does.
+pub(crate) fn spawn_stream_reader<R: Runtime>(
+    rt: &R,
+    mut stream: std::pin::Pin<Box<dyn futures_lite::Stream<Item = std::io::Result<Bytes>> + Send>>,
+    tx: Sender<ReaderMsg>,
+    max: usize,
+) {
+    rt.spawn_detached(async move {
+        let last = loop {
+            match stream.next().await {
+                Some(Ok(frame)) if frame.len() > max => {
+                    break ReaderMsg::TooBig {
+                        size: frame.len(),
+                        max,
+                    };
+                }
+                Some(Ok(frame)) => {
+                    if tx.send(ReaderMsg::Frame(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    break ReaderMsg::Closed(Disconnect::transient(format!(
+                        "connection lost: {e}"
+                    )));
+                }
+                None => break ReaderMsg::Closed(Disconnect::transient("connection closed")),
+            }
+        };
+        let _ = tx.send(last).await;
+    });
+}
+
 /// Why a driver woke up.
 pub(crate) enum Wake<M> {
     /// A control message or storage reply (`None`: every sender is gone).
