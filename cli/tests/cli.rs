@@ -547,7 +547,7 @@ fn serve_limits_failed_logins() {
 #[test]
 fn bench_prints_one_checked_json_line_per_run() {
     let work = tempfile::tempdir().unwrap();
-    for tls in [true, false] {
+    for (tls, runtime) in [(true, "smol"), (false, "tokio")] {
         let mut args = vec![
             "bench",
             "--docs",
@@ -563,6 +563,8 @@ fn bench_prints_one_checked_json_line_per_run() {
             "3",
             "--work-dir",
             work.path().to_str().unwrap(),
+            "--runtime",
+            runtime,
         ];
         if !tls {
             args.push("--no-tls");
@@ -582,6 +584,7 @@ fn bench_prints_one_checked_json_line_per_run() {
         assert_eq!(lines.len(), 2, "{lines:?}");
         for (i, r) in lines.iter().enumerate() {
             assert_eq!(r["run"], i + 1);
+            assert_eq!(r["runtime"], runtime);
             assert_eq!(r["docs"], 700);
             assert_eq!(r["incr_docs"], 7);
             assert_eq!(r["incr_rounds"], 3);
@@ -636,6 +639,10 @@ fn bench_argument_and_peer_errors() {
             vec!["bench", "--live-rate", "0"],
             "--live-rate must be a positive number",
         ),
+        (
+            vec!["bench", "--runtime", "fast"],
+            "invalid value 'fast' for '--runtime <RUNTIME>'",
+        ),
     ] {
         peerlite()
             .args(&args)
@@ -646,7 +653,7 @@ fn bench_argument_and_peer_errors() {
     // The listener process answers every command, and says what is wrong.
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
-        "digest\nfrobnicate\nload 1\nopen 0 u p {}\nload 0 10 1\ndigest\nwatch\nseen\nquit\nignored\n",
+        "digest\nfrobnicate\nload 1\nopen fast 0 u p {0}\nopen tokio 0 u p {0}\nload 0 10 1\ndigest\nwatch\nseen\nquit\nignored\n",
         dir.path().join("db").display()
     );
     let out = peerlite()
@@ -659,20 +666,21 @@ fn bench_argument_and_peer_errors() {
         .clone();
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 9, "{out}");
+    assert_eq!(lines.len(), 10, "{out}");
     assert_eq!(lines[0], "error no database: send open first");
     assert_eq!(lines[1], "error unknown command \"frobnicate\"");
     assert_eq!(lines[2], "error load: expected a number");
-    assert!(lines[3].starts_with("ready "), "{out}");
+    assert_eq!(lines[3], "error open: unknown runtime \"fast\"");
+    assert!(lines[4].starts_with("ready "), "{out}");
     assert!(
-        lines[3].ends_with(" -"),
+        lines[4].ends_with(" -"),
         "plain WebSocket: no certificate: {out}"
     );
-    assert_eq!(lines[4], "ok");
-    assert!(lines[5].starts_with("digest 10 "), "{out}");
-    assert_eq!(lines[6], "ok");
-    assert_eq!(lines[7], "seen");
-    assert_eq!(lines[8], "bye");
+    assert_eq!(lines[5], "ok");
+    assert!(lines[6].starts_with("digest 10 "), "{out}");
+    assert_eq!(lines[7], "ok");
+    assert_eq!(lines[8], "seen");
+    assert_eq!(lines[9], "bye");
 }
 
 #[test]

@@ -24,7 +24,6 @@ use serde::Serialize;
 
 use super::data::{self, unix_nanos};
 use super::{BenchError, BenchOptions, Target, percentile, proc_stats, start_listener, work_dir};
-use peerlite_smol::Replicator;
 
 /// Documents of the small-blob step.
 const SMALL_DOCS: u64 = 1_000;
@@ -41,6 +40,8 @@ pub struct BlobReport {
     pub run: usize,
     /// TLS between the peers.
     pub tls: bool,
+    /// The runtime both processes ran on: `"smol"` or `"tokio"`.
+    pub runtime: &'static str,
     /// 1,000 documents with their own 100 KiB blob, pushed into the empty listener.
     pub small_push_mb_per_s: f64,
     /// The same, pulled into an empty database.
@@ -82,6 +83,7 @@ pub fn run_blobs(options: &BenchOptions, run: usize) -> Result<BlobReport, Bench
     let mut r = BlobReport {
         run,
         tls: options.tls,
+        runtime: options.runtime.name(),
         ..BlobReport::default()
     };
     let (mut peer, target) = start_listener(options, tmp.path())?;
@@ -172,7 +174,8 @@ fn large_pull_with_live_writes(
         }
     });
     let (live_token, arrived) = data::watch_live(db, "pull");
-    let replicator = Replicator::new(db.clone(), target.config(ReplicatorType::Pull, true))?;
+    let config = target.config(ReplicatorType::Pull, true);
+    let replicator = super::AnyReplicator::new(target.runtime, db.clone(), config)?;
     let (busy_tx, busy_rx) = async_channel::unbounded();
     replicator.add_change_listener(move |s| {
         if s.activity == peerlite_proto::Activity::Busy {
@@ -224,7 +227,7 @@ fn large_pull_with_live_writes(
     db.remove_change_listener(token);
     db.remove_change_listener(live_token);
     replicator.stop();
-    let status = smol::block_on(replicator.wait_until_stopped());
+    let status = replicator.wait_until_stopped();
     if let Some(source) = status.error {
         return Err(BenchError::Sync { step, source });
     }

@@ -36,6 +36,7 @@ mod data;
 mod peer;
 mod proc_stats;
 mod report;
+mod runtime;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -51,11 +52,12 @@ use peerlite_storage::{Database, DatabaseUuid, StorageError};
 pub use blobs::{BlobReport, run_blobs};
 pub use peer::serve_peer;
 pub use report::{BenchReport, MetricSummary, summarize};
+use runtime::AnyReplicator;
+pub use runtime::BenchRuntime;
 
 use peer::Peer;
 use peerlite_smol::{
-    Credentials, Replicator, ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError,
-    ServerTrust,
+    Credentials, ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ServerTrust,
 };
 
 /// What a bench run does.
@@ -67,6 +69,8 @@ pub struct BenchOptions {
     pub seed: u32,
     /// TLS between the peers (default on).
     pub tls: bool,
+    /// The runtime both processes run on (default smol).
+    pub runtime: BenchRuntime,
     /// Single writes per direction in the live-latency step (default 200).
     pub live_writes: u64,
     /// Rate of those writes, per second (default 20).
@@ -94,6 +98,7 @@ impl BenchOptions {
             docs: 100_000,
             seed: 12345,
             tls: true,
+            runtime: BenchRuntime::Smol,
             live_writes: 200,
             live_rate: 20.0,
             incr_rounds: 5,
@@ -161,6 +166,7 @@ pub fn run(options: &BenchOptions, run: usize) -> Result<BenchReport, BenchError
         incr_docs: incr,
         incr_rounds: options.incr_rounds.max(1),
         tls: options.tls,
+        runtime: options.runtime.name(),
         durability: "sync",
         ..BenchReport::default()
     };
@@ -260,7 +266,8 @@ fn start_listener(
     let mut peer = Peer::spawn(&options.peer_program, &options.peer_args)?;
     let password = DatabaseUuid::random()?.to_string();
     let ready = peer.call(&format!(
-        "open {} bench {password} {}",
+        "open {} {} bench {password} {}",
+        options.runtime.name(),
         u8::from(options.tls),
         dir.join("listener").display()
     ))?;
@@ -280,6 +287,7 @@ fn start_listener(
     };
     let scheme = if options.tls { "wss" } else { "ws" };
     let target = Target {
+        runtime: options.runtime,
         url: format!("{scheme}://127.0.0.1:{port}/db"),
         trust,
         credentials: Credentials::new("bench", &password),
@@ -289,6 +297,7 @@ fn start_listener(
 
 /// Where and how the replicator connects.
 struct Target {
+    runtime: BenchRuntime,
     url: String,
     trust: ServerTrust,
     credentials: Credentials,
@@ -333,7 +342,7 @@ impl Target {
         kind: ReplicatorType,
         step: &'static str,
     ) -> Result<Synced, BenchError> {
-        let replicator = Replicator::new(db.clone(), self.config(kind, false))?;
+        let replicator = AnyReplicator::new(self.runtime, db.clone(), self.config(kind, false))?;
         let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let c = counts.clone();
         replicator.add_document_listener(move |docs| {
@@ -344,7 +353,7 @@ impl Target {
         });
         let start = Instant::now();
         replicator.start();
-        let status = smol::block_on(replicator.wait_until_stopped());
+        let status = replicator.wait_until_stopped();
         let secs = start.elapsed().as_secs_f64();
         if let Some(source) = status.error {
             return Err(BenchError::Sync { step, source });
@@ -385,7 +394,8 @@ fn live(
     let c = CollectionName::default();
     let writes = options.live_writes;
     let interval = Duration::from_secs_f64(1.0 / options.live_rate.max(0.001));
-    let replicator = Replicator::new(db.clone(), target.config(ReplicatorType::PushAndPull, true))?;
+    let config = target.config(ReplicatorType::PushAndPull, true);
+    let replicator = AnyReplicator::new(target.runtime, db.clone(), config)?;
     let (idle_tx, idle_rx) = async_channel::unbounded();
     replicator.add_change_listener(move |s| {
         let _ = idle_tx.try_send((s.activity, s.error.clone()));
@@ -457,7 +467,7 @@ fn live(
     })?;
     db.remove_change_listener(token);
     replicator.stop();
-    let status = smol::block_on(replicator.wait_until_stopped());
+    let status = replicator.wait_until_stopped();
     if let Some(source) = status.error {
         return Err(BenchError::Sync {
             step: "live",

@@ -28,10 +28,9 @@ use base64::Engine;
 use peerlite_proto::CollectionName;
 use peerlite_storage::Database;
 
-use super::{BenchError, data};
-use peerlite_smol::{
-    IdentityAttributes, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, User,
-};
+use super::runtime::AnyListener;
+use super::{BenchError, BenchRuntime, data};
+use peerlite_smol::{IdentityAttributes, ListenerAuthenticator, ListenerConfig, ListenerTls, User};
 
 /// Runs the listener side of `peerlite bench`: reads commands from `input` and answers
 /// on `output` until `quit` or the end of `input`. The `peerlite bench-peer` command is
@@ -62,7 +61,7 @@ pub fn serve_peer(input: impl BufRead, mut output: impl Write) -> Result<(), Ben
 #[derive(Default)]
 struct PeerState {
     db: Option<Database>,
-    listener: Option<Listener>,
+    listener: Option<AnyListener>,
     /// Arrival times of the replicator's live writes, once `watch` was sent.
     seen: Option<Arc<Mutex<BTreeMap<u64, u128>>>>,
 }
@@ -82,13 +81,21 @@ impl PeerState {
         };
         let reply = match verb {
             "open" => {
-                let mut parts = line.splitn(5, ' ').skip(1);
-                let (Some(tls), Some(user), Some(password), Some(dir)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    return Err("open: expected <tls> <user> <password> <directory>".into());
+                let mut parts = line.splitn(6, ' ').skip(1);
+                let (Some(runtime), Some(tls), Some(user), Some(password), Some(dir)) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) else {
+                    return Err(
+                        "open: expected <runtime> <tls> <user> <password> <directory>".into(),
+                    );
                 };
-                self.open(tls == "1", user, password, PathBuf::from(dir))?
+                let runtime = BenchRuntime::from_name(runtime)
+                    .ok_or_else(|| format!("open: unknown runtime {runtime:?}"))?;
+                self.open(runtime, tls == "1", user, password, PathBuf::from(dir))?
             }
             "load" => {
                 let (from, count, seed) = (num()?, num()?, num()? as u32);
@@ -154,6 +161,7 @@ impl PeerState {
 
     fn open(
         &mut self,
+        runtime: BenchRuntime,
         tls: bool,
         user: &str,
         password: &str,
@@ -177,7 +185,7 @@ impl PeerState {
             ..ListenerConfig::default()
         };
         let listener =
-            smol::block_on(Listener::start(db.clone(), config)).map_err(|e| e.to_string())?;
+            AnyListener::start(runtime, db.clone(), config).map_err(|e| e.to_string())?;
         let cert = listener
             .tls_identity()
             .map(|id| base64::engine::general_purpose::STANDARD.encode(id.certificate()))
@@ -190,7 +198,7 @@ impl PeerState {
 
     fn stop(&mut self) {
         if let Some(listener) = self.listener.take() {
-            smol::block_on(listener.stop());
+            listener.stop();
         }
         if let Some(db) = self.db.take() {
             let _ = db.persist();

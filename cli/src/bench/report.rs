@@ -16,6 +16,8 @@ pub struct BenchReport {
     pub incr_rounds: u32,
     /// TLS between the peers.
     pub tls: bool,
+    /// The runtime both processes ran on: `"smol"` or `"tokio"`.
+    pub runtime: &'static str,
     /// The store's durability: `"sync"` (fdatasync on every commit, the default).
     pub durability: &'static str,
     /// The replicator's store saving the documents in batches of 1,000.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use peerlite_cli::bench::{self, BenchOptions, BenchReport};
+use peerlite_cli::bench::{self, BenchOptions, BenchReport, BenchRuntime};
 
 /// Options of `peerlite bench`.
 #[derive(Args)]
@@ -18,6 +18,9 @@ pub(crate) struct BenchArgs {
     /// Plain WebSockets between the peers instead of TLS.
     #[arg(long)]
     no_tls: bool,
+    /// The runtime both processes run on.
+    #[arg(long, default_value = "smol", value_parser = ["smol", "tokio"])]
+    runtime: String,
     /// Print one JSON line per run and nothing else on standard output.
     #[arg(long)]
     json: bool,
@@ -68,6 +71,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         docs: args.docs,
         seed: args.seed,
         tls: !args.no_tls,
+        runtime: BenchRuntime::from_name(&args.runtime).unwrap_or_default(),
         live_writes: args.live_writes,
         live_rate: args.live_rate,
         incr_rounds: args.incr_rounds,
