@@ -1468,3 +1468,169 @@ fn a_listener_refuses_blobs_over_its_max_blob_bytes_and_the_sync_says_which() {
             predicate::str::contains("\t1000\t").and(predicate::str::contains("2000000").not()),
         );
 }
+
+/// `peerlite serve` logging at `flags` (stderr to `log`), on `db`, user alice; returns
+/// the child and its URL.
+fn serve_logging(
+    db: &Path,
+    log: &Path,
+    flags: &[&str],
+    env: Option<(&str, &str)>,
+) -> (Child, String) {
+    let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_peerlite"));
+    cmd.args(["serve", "--db"])
+        .arg(db)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--user",
+            "alice:Pw-Secret-123",
+        ])
+        .args(flags)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    (child, url)
+}
+
+#[test]
+fn logs_say_who_connected_and_why_a_login_failed_and_never_hold_a_secret() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("phone");
+    peerlite()
+        .args(["put", "--db"])
+        .arg(&phone)
+        .args(["note", r#"{"text": "Body-Text-Xyz"}"#])
+        .assert()
+        .success();
+    let secrets = [
+        "Pw-Secret-123".to_owned(),
+        "Wrong-Pw-456".to_owned(),
+        base64::engine::general_purpose::STANDARD.encode("alice:Pw-Secret-123"),
+        base64::engine::general_purpose::STANDARD.encode("alice:Wrong-Pw-456"),
+        "PRIVATE KEY".to_owned(),
+    ];
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
+    let cases: [Case; 3] = [
+        (&["-v", "--log-format", "json"], None),
+        (&["-vvv"], None),
+        (&[], Some(("RUST_LOG", "trace"))),
+    ];
+    for (i, (flags, env)) in cases.into_iter().enumerate() {
+        let laptop = dir.path().join(format!("laptop-{i}"));
+        let log = dir.path().join(format!("serve-{i}.log"));
+        let (server, url) = serve_logging(&laptop, &log, flags, env);
+        let sync = |password: &str| {
+            let mut cmd = peerlite();
+            cmd.args(["sync", "--db"])
+                .arg(&phone)
+                .arg(&url)
+                .args([
+                    "--user",
+                    &format!("alice:{password}"),
+                    "--accept-self-signed",
+                ])
+                .args(flags)
+                .env_remove("RUST_LOG");
+            if let Some((k, v)) = env {
+                cmd.env(k, v);
+            }
+            cmd.output().unwrap()
+        };
+        let refused = sync("Wrong-Pw-456");
+        assert!(!refused.status.success());
+        let synced = sync("Pw-Secret-123");
+        assert!(synced.status.success(), "{synced:?}");
+        assert!(terminate(server));
+        let served = std::fs::read_to_string(&log).unwrap();
+        let replicated = String::from_utf8_lossy(&synced.stderr).into_owned()
+            + &String::from_utf8_lossy(&refused.stderr);
+        for secret in &secrets {
+            assert!(
+                !served.contains(secret.as_str()),
+                "case {i}: {secret} in the listener's log"
+            );
+            assert!(
+                !replicated.contains(secret.as_str()),
+                "case {i}: {secret} in the replicator's log"
+            );
+        }
+        for text in [&served, &replicated] {
+            assert!(
+                !text.to_ascii_lowercase().contains("authorization: "),
+                "case {i}"
+            );
+        }
+        if i < 2 {
+            // Bodies only at the most verbose level (RUST_LOG=trace shows frames).
+            assert!(!served.contains("Body-Text-Xyz") && !replicated.contains("Body-Text-Xyz"));
+        }
+        assert!(
+            served.contains("authentication failed"),
+            "case {i}: {served}"
+        );
+        assert!(served.contains("wrong user name or password"), "case {i}");
+        assert!(served.contains("sync session ended"), "case {i}");
+        assert!(
+            replicated.contains("replication stopped"),
+            "case {i}: {replicated}"
+        );
+        if i == 0 {
+            // JSON lines with stable field names.
+            let events: Vec<serde_json::Value> = served
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect();
+            let failed = events
+                .iter()
+                .find(|e| e["message"] == "authentication failed")
+                .unwrap();
+            assert_eq!(failed["user"], "alice");
+            assert!(failed["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+            let ended = events
+                .iter()
+                .find(|e| e["message"] == "sync session ended")
+                .unwrap();
+            assert_eq!(ended["user"], "alice");
+            assert_eq!(ended["pushed"], 1);
+            assert!(ended["elapsed_ms"].is_u64());
+        }
+    }
+    // Without -v: warnings only — the refused login, not the sessions.
+    let log = dir.path().join("serve-quiet.log");
+    let (server, url) = serve_logging(&dir.path().join("laptop-q"), &log, &[], None);
+    let out = peerlite()
+        .args(["sync", "--db"])
+        .arg(&phone)
+        .arg(&url)
+        .args(["--user", "alice:nope", "--accept-self-signed"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(terminate(server));
+    let quiet = std::fs::read_to_string(&log).unwrap();
+    assert!(quiet.contains("authentication failed"), "{quiet}");
+    assert!(
+        !quiet.contains("sync session") && !quiet.contains("listener started"),
+        "{quiet}"
+    );
+}
+
+/// Stops a child with SIGTERM; true when it exits cleanly.
+fn terminate(mut child: Child) -> bool {
+    let _ = StdCommand::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap().success()
+}

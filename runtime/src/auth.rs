@@ -132,18 +132,23 @@ impl Authenticator {
         &self,
         authorization: Option<&HeaderValue>,
         peer_certs: Option<&[CertificateDer<'static>]>,
-    ) -> Result<Principal, Option<&'static str>> {
+    ) -> Result<Principal, AuthFailure> {
         if self.client_certificates {
             // rustls has already verified the chain against the configured roots.
-            let leaf = peer_certs.and_then(|c| c.first()).ok_or(None)?;
+            let leaf = peer_certs
+                .and_then(|c| c.first())
+                .ok_or(AuthFailure::NO_CERTIFICATE)?;
             return Ok(Principal {
                 name: common_name(leaf),
                 ..Principal::default()
             });
         }
-        const CHALLENGE: &str = "Basic realm=\"peerlite\", charset=\"UTF-8\"";
+        let Some(authorization) = authorization else {
+            return Err(AuthFailure::basic("no credentials", None));
+        };
         let (name, password) = authorization
-            .and_then(|v| v.to_str().ok())
+            .to_str()
+            .ok()
             .and_then(|v| v.strip_prefix("Basic "))
             .and_then(|b64| {
                 base64::engine::general_purpose::STANDARD
@@ -152,7 +157,7 @@ impl Authenticator {
             })
             .and_then(|raw| String::from_utf8(raw).ok())
             .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-            .ok_or(Some(CHALLENGE))?;
+            .ok_or(AuthFailure::basic("malformed Basic credentials", None))?;
         let offered = digest(password.as_bytes());
         let offered_name = digest(name.as_bytes());
         // Compare with every user, in constant time, whatever matches.
@@ -164,12 +169,43 @@ impl Authenticator {
                 found = Some(user);
             }
         }
-        let user = found.ok_or(Some(CHALLENGE))?;
+        let user = found.ok_or(AuthFailure::basic(
+            "wrong user name or password",
+            Some(name),
+        ))?;
         Ok(Principal {
             name: Some(user.name.clone()),
             read_only: user.read_only,
             collections: user.collections.clone(),
         })
+    }
+}
+
+/// Why a connection was not authenticated: for the 401 and for the log. Never holds a
+/// password.
+#[derive(Debug)]
+pub(crate) struct AuthFailure {
+    /// The `WWW-Authenticate` challenge to send, if any.
+    pub(crate) challenge: Option<&'static str>,
+    /// What was wrong.
+    pub(crate) reason: &'static str,
+    /// The user name the client claimed, if it sent one.
+    pub(crate) claimed_user: Option<String>,
+}
+
+impl AuthFailure {
+    const NO_CERTIFICATE: AuthFailure = AuthFailure {
+        challenge: None,
+        reason: "no client certificate",
+        claimed_user: None,
+    };
+
+    fn basic(reason: &'static str, claimed_user: Option<String>) -> AuthFailure {
+        AuthFailure {
+            challenge: Some("Basic realm=\"peerlite\", charset=\"UTF-8\""),
+            reason,
+            claimed_user,
+        }
     }
 }
 
@@ -210,19 +246,26 @@ mod tests {
                 .unwrap()
                 .read_only
         );
+        let wrong = auth
+            .authenticate(Some(&header("alice", "wrong")), None)
+            .unwrap_err();
+        assert_eq!(wrong.claimed_user.as_deref(), Some("alice"));
+        assert_eq!(wrong.reason, "wrong user name or password");
         assert!(
-            auth.authenticate(Some(&header("alice", "wrong")), None)
-                .is_err()
+            !format!("{wrong:?}").contains("wrong\""),
+            "no password in {wrong:?}"
         );
         assert!(
             auth.authenticate(Some(&header("carol", "s3cret")), None)
                 .is_err()
         );
-        assert!(auth.authenticate(None, None).unwrap_err().is_some());
-        assert!(
-            auth.authenticate(Some(&HeaderValue::from_static("Basic !!!")), None)
-                .is_err()
-        );
+        let none = auth.authenticate(None, None).unwrap_err();
+        assert!(none.challenge.is_some());
+        assert_eq!(none.reason, "no credentials");
+        let malformed = auth
+            .authenticate(Some(&HeaderValue::from_static("Basic !!!")), None)
+            .unwrap_err();
+        assert_eq!(malformed.reason, "malformed Basic credentials");
         // Passwords may contain ':'.
         let auth = Authenticator::new(&ListenerAuthenticator::Basic(vec![User::new("u", "a:b")]));
         assert!(auth.authenticate(Some(&header("u", "a:b")), None).is_ok());

@@ -265,6 +265,7 @@ impl<R: Runtime> Listener<R> {
             shared: shared.clone(),
         };
         let task = rt.spawn(serving.accept_loop(tcp, stopped));
+        tracing::info!(port, urls = ?urls, tls = identity.is_some(), "listener started");
         Ok(Listener {
             port,
             urls,
@@ -299,7 +300,17 @@ impl<R: Runtime> Listener<R> {
         link.connect_custom(&rt, transport, config.max_frame_bytes);
         let principal = Principal::default();
         let shared = Arc::new(Shared::default());
-        serve(&rt, link, principal, db, passive_config(config), shared).await;
+        let session = Session::new("transport".into(), &principal);
+        serve(
+            &rt,
+            link,
+            principal,
+            db,
+            passive_config(config),
+            shared,
+            session,
+        )
+        .await;
         Ok(())
     }
 
@@ -330,6 +341,7 @@ impl<R: Runtime> Listener<R> {
 
     /// Stops accepting, closes every connection with a close frame, and waits for them.
     pub async fn stop(self) {
+        tracing::info!(port = self.port, "listener stopping");
         let _ = self.stop.send(()).await;
         self.task.await;
     }
@@ -442,6 +454,11 @@ impl<R: Runtime> Serving<R> {
                 shared.rejected.fetch_add(1, Ordering::Relaxed);
                 // Say so (HTTP 503 with Retry-After, after the TLS handshake a client needs to
                 // read it) to a few at a time; past that, a flood is just dropped.
+                tracing::warn!(
+                    peer = %peer,
+                    limit = config.max_connections,
+                    "connection refused: the listener is at its connection limit"
+                );
                 if shared.turning_away.load(Ordering::Relaxed) >= BUSY_ANSWERS {
                     drop(stream);
                     continue;
@@ -470,9 +487,29 @@ impl<R: Runtime> Serving<R> {
                     Some(Ok((ws, principal))) => {
                         let mut link = Link::none();
                         link.connect(&task_rt, ws, "the replicator");
-                        serve(&task_rt, link, principal, db, passive, shared.clone()).await
+                        let session = Session::new(peer.to_string(), &principal);
+                        serve(
+                            &task_rt,
+                            link,
+                            principal,
+                            db,
+                            passive,
+                            shared.clone(),
+                            session,
+                        )
+                        .await
                     }
-                    Some(Err(_)) | None => {
+                    Some(Err(e)) => {
+                        // An authentication failure was logged with its reason already.
+                        tracing::info!(peer = %peer, error = %e, "connection refused");
+                        shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        tracing::info!(
+                            peer = %peer,
+                            timeout_ms = timeout.as_millis() as u64,
+                            "connection refused: the handshake did not finish in time"
+                        );
                         shared.rejected.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -506,6 +543,81 @@ struct Connection<'a> {
     shared: &'a Shared,
     /// Whether it counts among the listener's active connections.
     busy: bool,
+    session: Session,
+}
+
+/// What a sync session's log says of it.
+struct Session {
+    peer: String,
+    user: Option<String>,
+    began: Instant,
+    /// Documents the replicator pushed here, and pulled from here.
+    pushed: u64,
+    pulled: u64,
+    /// Documents refused or failed, either way.
+    failed: u64,
+    /// Why it ended, once it did.
+    ended: Option<String>,
+}
+
+impl Session {
+    fn new(peer: String, principal: &Principal) -> Session {
+        let user = principal.name.clone();
+        tracing::info!(peer, user, "sync session began");
+        Session {
+            peer,
+            user,
+            began: Instant::now(),
+            pushed: 0,
+            pulled: 0,
+            failed: 0,
+            ended: None,
+        }
+    }
+
+    fn event(&mut self, event: &peerlite_proto::Event) {
+        match event {
+            peerlite_proto::Event::Documents(docs) => {
+                for d in docs {
+                    if let Some(error) = &d.error {
+                        self.failed += 1;
+                        tracing::info!(
+                            peer = self.peer,
+                            user = self.user,
+                            collection = %d.collection,
+                            doc = %d.doc_id,
+                            rev = %d.rev,
+                            error = %error,
+                            "document not replicated"
+                        );
+                    } else if d.direction == peerlite_proto::Direction::Push {
+                        self.pushed += 1;
+                    } else {
+                        self.pulled += 1;
+                    }
+                }
+            }
+            peerlite_proto::Event::Closed(reason) => {
+                self.ended = Some(format!("{:?}: {}", reason.code, reason.message))
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tracing::info!(
+            peer = self.peer,
+            user = self.user,
+            pushed = self.pushed,
+            pulled = self.pulled,
+            failed = self.failed,
+            elapsed_ms = self.began.elapsed().as_millis() as u64,
+            reason = self.ended.as_deref(),
+            "sync session ended"
+        );
+    }
 }
 
 impl<R: Runtime> Side<R> for Connection<'_> {
@@ -518,7 +630,11 @@ impl<R: Runtime> Side<R> for Connection<'_> {
         &mut self.peer
     }
 
-    fn output(&mut self, _: Output) {}
+    fn output(&mut self, output: Output) {
+        if let Output::Event(event) = output {
+            self.session.event(&event);
+        }
+    }
 
     fn control(&mut self, _: Stop, _: &mut Link, _: Instant) {
         self.peer
@@ -547,6 +663,7 @@ async fn serve<R: Runtime>(
     db: Database,
     config: PassiveConfig,
     shared: Arc<Shared>,
+    session: Session,
 ) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = async_channel::unbounded();
@@ -559,6 +676,7 @@ async fn serve<R: Runtime>(
         peer: PassivePeer::new(config, principal, Instant::now()),
         shared: &shared,
         busy: false,
+        session,
     };
     drive(rt, &mut conn, &mut link, &rx, &changes, &storage).await;
     if conn.busy {

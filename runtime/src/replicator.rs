@@ -289,6 +289,7 @@ impl<R: Runtime> Replicator<R> {
             rt: rt.clone(),
             machine: ActiveReplicator::new(proto.clone()),
             name: config.endpoint.clone(),
+            logged: Activity::Stopped,
             max_frame_bytes: config.max_frame_bytes,
             dialer,
             shared: shared.clone(),
@@ -447,6 +448,8 @@ struct Driver<R: Runtime> {
     machine: ActiveReplicator,
     /// The peer's name (its URL, for a WebSocket).
     name: String,
+    /// The activity last logged.
+    logged: Activity,
     max_frame_bytes: usize,
     dialer: Dialer,
     shared: Arc<Shared>,
@@ -525,6 +528,40 @@ impl<R: Runtime> Side<R> for Driver<R> {
 }
 
 impl<R: Runtime> Driver<R> {
+    /// Logs what changed in the status: connected, retrying and why, stopped. At info
+    /// level: the application hears of all of it through its status listeners.
+    fn log_status(&mut self, status: &ReplicatorStatus) {
+        let before = std::mem::replace(&mut self.logged, status.activity);
+        let peer = self.name.as_str();
+        match status.activity {
+            Activity::Busy | Activity::Idle if before == Activity::Connecting => {
+                tracing::info!(peer, "connected");
+            }
+            Activity::Offline if before != Activity::Offline => {
+                if let (Some(retry), Some(error)) = (&status.retry, &status.error) {
+                    tracing::info!(
+                        peer,
+                        attempt = retry.failed_attempts,
+                        max_attempts = retry.max_attempts,
+                        wait_ms = retry.wait.as_millis() as u64,
+                        error = %error,
+                        "connection failed; retrying"
+                    );
+                }
+            }
+            Activity::Stopped if before != Activity::Stopped => match &status.error {
+                Some(error) => tracing::info!(peer, error = %error, "replication stopped"),
+                None => tracing::info!(
+                    peer,
+                    completed = status.progress.completed,
+                    total = status.progress.total,
+                    "replication stopped"
+                ),
+            },
+            _ => {}
+        }
+    }
+
     fn publish(&mut self, event: Event) {
         match event {
             Event::Status(s) => {
@@ -545,6 +582,7 @@ impl<R: Runtime> Driver<R> {
                     error,
                     retry: s.retry,
                 };
+                self.log_status(&status);
                 if let Ok(mut current) = self.shared.status.lock() {
                     *current = status.clone();
                 }
@@ -570,6 +608,18 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Event::Documents(docs) => {
+                // Info, not warn: the application hears of these through its listeners.
+                for d in docs.iter().filter(|d| d.error.is_some()) {
+                    tracing::info!(
+                        peer = self.name,
+                        collection = %d.collection,
+                        doc = %d.doc_id,
+                        rev = %d.rev,
+                        direction = ?d.direction,
+                        error = ?d.error,
+                        "document not replicated"
+                    );
+                }
                 let listeners: Vec<DocumentListener> = self
                     .shared
                     .document_listeners

@@ -324,6 +324,7 @@ pub(crate) async fn accept<R: Runtime>(
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path().trim_end_matches('/') != options.path {
+            tracing::info!(peer = %peer, path = request.uri().path(), "connection refused: no such database");
             return Err(error_response(StatusCode::NOT_FOUND, "no such database"));
         }
         let offered = request
@@ -334,6 +335,7 @@ pub(crate) async fn accept<R: Runtime>(
             .flat_map(|v| v.split(','))
             .any(|p| p.trim() == SUBPROTOCOL);
         if !offered {
+            tracing::info!(peer = %peer, "connection refused: no {SUBPROTOCOL} subprotocol offered");
             return Err(error_response(
                 StatusCode::BAD_REQUEST,
                 &format!("the WebSocket subprotocol {SUBPROTOCOL} is required"),
@@ -343,6 +345,7 @@ pub(crate) async fn accept<R: Runtime>(
         if let Some((limiter, ip)) = limiter
             && let Some(wait) = limiter.locked_for(ip, Instant::now())
         {
+            tracing::warn!(peer = %peer, retry_after_s = wait.as_secs(), "connection refused: too many failed logins from this address");
             return Err(too_many_failures(wait));
         }
         let who = match &options.authenticator {
@@ -359,14 +362,21 @@ pub(crate) async fn accept<R: Runtime>(
                 }
                 principal = Some(p);
             }
-            Err(challenge) => {
+            Err(failure) => {
+                tracing::warn!(
+                    peer = %peer,
+                    user = failure.claimed_user.as_deref(),
+                    reason = failure.reason,
+                    "authentication failed"
+                );
                 if let Some((limiter, ip)) = limiter
                     && let Some(wait) = limiter.failed(ip, Instant::now())
                 {
+                    tracing::warn!(peer = %peer, retry_after_s = wait.as_secs(), "too many failed logins: this address is refused for a while");
                     return Err(too_many_failures(wait));
                 }
                 let mut e = error_response(StatusCode::UNAUTHORIZED, "authentication required");
-                if let Some(challenge) = challenge {
+                if let Some(challenge) = failure.challenge {
                     e.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static(challenge),

@@ -7,6 +7,7 @@ mod blobs;
 mod demo;
 mod docs;
 mod identity;
+mod logs;
 mod net;
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    logs: logs::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +195,7 @@ fn parse_collection(s: &str) -> Result<CollectionName, String> {
 fn main() -> ExitCode {
     allocator::tune();
     let cli = Cli::parse();
+    logs::init(&cli.logs);
     let result = match cli.command {
         Command::Serve(args) => net::serve(args),
         Command::Sync(args) => net::sync(args),
