@@ -1634,3 +1634,124 @@ fn terminate(mut child: Child) -> bool {
         .status();
     child.wait().unwrap().success()
 }
+
+#[test]
+fn get_meta_info_and_changes_show_revisions_conflicts_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop").to_str().unwrap().to_owned();
+    let phone = dir.path().join("phone").to_str().unwrap().to_owned();
+    let run = |args: &[&str]| -> String {
+        let out = peerlite()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).unwrap()
+    };
+    run(&["put", "--db", &laptop, "note", r#"{"v": 0}"#]);
+    run(&["put", "--db", &laptop, "gone", "{}"]);
+    run(&["rm", "--db", &laptop, "gone"]);
+    let sync = |server: &Server| {
+        run(&[
+            "sync",
+            &server.url,
+            "--db",
+            &phone,
+            "--user",
+            "u:p",
+            "--accept-self-signed",
+        ]);
+    };
+    let server = Server::start(&laptop, &["--user", "u:p"]);
+    sync(&server);
+    server.stop();
+    // Both sides edit the same document, then sync: the conflict is resolved and its
+    // losing branch stays as a deleted leaf.
+    run(&["put", "--db", &laptop, "note", r#"{"v": "laptop"}"#]);
+    run(&["put", "--db", &phone, "note", r#"{"v": "phone"}"#]);
+    let server = Server::start(&laptop, &["--user", "u:p"]);
+    sync(&server);
+    server.stop();
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&run(&["get", "--db", &phone, "note", "--meta", "--json"])).unwrap();
+    assert_eq!(meta["deleted"], false);
+    assert_eq!(meta["conflicted"], false);
+    let rev = meta["rev"].as_str().unwrap();
+    assert!(rev.starts_with("3-"), "the resolution: {meta}");
+    let others = meta["other_leaves"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "{meta}");
+    assert_eq!(others[0]["deleted"], true);
+    let history: Vec<&str> = meta["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(history.len(), 2, "{meta}");
+    assert!(history[0].starts_with("2-") && history[1].starts_with("1-"));
+    let text = run(&["get", "--db", &phone, "note", "--meta"]);
+    assert!(text.contains(&format!("rev          {rev}")), "{text}");
+    assert!(
+        text.contains("(deleted)") && text.contains("history      3-"),
+        "{text}"
+    );
+    // A deleted document can be looked into too.
+    let gone: serde_json::Value =
+        serde_json::from_str(&run(&["get", "--db", &phone, "gone", "--meta", "--json"])).unwrap();
+    assert_eq!(gone["deleted"], true);
+
+    let info: serde_json::Value =
+        serde_json::from_str(&run(&["info", "--db", &phone, "--json"])).unwrap();
+    let c = &info["collections"][0];
+    assert_eq!(
+        (c["documents"].as_u64(), c["tombstones"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(c["last_sequence"].as_u64().unwrap() >= 3);
+    assert!(info["size_bytes"].as_u64().unwrap() > 0);
+    assert!(run(&["info", "--db", &phone]).contains("1 documents, 1 deleted"));
+
+    let changes: Vec<serde_json::Value> = run(&["changes", "--db", &phone, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(changes.len(), 2);
+    assert!(changes[0]["seq"].as_u64() < changes[1]["seq"].as_u64());
+    let last = changes[1]["seq"].as_u64().unwrap();
+    assert_eq!(
+        run(&["changes", "--db", &phone, "--since", &last.to_string()]),
+        ""
+    );
+    let text = run(&["changes", "--db", &phone]);
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(" deleted") && l.contains(" gone ")),
+        "{text}"
+    );
+
+    // Wrong input: one line on stderr, exit 1 or 2.
+    for (args, message) in [
+        (
+            vec!["get", "--db", &phone, "nope", "--meta"],
+            "document \"nope\" not found",
+        ),
+        (
+            vec!["info", "--db", "/nonexistent/db"],
+            "no database at /nonexistent/db",
+        ),
+        (
+            vec!["changes", "--db", &phone, "--collection", "no.such"],
+            "no.such",
+        ),
+        (vec!["get", "--db", &phone, "note", "--json"], "--meta"),
+    ] {
+        peerlite()
+            .args(&args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message));
+    }
+}

@@ -7,6 +7,7 @@ mod blobs;
 mod demo;
 mod docs;
 mod identity;
+mod inspect;
 mod logs;
 mod net;
 
@@ -52,12 +53,42 @@ enum Command {
         #[arg(long, value_name = "NAME=FILE", value_parser = blobs::parse_attach)]
         attach: Vec<(String, PathBuf)>,
     },
-    /// Print a document's body as JSON.
+    /// Print a document's body as JSON (or, with --meta, its revision, sequence, other
+    /// leaves and history too).
     Get {
         #[command(flatten)]
         db: DbArgs,
         /// Document ID.
         id: String,
+        /// Also its revision, deletion, sequence, other leaves and revision history (a
+        /// deleted document too).
+        #[arg(long)]
+        meta: bool,
+        /// With --meta: one JSON object instead of text.
+        #[arg(long, requires = "meta")]
+        json: bool,
+    },
+    /// Show what a database holds: collections with their documents, tombstones and last
+    /// sequence, blobs, size on disk.
+    Info {
+        /// Database directory.
+        #[arg(long)]
+        db: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a collection's changes feed: each document once, at its latest change, in
+    /// sequence order ("SEQ ID REV [deleted]").
+    Changes {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only changes after this sequence.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a document.
     Rm {
@@ -207,7 +238,15 @@ fn main() -> ExitCode {
         } => docs::put(&db, &id, &json, &attach),
         Command::Blob { command } => blobs::run(command),
         Command::Compact { db } => blobs::compact(&db),
-        Command::Get { db, id } => docs::get(&db, &id),
+        Command::Get {
+            db,
+            id,
+            meta: false,
+            ..
+        } => docs::get(&db, &id),
+        Command::Get { db, id, json, .. } => inspect::get_meta(&db, &id, json),
+        Command::Info { db, json } => inspect::info(&db, json),
+        Command::Changes { db, since, json } => inspect::changes(&db, since, json),
         Command::Rm { db, id } => docs::rm(&db, &id),
         Command::Ls { db } => docs::ls(&db),
         Command::Import { db, file } => docs::import(&db, &file),
