@@ -79,7 +79,7 @@ enum Command {
         json: bool,
     },
     /// Print a collection's changes feed: each document once, at its latest change, in
-    /// sequence order ("SEQ ID REV [deleted]").
+    /// sequence order (`SEQ ID REV [deleted]`).
     Changes {
         #[command(flatten)]
         db: DbArgs,
