@@ -54,7 +54,7 @@ pub use peerlite_runtime::{
     AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError,
     ConnectionStatus, Credentials, IdentityAttributes, IdentityError, ListenerAuthenticator,
     ListenerConfig, ListenerError, ListenerId, ListenerTls, ReplicatorConfigError,
-    ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime, ServerTrust,
+    ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime, ServerTrust, SyncStats,
     TlsConfigError, TlsIdentity, Transport, User,
 };
 

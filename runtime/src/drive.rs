@@ -3,6 +3,7 @@
 //! listener and the replicator (dialling, control messages, events, when to stop) is a
 //! [`Side`]; what differs between executors is the [`Runtime`].
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use async_channel::Receiver;
@@ -15,6 +16,7 @@ use peerlite_proto::{
 use crate::Transport;
 use crate::change_feed::ChangeFeed;
 use crate::executor::Runtime;
+use crate::stats::Counters;
 use crate::storage_worker::Storage;
 use crate::transport::Ws;
 use crate::wake::{ReaderMsg, Wake};
@@ -122,6 +124,8 @@ pub(crate) trait Side<R: Runtime> {
 
     /// The state machine.
     fn machine(&mut self) -> &mut Self::Machine;
+    /// Where the loop counts frames, bytes and storage operations.
+    fn counters(&self) -> &Counters;
     /// An output the loop does not act on itself: connecting, events.
     fn output(&mut self, output: Output);
     /// One of the side's own messages.
@@ -141,11 +145,18 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
 ) {
     // A machine's error means this loop misrouted an input: a bug here, not the peer's
     // fault, and nothing the machine can act on; it is ignored.
+    //
+    // When each storage operation still unanswered was handed over: the worker answers
+    // in order.
+    let mut storage_since = VecDeque::new();
     loop {
         while let Some(output) = side.machine().poll_output() {
             match output {
                 Output::Send(frame) => {
-                    if !link.send(frame).await && link.sender.take().is_some() {
+                    let len = frame.len();
+                    if link.send(frame).await {
+                        side.counters().sent(len);
+                    } else if link.sender.take().is_some() {
                         let lost = Disconnect::transient("connection lost while sending");
                         let _ = side
                             .machine()
@@ -153,10 +164,14 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
                     }
                 }
                 Output::Storage(id, op) => {
-                    if let Some(reply) = storage.submit(id, op) {
-                        let _ = side
-                            .machine()
-                            .handle_input(Input::Storage(id, reply), Instant::now());
+                    let submitted = Instant::now();
+                    match storage.submit(id, op) {
+                        Some(reply) => {
+                            let now = Instant::now();
+                            side.counters().storage(now - submitted);
+                            let _ = side.machine().handle_input(Input::Storage(id, reply), now);
+                        }
+                        None => storage_since.push_back(submitted),
                     }
                 }
                 Output::Close(reason) => {
@@ -174,7 +189,12 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
         let now = Instant::now();
         let input = match wake {
             Wake::Msg(None) => return,
-            Wake::Msg(Some(Msg::Storage(id, reply))) => Input::Storage(id, reply),
+            Wake::Msg(Some(Msg::Storage(id, reply))) => {
+                if let Some(submitted) = storage_since.pop_front() {
+                    side.counters().storage(now - submitted);
+                }
+                Input::Storage(id, reply)
+            }
             Wake::Msg(Some(Msg::Control(msg))) => {
                 side.control(msg, link, now);
                 continue;
@@ -195,6 +215,7 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
             }
             // Frames still read ahead after this side closed are not the machine's.
             Wake::Reader(Some(ReaderMsg::Frame(bytes))) if link.sender.is_some() => {
+                side.counters().received(bytes.len());
                 Input::Frame(bytes)
             }
             Wake::Reader(Some(ReaderMsg::Frame(_))) => continue,

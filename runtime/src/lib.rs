@@ -27,6 +27,7 @@ mod error;
 mod executor;
 mod listener;
 mod replicator;
+mod stats;
 mod storage_worker;
 mod tls;
 mod transport;
@@ -41,6 +42,7 @@ pub use error::{
 pub use executor::Runtime;
 pub use listener::{ConnectionStatus, Listener, ListenerConfig, ListenerTls};
 pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};
+pub use stats::SyncStats;
 pub use tls::{
     CertificateRejection, IdentityAttributes, IdentityError, ServerTrust, TlsConfigError,
     TlsIdentity,

@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::auth_limit::FailedAuthLimiter;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::{Runtime, until};
+use crate::stats::{Counters, SyncStats};
 use crate::transport::{AcceptOptions, accept};
 use crate::{
     AuthFailureLimit, IdentityAttributes, IdentityError, ListenerAuthenticator, ListenerError,
@@ -137,6 +138,7 @@ pub struct ConnectionStatus {
 
 #[derive(Default)]
 struct Shared {
+    counters: Counters,
     rejected: AtomicU64,
     connections: AtomicUsize,
     /// Connections over the limit being answered 503 (at most [`BUSY_ANSWERS`]).
@@ -339,6 +341,13 @@ impl<R: Runtime> Listener<R> {
         }
     }
 
+    /// What the listener did since it started, all connections together: documents,
+    /// frames and bytes each way, failures, conflicts resolved, sessions, connections
+    /// turned away, and its storage operations' latency.
+    pub fn stats(&self) -> SyncStats {
+        self.shared.counters.snapshot()
+    }
+
     /// Stops accepting, closes every connection with a close frame, and waits for them.
     pub async fn stop(self) {
         tracing::info!(port = self.port, "listener stopping");
@@ -452,6 +461,10 @@ impl<R: Runtime> Serving<R> {
             tasks.retain(|t: &R::Task| !R::is_finished(t));
             if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
                 shared.rejected.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .connections_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 // Say so (HTTP 503 with Retry-After, after the TLS handshake a client needs to
                 // read it) to a few at a time; past that, a flood is just dropped.
                 tracing::warn!(
@@ -503,6 +516,10 @@ impl<R: Runtime> Serving<R> {
                         // An authentication failure was logged with its reason already.
                         tracing::info!(peer = %peer, error = %e, "connection refused");
                         shared.rejected.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .counters
+                            .connections_failed
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
                         tracing::info!(
@@ -511,6 +528,10 @@ impl<R: Runtime> Serving<R> {
                             "connection refused: the handshake did not finish in time"
                         );
                         shared.rejected.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .counters
+                            .connections_failed
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -630,8 +651,16 @@ impl<R: Runtime> Side<R> for Connection<'_> {
         &mut self.peer
     }
 
+    fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
     fn output(&mut self, output: Output) {
         if let Output::Event(event) = output {
+            if let peerlite_proto::Event::Documents(docs) = &event {
+                // The replicator's push is what this side receives.
+                self.shared.counters.documents(docs, false);
+            }
             self.session.event(&event);
         }
     }
@@ -672,6 +701,7 @@ async fn serve<R: Runtime>(
     }
     let (token, changes) = crate::change_feed::watch(&db);
     let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
+    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection {
         peer: PassivePeer::new(config, principal, Instant::now()),
         shared: &shared,

@@ -18,6 +18,7 @@ use crate::Transport;
 use crate::custom::Connector;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::Runtime;
+use crate::stats::{Counters, SyncStats};
 use crate::transport::{DialOptions, Endpoint, dial};
 use crate::{
     ConnectError, Credentials, ReplicatorConfigError, ReplicatorError, ServerTrust, TlsIdentity,
@@ -112,6 +113,7 @@ type StatusListener = Arc<dyn Fn(&ReplicatorStatus) + Send + Sync>;
 type DocumentListener = Arc<dyn Fn(&[DocumentEvent]) + Send + Sync>;
 
 struct Shared {
+    counters: Counters,
     status: Mutex<ReplicatorStatus>,
     next_id: Mutex<u64>,
     status_listeners: Mutex<Vec<(u64, StatusListener)>>,
@@ -272,6 +274,7 @@ impl<R: Runtime> Replicator<R> {
         proto.max_attempt_wait = config.max_attempt_wait;
         proto.frame_limits.max_frame_bytes = config.max_frame_bytes;
         let shared = Arc::new(Shared {
+            counters: Counters::default(),
             status: Mutex::new(ReplicatorStatus {
                 activity: Activity::Stopped,
                 progress: Progress::default(),
@@ -407,6 +410,13 @@ impl<R: Runtime> Replicator<R> {
         removed
     }
 
+    /// What the replicator did since it was made, over all its connections: documents,
+    /// frames and bytes each way, failures, conflicts resolved, connections made and
+    /// failed attempts, and its storage operations' latency.
+    pub fn stats(&self) -> SyncStats {
+        self.shared.counters.snapshot()
+    }
+
     /// Documents of `collection` not pushed yet (from the last saved checkpoint).
     pub fn pending_document_ids(
         &self,
@@ -467,6 +477,10 @@ impl<R: Runtime> Side<R> for Driver<R> {
 
     fn machine(&mut self) -> &mut ActiveReplicator {
         &mut self.machine
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     fn output(&mut self, output: Output) {
@@ -535,10 +549,18 @@ impl<R: Runtime> Driver<R> {
         let peer = self.name.as_str();
         match status.activity {
             Activity::Busy | Activity::Idle if before == Activity::Connecting => {
+                self.shared
+                    .counters
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(peer, "connected");
             }
             Activity::Offline if before != Activity::Offline => {
                 if let (Some(retry), Some(error)) = (&status.retry, &status.error) {
+                    self.shared
+                        .counters
+                        .connections_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(
                         peer,
                         attempt = retry.failed_attempts,
@@ -608,6 +630,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Event::Documents(docs) => {
+                self.shared.counters.documents(&docs, true);
                 // Info, not warn: the application hears of these through its listeners.
                 for d in docs.iter().filter(|d| d.error.is_some()) {
                     tracing::info!(

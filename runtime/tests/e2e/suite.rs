@@ -957,3 +957,45 @@ fn blobs_a_sender_lost_or_damaged_on_disk_are_refused_over_tls() {
         listener.stop().await;
     });
 }
+
+#[test]
+fn stats_count_documents_frames_bytes_sessions_refusals_and_storage_time() {
+    block_on(async {
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        for i in 0..120 {
+            put(&client, &format!("c{i}"), r#"{"side": "client"}"#);
+        }
+        for i in 0..30 {
+            put(&server, &format!("s{i}"), r#"{"side": "server"}"#);
+        }
+        let listener = Listener::start(
+            server.clone(),
+            ListenerConfig {
+                authenticator: basic(&[("alice", "s3cret")]),
+                ..loopback()
+            },
+        )
+        .await
+        .unwrap();
+        let mut wrong = pinned_config(&listener, "alice", "nope");
+        wrong.max_attempts = 1;
+        assert!(sync(&client, wrong).await.error.is_some());
+        let r = Replicator::new(client.clone(), pinned_config(&listener, "alice", "s3cret")).unwrap();
+        r.start();
+        assert_eq!(r.wait_until_stopped().await.error, None);
+        let mine = r.stats();
+        assert_eq!((mine.documents_sent, mine.documents_received), (120, 30));
+        assert_eq!((mine.connections, mine.documents_failed), (1, 0));
+        assert!(mine.storage_operations > 0 && mine.storage_max <= mine.storage_time);
+        // The listener saw the same frames: wait for it to finish with the last ones.
+        wait_for(|| listener.stats().frames_received == mine.frames_sent).await;
+        let theirs = listener.stats();
+        assert_eq!((theirs.documents_received, theirs.documents_sent), (120, 30));
+        assert_eq!(theirs.bytes_received, mine.bytes_sent);
+        assert!(mine.bytes_sent > 120 * 10, "{mine:?}");
+        assert_eq!(theirs.connections, 1);
+        assert_eq!(theirs.connections_failed, 1, "the refused login");
+        listener.stop().await;
+    });
+}
