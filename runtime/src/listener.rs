@@ -139,7 +139,6 @@ pub struct ConnectionStatus {
 #[derive(Default)]
 struct Shared {
     counters: Counters,
-    rejected: AtomicU64,
     connections: AtomicUsize,
     /// Connections over the limit being answered 503 (at most [`BUSY_ANSWERS`]).
     turning_away: AtomicUsize,
@@ -337,7 +336,7 @@ impl<R: Runtime> Listener<R> {
         ConnectionStatus {
             connection_count: self.shared.connections.load(Ordering::Relaxed),
             active_connection_count: self.shared.active.load(Ordering::Relaxed),
-            rejected_connection_count: self.shared.rejected.load(Ordering::Relaxed),
+            rejected_connection_count: self.shared.counters.snapshot().connections_failed,
         }
     }
 
@@ -460,7 +459,6 @@ impl<R: Runtime> Serving<R> {
             };
             tasks.retain(|t: &R::Task| !R::is_finished(t));
             if shared.connections.load(Ordering::Relaxed) >= config.max_connections {
-                shared.rejected.fetch_add(1, Ordering::Relaxed);
                 shared
                     .counters
                     .connections_failed
@@ -515,7 +513,6 @@ impl<R: Runtime> Serving<R> {
                     Some(Err(e)) => {
                         // An authentication failure was logged with its reason already.
                         tracing::info!(peer = %peer, error = %e, "connection refused");
-                        shared.rejected.fetch_add(1, Ordering::Relaxed);
                         shared
                             .counters
                             .connections_failed
@@ -527,7 +524,6 @@ impl<R: Runtime> Serving<R> {
                             timeout_ms = timeout.as_millis() as u64,
                             "connection refused: the handshake did not finish in time"
                         );
-                        shared.rejected.fetch_add(1, Ordering::Relaxed);
                         shared
                             .counters
                             .connections_failed
