@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
+use common::terminate;
 use predicates::prelude::*;
+
+mod common;
 
 fn peerlite() -> Command {
     Command::cargo_bin("peerlite").unwrap()
@@ -1469,37 +1472,23 @@ fn a_listener_refuses_blobs_over_its_max_blob_bytes_and_the_sync_says_which() {
         );
 }
 
-/// `peerlite serve` logging at `flags` (stderr to `log`), on `db`, user alice; returns
-/// the child and its URL.
+/// `peerlite serve` logging at `flags` (stderr to `log`, `env` set), on `db`, user
+/// alice; returns the child and its URL.
 fn serve_logging(
     db: &Path,
     log: &Path,
     flags: &[&str],
     env: Option<(&str, &str)>,
 ) -> (Child, String) {
-    let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_peerlite"));
-    cmd.args(["serve", "--db"])
-        .arg(db)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--user",
-            "alice:Pw-Secret-123",
-        ])
-        .args(flags)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_owned();
-    (child, url)
+    let mut args = vec!["--port", "0", "--user", "alice:Pw-Secret-123"];
+    args.extend_from_slice(flags);
+    common::serve_with(db, &args, |cmd| {
+        cmd.env_remove("RUST_LOG")
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+    })
 }
 
 #[test]
@@ -1625,14 +1614,6 @@ fn logs_say_who_connected_and_why_a_login_failed_and_never_hold_a_secret() {
         !quiet.contains("sync session") && !quiet.contains("listener started"),
         "{quiet}"
     );
-}
-
-/// Stops a child with SIGTERM; true when it exits cleanly.
-fn terminate(mut child: Child) -> bool {
-    let _ = StdCommand::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap().success()
 }
 
 #[test]

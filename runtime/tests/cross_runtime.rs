@@ -5,10 +5,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{contents, has, put, wait_for};
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use peerlite_proto::{Activity, Body, CollectionName, DocId, ReplicatorType};
+use peerlite_proto::{Activity, ReplicatorType};
 use peerlite_runtime::{
     Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls, Replicator,
     ReplicatorConfiguration, Runtime, ServerTrust, User,
@@ -16,47 +20,6 @@ use peerlite_runtime::{
 use peerlite_smol::Smol;
 use peerlite_storage::Database;
 use peerlite_tokio::Tokio;
-
-fn put(db: &Database, doc: &str, json: &str) {
-    let id = DocId::new(doc).unwrap();
-    db.save(
-        &CollectionName::default(),
-        &id,
-        Body::from_json_str(json).unwrap(),
-    )
-    .unwrap();
-}
-
-fn has(db: &Database, doc: &str) -> bool {
-    let id = DocId::new(doc).unwrap();
-    db.get(&CollectionName::default(), &id).unwrap().is_some()
-}
-
-/// Every live document with its current revision and body, in ID order.
-fn contents(db: &Database) -> Vec<(String, String, String)> {
-    let c = CollectionName::default();
-    let page = db.documents(&c, None, 10_000).unwrap();
-    page.documents
-        .into_iter()
-        .map(|d| {
-            (
-                d.id.to_string(),
-                d.rev.to_string(),
-                d.body.to_json().to_string(),
-            )
-        })
-        .collect()
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if cond() {
-            return;
-        }
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-    panic!("not within 30 s: {what}");
-}
 
 fn listener_config(port: u16) -> ListenerConfig {
     ListenerConfig {

@@ -5,12 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{contents, has, put, wait_for};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::StreamExt;
-use peerlite_proto::{Activity, Body, CollectionName, DocId};
+use peerlite_proto::Activity;
 use peerlite_runtime::{ConnectError, ReplicatorError};
 use peerlite_storage::Database;
 use peerlite_tokio::{Listener, ListenerConfig, Replicator, ReplicatorConfiguration, Transport};
@@ -27,41 +31,6 @@ fn transport(socket: UnixStream) -> Transport {
     let (read, write) = socket.into_split();
     let frames_in = FramedRead::new(read, codec()).map(|r| r.map(BytesMut::freeze));
     Transport::new(FramedWrite::new(write, codec()), frames_in)
-}
-
-fn put(db: &Database, doc: &str, json: &str) {
-    let id = DocId::new(doc).unwrap();
-    db.save(
-        &CollectionName::default(),
-        &id,
-        Body::from_json_str(json).unwrap(),
-    )
-    .unwrap();
-}
-
-fn has(db: &Database, doc: &str) -> bool {
-    let id = DocId::new(doc).unwrap();
-    db.get(&CollectionName::default(), &id).unwrap().is_some()
-}
-
-fn contents(db: &Database) -> Vec<(String, String)> {
-    let page = db
-        .documents(&CollectionName::default(), None, 10_000)
-        .unwrap();
-    page.documents
-        .into_iter()
-        .map(|d| (d.id.to_string(), d.rev.to_string()))
-        .collect()
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not within 30 s: {what}");
 }
 
 /// Serves `db` on a Unix socket in `dir`, each connection on its own task; returns the
