@@ -5,8 +5,10 @@
 //! the runtime libraries it uses (`peerlite-smol`) build none of its dependencies
 //! (clap, indicatif, ctrlc, mimalloc, tempfile).
 //!
-//! Its library half is the benchmark harness behind `peerlite bench`: [`bench`](mod@bench).
+//! Its library half is the benchmark harness behind `peerlite bench` ([`bench`](mod@bench))
+//! and the admin interface of a served database ([`admin`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bench;

@@ -46,11 +46,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use peerlite_runtime::{
-    AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError,
-    ConnectionStatus, Credentials, IdentityAttributes, IdentityError, ListenerAuthenticator,
-    ListenerConfig, ListenerError, ListenerId, ListenerTls, ReplicatorConfigError,
-    ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime, ServerTrust, SyncStats,
-    TlsConfigError, TlsIdentity, Transport, User,
+    AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError, ConnectionInfo,
+    ConnectionStatus, Credentials, Gate, IdentityAttributes, IdentityError, ListenerAuthenticator,
+    ListenerConfig, ListenerError, ListenerId, ListenerMonitor, ListenerTls, Refusal,
+    ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime,
+    ServerTrust, SyncStats, TlsConfigError, TlsIdentity, Transport, User,
 };
 
 /// A listener (the passive peer) on smol: see [`peerlite_runtime::Listener`].

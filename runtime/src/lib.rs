@@ -25,6 +25,7 @@ mod custom;
 mod drive;
 mod error;
 mod executor;
+mod gate;
 mod listener;
 mod replicator;
 mod stats;
@@ -40,7 +41,10 @@ pub use error::{
     ClientCertificateProblem, ConnectError, ListenerError, ReplicatorConfigError, ReplicatorError,
 };
 pub use executor::Runtime;
-pub use listener::{ConnectionStatus, Listener, ListenerConfig, ListenerTls};
+pub use gate::{Gate, Refusal};
+pub use listener::{
+    ConnectionInfo, ConnectionStatus, Listener, ListenerConfig, ListenerMonitor, ListenerTls,
+};
 pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};
 pub use stats::SyncStats;
 pub use tls::{

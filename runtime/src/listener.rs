@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,10 +16,9 @@ use peerlite_proto::{
 use peerlite_storage::Database;
 
 use crate::Transport;
-use crate::auth::Authenticator;
-use crate::auth_limit::FailedAuthLimiter;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::{Runtime, until};
+use crate::gate::Gate;
 use crate::stats::{Counters, SyncStats};
 use crate::transport::{AcceptOptions, accept};
 use crate::{
@@ -136,16 +135,109 @@ pub struct ConnectionStatus {
     pub rejected_connection_count: u64,
 }
 
+/// One open sync connection, as [`ListenerMonitor::connections`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The replicator's address (`transport` for a custom transport).
+    pub peer: String,
+    /// The authenticated user (Basic) or certificate common name, if any.
+    pub user: Option<String>,
+    /// When its sync session began.
+    pub since: SystemTime,
+    /// Whether replication work is under way on it.
+    pub active: bool,
+    /// What it did so far: documents, frames and bytes each way, storage time.
+    pub stats: SyncStats,
+}
+
+/// An open connection's entry in the listener's table.
+struct OpenConnection {
+    stop: Sender<Msg<Stop>>,
+    peer: String,
+    user: Option<String>,
+    since: SystemTime,
+    counters: Arc<Counters>,
+    active: Arc<AtomicBool>,
+}
+
 #[derive(Default)]
 struct Shared {
+    /// What closed connections did, and what the listener counts itself (connections
+    /// turned away); an open connection counts in its own [`OpenConnection::counters`]
+    /// until it closes.
     counters: Counters,
     connections: AtomicUsize,
     /// Connections over the limit being answered 503 (at most [`BUSY_ANSWERS`]).
     turning_away: AtomicUsize,
     active: AtomicUsize,
     next_conn: AtomicU64,
-    /// Stop handles of the open connections.
-    open: Mutex<BTreeMap<u64, Sender<Msg<Stop>>>>,
+    /// The open connections.
+    open: Mutex<BTreeMap<u64, OpenConnection>>,
+}
+
+impl Shared {
+    fn open(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, OpenConnection>> {
+        // The table holds plain values: a panic elsewhere cannot leave it inconsistent.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads a running listener's figures from anywhere (a monitoring task, an admin
+/// endpoint) while the [`Listener`] itself stays with whoever stops it. Cheap to clone.
+#[derive(Clone)]
+pub struct ListenerMonitor {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ListenerMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerMonitor")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerMonitor {
+    /// Connection counts.
+    pub fn status(&self) -> ConnectionStatus {
+        ConnectionStatus {
+            connection_count: self.shared.connections.load(Ordering::Relaxed),
+            active_connection_count: self.shared.active.load(Ordering::Relaxed),
+            rejected_connection_count: self.shared.counters.snapshot().connections_failed,
+        }
+    }
+
+    /// What the listener did since it started, all connections together (open and
+    /// closed): documents, frames and bytes each way, failures, conflicts resolved,
+    /// sessions, connections turned away, and its storage operations' latency.
+    pub fn stats(&self) -> SyncStats {
+        // Under the table's lock: a closing connection moves its figures into the
+        // listener's while holding it, so nothing is counted twice or missed.
+        let open = self.shared.open();
+        let mut total = self.shared.counters.snapshot();
+        for conn in open.values() {
+            total += conn.counters.snapshot();
+        }
+        total
+    }
+
+    /// The open sync connections: who, since when, and what each did so far.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.shared
+            .open()
+            .values()
+            .map(|c| ConnectionInfo {
+                peer: c.peer.clone(),
+                user: c.user.clone(),
+                since: c.since,
+                active: c.active.load(Ordering::Relaxed),
+                stats: c.counters.snapshot(),
+            })
+            .collect()
+    }
 }
 
 /// The passive peer: serves a [`Database`] to replicators.
@@ -244,14 +336,7 @@ impl<R: Runtime> Listener<R> {
         let shared = Arc::new(Shared::default());
         let accept_options = Arc::new(AcceptOptions {
             tls: acceptor,
-            authenticator: config
-                .authenticator
-                .as_ref()
-                .map(|a| Arc::new(Authenticator::new(a))),
-            limiter: config
-                .auth_failure_limit
-                .filter(|_| config.authenticator.is_some())
-                .map(|l| Arc::new(FailedAuthLimiter::new(l))),
+            gate: Gate::new(config.authenticator.as_ref(), config.auth_failure_limit),
             path: format!("/{}", config.database_name),
             max_frame_bytes: config.max_frame_bytes,
         });
@@ -333,18 +418,20 @@ impl<R: Runtime> Listener<R> {
 
     /// Connection counts.
     pub fn status(&self) -> ConnectionStatus {
-        ConnectionStatus {
-            connection_count: self.shared.connections.load(Ordering::Relaxed),
-            active_connection_count: self.shared.active.load(Ordering::Relaxed),
-            rejected_connection_count: self.shared.counters.snapshot().connections_failed,
-        }
+        self.monitor().status()
     }
 
-    /// What the listener did since it started, all connections together: documents,
-    /// frames and bytes each way, failures, conflicts resolved, sessions, connections
-    /// turned away, and its storage operations' latency.
+    /// What the listener did since it started: see [`ListenerMonitor::stats`].
     pub fn stats(&self) -> SyncStats {
-        self.shared.counters.snapshot()
+        self.monitor().stats()
+    }
+
+    /// A handle that reads this listener's status, figures and open connections from
+    /// another task, for as long as the listener runs.
+    pub fn monitor(&self) -> ListenerMonitor {
+        ListenerMonitor {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Stops accepting, closes every connection with a close frame, and waits for them.
@@ -534,11 +621,7 @@ impl<R: Runtime> Serving<R> {
             }));
         }
         // Close every open connection, then wait for them.
-        let open: Vec<Sender<Msg<Stop>>> = shared
-            .open
-            .lock()
-            .map(|o| o.values().cloned().collect())
-            .unwrap_or_default();
+        let open: Vec<Sender<Msg<Stop>>> = shared.open().values().map(|c| c.stop.clone()).collect();
         for conn in open {
             let _ = conn.send(Msg::Control(Stop)).await;
         }
@@ -558,8 +641,12 @@ const BUSY_ANSWERS: usize = 16;
 struct Connection<'a> {
     peer: PassivePeer,
     shared: &'a Shared,
+    /// This connection's own figures (the listener's once it closes).
+    counters: Arc<Counters>,
     /// Whether it counts among the listener's active connections.
     busy: bool,
+    /// `busy`, for [`ListenerMonitor::connections`].
+    active: Arc<AtomicBool>,
     session: Session,
 }
 
@@ -648,14 +735,14 @@ impl<R: Runtime> Side<R> for Connection<'_> {
     }
 
     fn counters(&self) -> &Counters {
-        &self.shared.counters
+        &self.counters
     }
 
     fn output(&mut self, output: Output) {
         if let Output::Event(event) = output {
             if let peerlite_proto::Event::Documents(docs) = &event {
                 // The replicator's push is what this side receives.
-                self.shared.counters.documents(docs, false);
+                self.counters.documents(docs, false);
             }
             self.session.event(&event);
         }
@@ -670,6 +757,7 @@ impl<R: Runtime> Side<R> for Connection<'_> {
         let busy = self.peer.is_busy();
         if busy != self.busy {
             self.busy = busy;
+            self.active.store(busy, Ordering::Relaxed);
             if busy {
                 self.shared.active.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -692,16 +780,28 @@ async fn serve<R: Runtime>(
 ) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = async_channel::unbounded();
-    if let Ok(mut open) = shared.open.lock() {
-        open.insert(id, tx.clone());
-    }
+    let counters = Arc::new(Counters::default());
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let active = Arc::new(AtomicBool::new(false));
+    shared.open().insert(
+        id,
+        OpenConnection {
+            stop: tx.clone(),
+            peer: session.peer.clone(),
+            user: session.user.clone(),
+            since: SystemTime::now(),
+            counters: counters.clone(),
+            active: active.clone(),
+        },
+    );
     let (token, changes) = crate::change_feed::watch(&db);
     let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
-    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection {
         peer: PassivePeer::new(config, principal, Instant::now()),
         shared: &shared,
+        counters,
         busy: false,
+        active,
         session,
     };
     drive(rt, &mut conn, &mut link, &rx, &changes, &storage).await;
@@ -709,7 +809,8 @@ async fn serve<R: Runtime>(
         shared.active.fetch_sub(1, Ordering::Relaxed);
     }
     db.remove_change_listener(token);
-    if let Ok(mut open) = shared.open.lock() {
-        open.remove(&id);
-    }
+    // Its figures become the listener's under the table's lock (see `stats`).
+    let mut open = shared.open();
+    open.remove(&id);
+    shared.counters.absorb(&conn.counters.snapshot());
 }

@@ -100,6 +100,28 @@ impl Counters {
         self.storage_max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
+    /// Adds what `s` counted (a closed connection's figures, kept in the listener's).
+    pub(crate) fn absorb(&self, s: &SyncStats) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        add(&self.documents_received, s.documents_received);
+        add(&self.documents_sent, s.documents_sent);
+        add(&self.documents_failed, s.documents_failed);
+        add(&self.conflicts_resolved, s.conflicts_resolved);
+        add(&self.frames_received, s.frames_received);
+        add(&self.bytes_received, s.bytes_received);
+        add(&self.frames_sent, s.frames_sent);
+        add(&self.bytes_sent, s.bytes_sent);
+        add(&self.connections, s.connections);
+        add(&self.connections_failed, s.connections_failed);
+        add(&self.storage_operations, s.storage_operations);
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        add(&self.storage_micros, micros(s.storage_time));
+        self.storage_max_micros
+            .fetch_max(micros(s.storage_max), Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> SyncStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SyncStats {
@@ -117,5 +139,24 @@ impl Counters {
             storage_time: Duration::from_micros(get(&self.storage_micros)),
             storage_max: Duration::from_micros(get(&self.storage_max_micros)),
         }
+    }
+}
+
+impl std::ops::AddAssign for SyncStats {
+    /// Adds another's counts (the longest storage operation is the longer of the two).
+    fn add_assign(&mut self, o: SyncStats) {
+        self.documents_received += o.documents_received;
+        self.documents_sent += o.documents_sent;
+        self.documents_failed += o.documents_failed;
+        self.conflicts_resolved += o.conflicts_resolved;
+        self.frames_received += o.frames_received;
+        self.bytes_received += o.bytes_received;
+        self.frames_sent += o.frames_sent;
+        self.bytes_sent += o.bytes_sent;
+        self.connections += o.connections;
+        self.connections_failed += o.connections_failed;
+        self.storage_operations += o.storage_operations;
+        self.storage_time += o.storage_time;
+        self.storage_max = self.storage_max.max(o.storage_max);
     }
 }

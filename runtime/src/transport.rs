@@ -15,9 +15,9 @@ use futures_rustls::{TlsAcceptor, TlsConnector};
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig};
 
-use crate::auth::{Authenticator, Credentials};
-use crate::auth_limit::FailedAuthLimiter;
+use crate::auth::Credentials;
 use crate::executor::{Runtime, until};
+use crate::gate::{Gate, Refusal};
 use crate::{ClientCertificateProblem, ConnectError};
 use peerlite_proto::{Principal, SUBPROTOCOL};
 
@@ -281,9 +281,8 @@ fn classify_ws(e: WsError, tls: bool) -> ConnectError {
 /// What a listener accepts.
 pub(crate) struct AcceptOptions {
     pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) authenticator: Option<Arc<Authenticator>>,
-    /// Failed authentications per address (with an authenticator only).
-    pub(crate) limiter: Option<Arc<FailedAuthLimiter>>,
+    /// Credentials and the failed-authentication limit.
+    pub(crate) gate: Gate,
     pub(crate) path: String,
     pub(crate) max_frame_bytes: usize,
 }
@@ -304,7 +303,6 @@ pub(crate) async fn accept<R: Runtime>(
     peer: SocketAddr,
     options: &AcceptOptions,
 ) -> Result<(Ws, Principal), AcceptError> {
-    let peer_ip = Some(peer.ip());
     let (io, peer_certs): (
         Box<dyn Io>,
         Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
@@ -341,42 +339,18 @@ pub(crate) async fn accept<R: Runtime>(
                 &format!("the WebSocket subprotocol {SUBPROTOCOL} is required"),
             ));
         }
-        let limiter = options.limiter.as_deref().zip(peer_ip);
-        if let Some((limiter, ip)) = limiter
-            && let Some(wait) = limiter.locked_for(ip, Instant::now())
-        {
-            tracing::warn!(peer = %peer, retry_after_s = wait.as_secs(), "connection refused: too many failed logins from this address");
-            return Err(too_many_failures(wait));
-        }
-        let who = match &options.authenticator {
-            None => Ok(Principal::default()),
-            Some(auth) => auth.authenticate(
-                request.headers().get(header::AUTHORIZATION),
-                peer_certs.as_deref(),
-            ),
-        };
-        match who {
-            Ok(p) => {
-                if let Some((limiter, ip)) = limiter {
-                    limiter.succeeded(ip);
-                }
-                principal = Some(p);
+        match options.gate.admit(
+            peer,
+            request.headers().get(header::AUTHORIZATION),
+            peer_certs.as_deref(),
+        ) {
+            Ok(p) => principal = Some(p),
+            Err(Refusal::TooManyFailures { retry_after }) => {
+                return Err(too_many_failures(retry_after));
             }
-            Err(failure) => {
-                tracing::warn!(
-                    peer = %peer,
-                    user = failure.claimed_user.as_deref(),
-                    reason = failure.reason,
-                    "authentication failed"
-                );
-                if let Some((limiter, ip)) = limiter
-                    && let Some(wait) = limiter.failed(ip, Instant::now())
-                {
-                    tracing::warn!(peer = %peer, retry_after_s = wait.as_secs(), "too many failed logins: this address is refused for a while");
-                    return Err(too_many_failures(wait));
-                }
+            Err(Refusal::Unauthorized { challenge }) => {
                 let mut e = error_response(StatusCode::UNAUTHORIZED, "authentication required");
-                if let Some(challenge) = failure.challenge {
+                if let Some(challenge) = challenge {
                     e.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static(challenge),

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use peerlite_proto::{Blob, BlobDigest};
-use peerlite_storage::Database;
+use peerlite_proto::BlobDigest;
+
+use crate::target::Target;
 
 /// What `peerlite blob` does.
 #[derive(Subcommand)]
@@ -47,41 +48,42 @@ pub(crate) fn run(command: BlobCommand) -> Result<(), String> {
             file,
             content_type,
         } => {
-            let db = crate::open_db(&db)?;
-            let blob = store_file(&db, &file, content_type)?;
-            println!("{}", blob.to_json());
+            if !file.is_file() {
+                return Err(format!("cannot read {}: no such file", file.display()));
+            }
+            let blob = Target::open(&db)?.store_blob(&file, content_type)?;
+            println!("{blob}");
             Ok(())
         }
         BlobCommand::Get { db, digest, out } => {
-            let db = crate::open_existing_db(&db)?;
             let digest: BlobDigest = digest
                 .parse()
                 .map_err(|e| format!("invalid blob digest: {e}"))?;
-            let mut reader = db
-                .open_blob(&digest)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!("no blob {digest} in this database (see peerlite blob ls)")
-                })?;
+            let mut db = Target::open_existing(&db)?;
             match out {
                 Some(path) => {
                     let mut file = std::fs::File::create(&path)
                         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                    std::io::copy(&mut reader, &mut file)
-                        .and_then(|_| file.sync_all())
+                    let written = db.read_blob(&digest, &mut file);
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    written?;
+                    file.sync_all()
                         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 }
                 None => {
                     let mut stdout = std::io::stdout().lock();
-                    std::io::copy(&mut reader, &mut stdout)
-                        .and_then(|_| stdout.flush())
+                    db.read_blob(&digest, &mut stdout)?;
+                    stdout
+                        .flush()
                         .map_err(|e| format!("cannot write the blob: {e}"))?;
                 }
             }
             Ok(())
         }
         BlobCommand::Ls { db } => {
-            let db = crate::open_existing_db(&db)?;
+            let mut db = Target::open_existing(&db)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for b in db.blobs().map_err(|e| e.to_string())? {
                 let content_type = b.content_type.as_deref().unwrap_or("-");
@@ -91,24 +93,6 @@ pub(crate) fn run(command: BlobCommand) -> Result<(), String> {
             out.flush().map_err(|e| e.to_string())
         }
     }
-}
-
-/// Stores `file` as a blob, streaming; the content type is guessed from its name unless
-/// given.
-pub(crate) fn store_file(
-    db: &Database,
-    file: &Path,
-    content_type: Option<String>,
-) -> Result<Blob, String> {
-    let reader =
-        std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let content_type = content_type.or_else(|| {
-        mime_guess::from_path(file)
-            .first()
-            .map(|m| m.essence_str().to_owned())
-    });
-    db.save_blob(reader, content_type.as_deref())
-        .map_err(|e| format!("cannot store {}: {e}", file.display()))
 }
 
 /// Parses `--attach NAME=FILE`.
@@ -123,8 +107,9 @@ pub(crate) fn parse_attach(arg: &str) -> Result<(String, PathBuf), String> {
 
 /// Removes the blobs no document refers to any more, and says what it reclaimed.
 pub(crate) fn compact(db: &Path) -> Result<(), String> {
-    let db = crate::open_existing_db(db)?;
-    let r = db.compact().map_err(|e| e.to_string())?;
+    let r = Target::open_existing(db)?
+        .compact()
+        .map_err(|e| e.to_string())?;
     println!(
         "removed {} unreferenced blobs, reclaimed {} bytes ({} blobs kept)",
         r.blobs_removed, r.bytes_reclaimed, r.blobs_kept

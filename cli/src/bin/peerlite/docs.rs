@@ -1,15 +1,17 @@
-//! Document commands: put, get, rm, ls, import, export, collections.
+//! Document commands: put, get, rm, purge, ls, import, export, collections.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use peerlite_cli::admin::api::Doc;
+use peerlite_cli::admin::ops;
 use peerlite_proto::{Body, DocId};
-use peerlite_storage::{Expected, StorageError};
 
 use crate::DbArgs;
+use crate::target::Target;
 
 fn doc_id(id: &str) -> Result<DocId, String> {
-    DocId::new(id).map_err(|e| format!("invalid document ID {id:?}: {e}"))
+    ops::doc_id(id).map_err(|e| e.to_string())
 }
 
 /// Saves a document; `json` is the body, or `-` to read it from standard input (for
@@ -36,19 +38,18 @@ pub(crate) fn put(
             return Err(format!("cannot attach {}: no such file", file.display()));
         }
     }
-    let (db, c) = args.open()?;
+    let (mut db, c) = args.open()?;
     if !attach.is_empty() {
         let mut value = body.to_json();
         let object = value
             .as_object_mut()
             .ok_or("--attach needs the body to be a JSON object")?;
         for (name, file) in attach {
-            let blob = crate::blobs::store_file(&db, file, None)?;
-            object.insert(name.clone(), blob.to_json());
+            object.insert(name.clone(), db.store_blob(file, None)?);
         }
         body = Body::from_json(&value).map_err(|e| e.to_string())?;
     }
-    let w = db.save(&c, &id, body).map_err(|e| e.to_string())?;
+    let w = db.put(&c, &id, body).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
     Ok(())
 }
@@ -59,38 +60,40 @@ fn without_bom(text: &str) -> &str {
 }
 
 pub(crate) fn get(args: &DbArgs, id: &str) -> Result<(), String> {
-    let (db, c) = args.open_existing()?;
-    match db.get(&c, &doc_id(id)?).map_err(|e| e.to_string())? {
-        Some(doc) => {
-            println!("{}", doc.body.to_json_string());
-            Ok(())
-        }
-        None => Err(format!("document {id:?} not found in {c}")),
-    }
+    let id = doc_id(id)?;
+    let (mut db, c) = args.open_existing()?;
+    let body = db.get(&c, &id).map_err(|e| e.to_string())?;
+    println!("{body}");
+    Ok(())
 }
 
 pub(crate) fn rm(args: &DbArgs, id: &str) -> Result<(), String> {
-    let (db, c) = args.open_existing()?;
-    let w = db
-        .delete(&c, &doc_id(id)?, Expected::Any)
-        .map_err(|e| match e {
-            StorageError::NotFound { .. } => format!("document {id:?} not found in {c}"),
-            other => other.to_string(),
-        })?;
+    let id = doc_id(id)?;
+    let (mut db, c) = args.open_existing()?;
+    let w = db.delete(&c, &id).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
+    Ok(())
+}
+
+/// Removes every trace of a document here; peers keep their copies.
+pub(crate) fn purge(args: &DbArgs, id: &str) -> Result<(), String> {
+    let doc = doc_id(id)?;
+    let (mut db, c) = args.open_existing()?;
+    db.purge(&c, &doc).map_err(|e| e.to_string())?;
+    println!("purged {id}");
     Ok(())
 }
 
 /// Calls `f` for every live document of the collection, in ID order.
 fn each_document(
     args: &DbArgs,
-    mut f: impl FnMut(&peerlite_storage::Document) -> std::io::Result<()>,
+    mut f: impl FnMut(&Doc) -> std::io::Result<()>,
 ) -> Result<(), String> {
-    let (db, c) = args.open_existing()?;
-    let mut after = None;
+    let (mut db, c) = args.open_existing()?;
+    let mut after: Option<String> = None;
     loop {
         let page = db
-            .documents(&c, after.as_ref(), 1000)
+            .documents(&c, after.as_deref(), 1000)
             .map_err(|e| e.to_string())?;
         for d in &page.documents {
             f(d).map_err(|e| e.to_string())?;
@@ -125,30 +128,15 @@ pub(crate) fn import(args: &DbArgs, file: &Path) -> Result<(), String> {
             continue;
         }
         let at = |msg: String| format!("line {}: {msg}", n + 1);
-        let mut value: serde_json::Value =
+        let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| at(format!("invalid JSON: {e}")))?;
-        let object = value
-            .as_object_mut()
-            .ok_or_else(|| at("expected a JSON object".into()))?;
-        let id = match object.remove("_id") {
-            Some(serde_json::Value::String(id)) => doc_id(&id).map_err(at)?,
-            _ => return Err(at("expected an \"_id\" string".into())),
-        };
-        let body = Body::from_json(&value).map_err(|e| at(e.to_string()))?;
-        docs.push((id, body));
+        docs.push(peerlite_cli::admin::split_id(value).map_err(at)?);
     }
-    let (db, c) = args.open()?;
-    let count = docs.len();
-    let mut unchanged = 0;
-    let mut rest = docs;
-    while !rest.is_empty() {
-        let chunk: Vec<_> = rest.drain(..rest.len().min(1000)).collect();
-        let results = db.save_batch(&c, chunk).map_err(|e| e.to_string())?;
-        unchanged += results.iter().filter(|r| !r.changed).count();
-    }
-    match unchanged {
-        0 => println!("imported {count} documents into {c}"),
-        n => println!("imported {count} documents into {c} ({n} unchanged)"),
+    let (mut db, c) = args.open()?;
+    let done = db.import(&c, docs).map_err(|e| e.to_string())?;
+    match done.unchanged {
+        0 => println!("imported {} documents into {c}", done.count),
+        n => println!("imported {} documents into {c} ({n} unchanged)", done.count),
     }
     Ok(())
 }
@@ -158,8 +146,8 @@ pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
     each_document(args, |d| {
         let mut line = serde_json::Map::new();
         line.insert("_id".into(), d.id.as_str().into());
-        if let serde_json::Value::Object(body) = d.body.to_json() {
-            line.extend(body);
+        if let serde_json::Value::Object(body) = &d.body {
+            line.extend(body.clone());
         }
         writeln!(out, "{}", serde_json::Value::Object(line))
     })?;
@@ -167,7 +155,7 @@ pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
 }
 
 pub(crate) fn collections(db: &Path) -> Result<(), String> {
-    let db = crate::open_existing_db(db)?;
+    let mut db = Target::open_existing(db)?;
     for c in db.collections().map_err(|e| e.to_string())? {
         println!("{c}");
     }

@@ -1,10 +1,12 @@
 //! `peerlite identity`: create, export, delete and list stored TLS identities.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use peerlite_smol::{IdentityAttributes, TlsIdentity};
+use peerlite_cli::admin::api::NewIdentity;
+use peerlite_cli::admin::ops;
+
+use crate::target::Target;
 
 /// Identity subcommands.
 #[derive(Subcommand)]
@@ -54,107 +56,57 @@ pub(crate) enum IdentityCommand {
 }
 
 pub(crate) fn run(db_path: &Path, command: IdentityCommand) -> Result<(), String> {
-    if let IdentityCommand::Create {
-        label,
-        common_name,
-        organization,
-        organization_unit,
-        email,
-        expiration,
-    } = command
-    {
-        // Made first, so that bad options create no database.
-        let now = SystemTime::now();
-        let expiration = match expiration {
-            Some(text) => parse_time(&text)?,
-            None => now + Duration::from_secs(365 * 24 * 3600),
-        };
-        let attributes = IdentityAttributes {
-            common_name: common_name.clone(),
+    let text = |e: ops::Failure| e.to_string();
+    match command {
+        IdentityCommand::Create {
+            label,
+            common_name,
             organization,
             organization_unit,
             email,
-        };
-        let names = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            common_name,
-        ];
-        let id = TlsIdentity::self_signed(&attributes, expiration, now, &names)
-            .map_err(|e| e.to_string())?;
-        let db = crate::open_db(db_path)?;
-        if TlsIdentity::load(&db, &label)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            return Err(format!(
-                "an identity labelled {label:?} exists; delete it first (or renew it)"
-            ));
-        }
-        id.save(&db, &label).map_err(|e| e.to_string())?;
-        println!("created {label} sha256 {}", id.sha256_fingerprint());
-        return Ok(());
-    }
-    // The other commands read (or change) an existing database.
-    let db = crate::open_existing_db(db_path)?;
-    match command {
-        IdentityCommand::Create { .. } => {}
-        IdentityCommand::Renew { label, expiration } => {
-            let old = load(&db, &label)?;
-            let now = SystemTime::now();
-            let expiration = match expiration {
-                Some(text) => parse_time(&text)?,
-                None => now + Duration::from_secs(365 * 24 * 3600),
+            expiration,
+        } => {
+            let request = NewIdentity {
+                common_name,
+                organization,
+                organization_unit,
+                email,
+                expiration,
             };
-            let new = old.renewed(expiration, now).map_err(|e| e.to_string())?;
-            new.save(&db, &label).map_err(|e| e.to_string())?;
+            // Made first, so that bad options create no database.
+            let made = ops::make_identity(&request).map_err(text)?;
+            let mut db = Target::open(db_path)?;
+            let id = db.create_identity(&label, &request, &made).map_err(text)?;
+            println!("created {label} sha256 {}", id.sha256);
+        }
+        IdentityCommand::Renew { label, expiration } => {
+            if let Some(t) = &expiration {
+                ops::parse_time(t).map_err(text)?;
+            }
+            let mut db = Target::open_existing(db_path)?;
+            let id = db
+                .renew_identity(&label, expiration.as_deref())
+                .map_err(text)?;
             println!(
                 "renewed {label} sha256 {} expires {}",
-                new.sha256_fingerprint(),
-                format_time(expiration)
+                id.sha256, id.expires
             );
         }
-        IdentityCommand::ExportCert { label } => print!("{}", load(&db, &label)?.certificate_pem()),
+        IdentityCommand::ExportCert { label } => {
+            let mut db = Target::open_existing(db_path)?;
+            print!("{}", db.certificate(&label).map_err(text)?);
+        }
         IdentityCommand::Delete { label } => {
-            if !TlsIdentity::delete(&db, &label).map_err(|e| e.to_string())? {
-                return Err(format!("no identity labelled {label:?}"));
-            }
+            let mut db = Target::open_existing(db_path)?;
+            db.delete_identity(&label).map_err(text)?;
             println!("deleted {label}");
         }
         IdentityCommand::List => {
-            for key in db.local_ids("identity/").map_err(|e| e.to_string())? {
-                let label = key.trim_start_matches("identity/");
-                let id = load(&db, label)?;
-                let expires = id
-                    .expiration()
-                    .map(format_time)
-                    .unwrap_or_else(|| "?".into());
-                println!(
-                    "{label}\tsha256 {}\texpires {expires}",
-                    id.sha256_fingerprint()
-                );
+            let mut db = Target::open_existing(db_path)?;
+            for id in db.identities().map_err(text)? {
+                println!("{}\tsha256 {}\texpires {}", id.label, id.sha256, id.expires);
             }
         }
     }
     Ok(())
-}
-
-fn load(db: &peerlite_storage::Database, label: &str) -> Result<TlsIdentity, String> {
-    TlsIdentity::load(db, label)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no identity labelled {label:?}"))
-}
-
-fn parse_time(text: &str) -> Result<SystemTime, String> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| {
-            format!("invalid --expiration {text:?} (use RFC 3339, e.g. 2030-01-01T00:00:00Z): {e}")
-        })?;
-    Ok(t.into())
-}
-
-fn format_time(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "?".into())
 }

@@ -1,109 +1,94 @@
-//! Looking into a database: `get --meta`, `info`, `changes`. Plain text for a person,
-//! `--json` for scripts.
+//! Looking into a database: `get --meta`, `info`, `changes [--follow]`. Plain text for a
+//! person, `--json` for scripts.
 
+use std::io::Write;
 use std::path::Path;
 
-use peerlite_proto::{DocId, Seq};
-use serde_json::json;
+use peerlite_cli::admin::api::{Change, Info, Status};
+use peerlite_cli::admin::ops;
 
 use crate::DbArgs;
+use crate::target::Target;
 
-/// Ancestors shown by `get --meta` (the depth a revision tree keeps by default).
-const HISTORY: usize = 20;
-
-/// Changes read from the store at a time.
+/// Changes read at a time.
 const PAGE: usize = 1000;
 
 /// `peerlite get --meta`: a document's revision, deletion, sequence, other leaves and
 /// history (a deleted document too), then its body.
 pub(crate) fn get_meta(args: &DbArgs, id: &str, as_json: bool) -> Result<(), String> {
-    let (db, c) = args.open_existing()?;
-    let doc_id = DocId::new(id).map_err(|e| format!("invalid document ID {id:?}: {e}"))?;
-    let doc = db
-        .get_including_deleted(&c, &doc_id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("document {id:?} not found in {c}"))?;
-    let leaves = db.leaves(&c, &doc_id, HISTORY).map_err(|e| e.to_string())?;
-    let history: Vec<String> = leaves
-        .iter()
-        .find(|l| l.rev == doc.rev)
-        .map(|l| l.history.iter().map(ToString::to_string).collect())
-        .unwrap_or_default();
-    let others: Vec<(String, bool)> = leaves
-        .iter()
-        .filter(|l| l.rev != doc.rev)
-        .map(|l| (l.rev.to_string(), l.deleted))
-        .collect();
+    let doc_id = ops::doc_id(id).map_err(|e| e.to_string())?;
+    let (mut db, c) = args.open_existing()?;
+    let meta = db.meta(&c, &doc_id).map_err(|e| e.to_string())?;
     if as_json {
-        let value = json!({
-            "id": id,
-            "collection": c.to_string(),
-            "rev": doc.rev.to_string(),
-            "deleted": doc.deleted,
-            "sequence": doc.sequence.0,
-            "conflicted": doc.conflicted,
-            "other_leaves": others
-                .iter()
-                .map(|(rev, deleted)| json!({"rev": rev, "deleted": deleted}))
-                .collect::<Vec<_>>(),
-            "history": history,
-            "body": doc.body.to_json(),
-        });
-        println!("{value}");
+        println!(
+            "{}",
+            serde_json::to_string(&meta).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     let field = |name: &str, value: &dyn std::fmt::Display| println!("{name:<13}{value}");
-    field("id", &id);
-    field("collection", &c);
-    field("rev", &doc.rev);
-    field("deleted", &if doc.deleted { "yes" } else { "no" });
-    field("sequence", &doc.sequence);
-    let leaves_text = if others.is_empty() {
+    field("id", &meta.id);
+    field("collection", &meta.collection);
+    field("rev", &meta.rev);
+    field("deleted", &if meta.deleted { "yes" } else { "no" });
+    field("sequence", &meta.sequence);
+    let leaves_text = if meta.other_leaves.is_empty() {
         "none".to_owned()
     } else {
-        let listed: Vec<String> = others
+        let listed: Vec<String> = meta
+            .other_leaves
             .iter()
-            .map(|(rev, deleted)| match deleted {
-                true => format!("{rev} (deleted)"),
-                false => format!("{rev} (live: an unresolved conflict)"),
+            .map(|l| match l.deleted {
+                true => format!("{} (deleted)", l.rev),
+                false => format!("{} (live: an unresolved conflict)", l.rev),
             })
             .collect();
         listed.join(", ")
     };
     field("other leaves", &leaves_text);
-    let mut chain = vec![doc.rev.to_string()];
-    chain.extend(history);
+    let mut chain = vec![meta.rev.clone()];
+    chain.extend(meta.history.iter().cloned());
     field("history", &chain.join(" <- "));
-    field("body", &doc.body.to_json_string());
+    field("body", &meta.body);
     Ok(())
 }
 
+/// One line of `peerlite changes`.
+fn change_line(change: &Change, as_json: bool) -> String {
+    if as_json {
+        return serde_json::to_string(change).unwrap_or_default();
+    }
+    let mut line = format!("{} {} {}", change.seq, change.id, change.rev);
+    if change.deleted {
+        line.push_str(" deleted");
+    }
+    line
+}
+
 /// `peerlite changes`: the collection's changes feed after `since`, one line per
-/// document at its latest change.
-pub(crate) fn changes(args: &DbArgs, since: u64, as_json: bool) -> Result<(), String> {
-    let (db, c) = args.open_existing()?;
+/// document at its latest change; with `follow`, then each change as it is made, until
+/// interrupted.
+pub(crate) fn changes(
+    args: &DbArgs,
+    since: u64,
+    as_json: bool,
+    follow: bool,
+) -> Result<(), String> {
+    let (mut db, c) = args.open_existing()?;
+    if follow {
+        // A line at a time, flushed, so a pipe sees each change as it happens.
+        let mut out = std::io::stdout().lock();
+        return db.follow(&c, since, |change| {
+            writeln!(out, "{}", change_line(change, as_json))?;
+            out.flush()
+        });
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut since = Seq(since);
+    let mut since = since;
     loop {
         let page = db.changes(&c, since, PAGE).map_err(|e| e.to_string())?;
         for change in &page {
-            let line = if as_json {
-                json!({
-                    "seq": change.seq.0,
-                    "id": change.doc_id.to_string(),
-                    "rev": change.rev.to_string(),
-                    "deleted": change.deleted,
-                    "other_leaves": change.other_leaves.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                })
-                .to_string()
-            } else {
-                let mut line = format!("{} {} {}", change.seq, change.doc_id, change.rev);
-                if change.deleted {
-                    line.push_str(" deleted");
-                }
-                line
-            };
-            std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
+            writeln!(out, "{}", change_line(change, as_json))
                 .map_err(|e| format!("cannot write: {e}"))?;
         }
         match page.last() {
@@ -111,78 +96,75 @@ pub(crate) fn changes(args: &DbArgs, since: u64, as_json: bool) -> Result<(), St
             _ => break,
         }
     }
-    std::io::Write::flush(&mut out).map_err(|e| format!("cannot write: {e}"))
+    out.flush().map_err(|e| format!("cannot write: {e}"))
 }
 
 /// `peerlite info`: what a database holds — its collections with live documents,
-/// tombstones and last sequence, its blobs, its size on disk.
+/// tombstones and last sequence, its blobs, its size on disk — and, when a server holds
+/// it, the listener and its connected peers.
 pub(crate) fn info(path: &Path, as_json: bool) -> Result<(), String> {
-    let db = crate::open_existing_db(path)?;
-    let mut collections = Vec::new();
-    for c in db.collections().map_err(|e| e.to_string())? {
-        let (mut live, mut tombstones) = (0u64, 0u64);
-        let mut since = Seq::ZERO;
-        loop {
-            let page = db.changes(&c, since, PAGE).map_err(|e| e.to_string())?;
-            for change in &page {
-                match change.deleted {
-                    true => tombstones += 1,
-                    false => live += 1,
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => since = last.seq,
-                _ => break,
-            }
-        }
-        let last = db.last_sequence(&c).map_err(|e| e.to_string())?;
-        collections.push((c, live, tombstones, last));
-    }
-    let blobs = db.blobs().map_err(|e| e.to_string())?;
-    let blob_bytes: u64 = blobs.iter().map(|b| b.length).sum();
-    let uuid = db.uuid();
-    drop(db);
-    let size = dir_size(path).map_err(|e| format!("cannot measure {}: {e}", path.display()))?;
+    let mut db = Target::open_existing(path)?;
+    let mut info = db.info().map_err(|e| e.to_string())?;
+    // The path as the user wrote it (a server reports its own spelling).
+    info.path = path.display().to_string();
     if as_json {
-        let value = json!({
-            "path": path.display().to_string(),
-            "uuid": uuid.to_string(),
-            "size_bytes": size,
-            "collections": collections
-                .iter()
-                .map(|(c, live, tombstones, last)| json!({
-                    "name": c.to_string(),
-                    "documents": live,
-                    "tombstones": tombstones,
-                    "last_sequence": last.0,
-                }))
-                .collect::<Vec<_>>(),
-            "blobs": {"count": blobs.len(), "bytes": blob_bytes},
-        });
-        println!("{value}");
+        println!(
+            "{}",
+            serde_json::to_string(&info).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
-    println!("database    {}", path.display());
-    println!("uuid        {uuid}");
-    println!("size        {size} bytes on disk");
-    for (c, live, tombstones, last) in &collections {
-        println!("collection  {c}: {live} documents, {tombstones} deleted, last sequence {last}");
-    }
-    println!("blobs       {} ({blob_bytes} bytes)", blobs.len());
+    print_info(&info);
     Ok(())
 }
 
-/// Bytes of every file under `dir`.
-fn dir_size(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_size(&entry.path())?
-        } else {
-            meta.len()
-        };
+fn print_info(info: &Info) {
+    println!("database    {}", info.path);
+    println!("uuid        {}", info.uuid);
+    println!("size        {} bytes on disk", info.size_bytes);
+    for c in &info.collections {
+        println!(
+            "collection  {}: {} documents, {} deleted, last sequence {}",
+            c.name, c.documents, c.tombstones, c.last_sequence
+        );
     }
-    Ok(total)
+    println!(
+        "blobs       {} ({} bytes)",
+        info.blobs.count, info.blobs.bytes
+    );
+    match &info.server {
+        None => println!("served      no"),
+        Some(server) => print_server(server),
+    }
+}
+
+fn print_server(s: &Status) {
+    println!("served      by process {}", s.pid);
+    for url in &s.urls {
+        println!("listening   {url}");
+    }
+    if let Some(fp) = &s.certificate_sha256 {
+        println!("certificate sha256 {fp}");
+    }
+    println!(
+        "connections {} open ({} active), {} turned away since start",
+        s.connection_count, s.active_connection_count, s.rejected_connection_count
+    );
+    for p in &s.connections {
+        let who = p.user.as_deref().unwrap_or("anonymous");
+        println!(
+            "peer        {} {who} since {}: {} pushed here, {} pulled, {} bytes in, {} bytes out{}",
+            p.peer,
+            p.since,
+            p.totals.documents_received,
+            p.totals.documents_sent,
+            p.totals.bytes_received,
+            p.totals.bytes_sent,
+            if p.active { " (busy)" } else { "" }
+        );
+    }
+    println!(
+        "since start {} documents pushed here, {} pulled, {} failed",
+        s.totals.documents_received, s.totals.documents_sent, s.totals.documents_failed
+    );
 }

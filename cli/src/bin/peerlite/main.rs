@@ -10,6 +10,7 @@ mod identity;
 mod inspect;
 mod logs;
 mod net;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use peerlite_proto::CollectionName;
 use peerlite_storage::Database;
+use target::Target;
 
 // glibc's allocator spends up to a fifth of sync CPU in malloc and free (its
 // consolidation of freed chunks); mimalloc makes storage and decoding ~1.7x faster
@@ -89,9 +91,20 @@ enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
+        /// Then keep printing each change as it is made, until interrupted (Ctrl-C).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Delete a document.
     Rm {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Document ID.
+        id: String,
+    },
+    /// Remove every trace of a document from this database (not replicated: peers keep
+    /// their copies, and may send it back).
+    Purge {
         #[command(flatten)]
         db: DbArgs,
         /// Document ID.
@@ -166,30 +179,19 @@ struct DbArgs {
 }
 
 impl DbArgs {
-    /// For commands that write: creates the database and the collection if missing.
-    fn open(&self) -> Result<(Database, CollectionName), String> {
+    /// For commands that write: the database (created if missing) and the collection
+    /// (created by the write if missing).
+    fn open(&self) -> Result<(Target, CollectionName), String> {
         let collection = parse_collection(&self.collection)?;
-        let db = open_db(&self.db)?;
-        db.create_collection(&collection)
-            .map_err(|e| e.to_string())?;
-        Ok((db, collection))
+        Ok((Target::open(&self.db)?, collection))
     }
 
-    /// For commands that read (or remove): the database and the collection must exist,
-    /// so a mistyped name is an error instead of an empty answer.
-    fn open_existing(&self) -> Result<(Database, CollectionName), String> {
+    /// For commands that read (or remove): the database must exist, and so must the
+    /// collection (checked by the operation), so a mistyped name is an error instead of
+    /// an empty answer.
+    fn open_existing(&self) -> Result<(Target, CollectionName), String> {
         let collection = parse_collection(&self.collection)?;
-        let db = open_existing_db(&self.db)?;
-        if !db.has_collection(&collection).map_err(|e| e.to_string())? {
-            let names = db.collections().map_err(|e| e.to_string())?;
-            let names: Vec<String> = names.iter().map(ToString::to_string).collect();
-            return Err(format!(
-                "database {} has no collection {collection}; it has: {}",
-                self.db.display(),
-                names.join(", ")
-            ));
-        }
-        Ok((db, collection))
+        Ok((Target::open_existing(&self.db)?, collection))
     }
 }
 
@@ -219,8 +221,7 @@ fn open_existing_db(path: &std::path::Path) -> Result<Database, String> {
 }
 
 fn parse_collection(s: &str) -> Result<CollectionName, String> {
-    s.parse()
-        .map_err(|e| format!("invalid collection {s:?}: {e}"))
+    peerlite_cli::admin::ops::collection(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -246,8 +247,14 @@ fn main() -> ExitCode {
         } => docs::get(&db, &id),
         Command::Get { db, id, json, .. } => inspect::get_meta(&db, &id, json),
         Command::Info { db, json } => inspect::info(&db, json),
-        Command::Changes { db, since, json } => inspect::changes(&db, since, json),
+        Command::Changes {
+            db,
+            since,
+            json,
+            follow,
+        } => inspect::changes(&db, since, json, follow),
         Command::Rm { db, id } => docs::rm(&db, &id),
+        Command::Purge { db, id } => docs::purge(&db, &id),
         Command::Ls { db } => docs::ls(&db),
         Command::Import { db, file } => docs::import(&db, &file),
         Command::Export { db } => docs::export(&db),

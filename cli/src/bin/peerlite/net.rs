@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
+use peerlite_cli::admin::{AdminError, AdminOptions, AdminServer, Served};
 use peerlite_proto::{Activity, CollectionConfig, Direction, DocId, DocumentEvent, ReplicatorType};
 use peerlite_smol::{
-    AuthFailureLimit, Credentials, Listener, ListenerAuthenticator, ListenerConfig, ListenerTls,
+    AuthFailureLimit, Credentials, Gate, ListenerAuthenticator, ListenerConfig, ListenerTls,
     Replicator, ReplicatorConfiguration, ReplicatorStatus, ServerTrust, TlsIdentity, User,
 };
+use peerlite_tokio::Listener;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -80,6 +82,15 @@ pub(crate) struct ServeArgs {
     /// Require client certificates issued by the CA(s) in this PEM file.
     #[arg(long, value_name = "CA.pem", conflicts_with_all = ["users", "users_file", "no_tls"])]
     client_ca: Option<PathBuf>,
+    /// Also serve the admin interface on this TCP address (plain HTTP, e.g.
+    /// 127.0.0.1:4985), to the --admin-user only. The Unix socket DB/admin.sock is
+    /// always served, to the database's owner.
+    #[arg(long, value_name = "ADDR:PORT", requires = "admin_user")]
+    admin_address: Option<std::net::SocketAddr>,
+    /// The admin interface's user on --admin-address, as NAME:PASSWORD, or NAME with the
+    /// password in the PEERLITE_ADMIN_PASSWORD environment variable.
+    #[arg(long, value_name = "NAME", requires = "admin_address")]
+    admin_user: Option<String>,
 }
 
 /// Arguments of `peerlite sync`.
@@ -137,9 +148,21 @@ pub(crate) struct SyncArgs {
 /// The environment variable a password may come from instead of the command line.
 const PASSWORD_VAR: &str = "PEERLITE_PASSWORD";
 
+/// The environment variable the admin user's password may come from.
+const ADMIN_PASSWORD_VAR: &str = "PEERLITE_ADMIN_PASSWORD";
+
 /// A user name and password from `NAME:PASSWORD`, or from `NAME` and a password file or
 /// [`PASSWORD_VAR`]. Empty names and passwords are refused.
 fn credentials(spec: &str, password_file: Option<&Path>) -> Result<(String, String), String> {
+    credentials_from(spec, password_file, PASSWORD_VAR)
+}
+
+/// [`credentials`], with the password in `var` when not given otherwise.
+fn credentials_from(
+    spec: &str,
+    password_file: Option<&Path>,
+    var: &str,
+) -> Result<(String, String), String> {
     let (name, password) = match spec.split_once(':') {
         Some((name, password)) => (name, password.to_owned()),
         None => {
@@ -150,9 +173,9 @@ fn credentials(spec: &str, password_file: Option<&Path>) -> Result<(String, Stri
                     .next()
                     .unwrap_or_default()
                     .to_owned(),
-                None => std::env::var(PASSWORD_VAR).map_err(|_| {
+                None => std::env::var(var).map_err(|_| {
                     format!(
-                        "no password for user {spec:?}: write NAME:PASSWORD, or set {PASSWORD_VAR}, or give --password-file (sync)"
+                        "no password for user {spec:?}: write NAME:PASSWORD, or set {var}, or give --password-file (sync)"
                     )
                 })?,
             };
@@ -286,13 +309,51 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         }),
         ..ListenerConfig::default()
     };
+    // The admin address: authenticated always, checked before anything is opened.
+    let admin_tcp = match (&args.admin_address, &args.admin_user) {
+        (Some(address), Some(user)) => {
+            let (name, pass) = credentials_from(user, None, ADMIN_PASSWORD_VAR)?;
+            if !address.ip().is_loopback() {
+                eprintln!(
+                    "warning: the admin interface on {address} is plain HTTP: its password and data cross the network in clear"
+                );
+            }
+            let limit = (args.max_auth_failures > 0).then(|| AuthFailureLimit {
+                max_failures: args.max_auth_failures,
+                ..AuthFailureLimit::default()
+            });
+            Some((*address, Gate::basic(vec![User::new(name, &pass)], limit)))
+        }
+        _ => None,
+    };
     let stop = signals()?;
-    smol::block_on(async {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    rt.block_on(async {
         // Opened once every option is known good, so a bad one creates no database.
         let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
-        let listener = Listener::start(db, config)
+        let listener = Listener::start(db.clone(), config)
             .await
             .map_err(|e| e.to_string())?;
+        let served = Served {
+            monitor: listener.monitor(),
+            urls: listener.urls().to_vec(),
+            certificate_sha256: listener.tls_identity().map(|id| id.sha256_fingerprint()),
+        };
+        let options = AdminOptions {
+            tcp: admin_tcp,
+            ..AdminOptions::default()
+        };
+        let admin = match AdminServer::start(db, &args.db, Some(served), options).await {
+            Ok(admin) => Some(admin),
+            Err(e @ AdminError::PathTooLong(_)) => {
+                eprintln!("warning: no admin interface: {e}");
+                None
+            }
+            Err(e) => {
+                listener.stop().await;
+                return Err(e.to_string());
+            }
+        };
         let mut out = std::io::stdout().lock();
         for url in listener.urls() {
             let _ = writeln!(out, "listening on {url}");
@@ -300,9 +361,20 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(id) = listener.tls_identity() {
             let _ = writeln!(out, "certificate sha256 {}", id.sha256_fingerprint());
         }
+        if let Some(admin) = &admin {
+            if let Some(socket) = admin.socket_path() {
+                let _ = writeln!(out, "admin socket {}", socket.display());
+            }
+            if let Some(address) = admin.tcp_address() {
+                let _ = writeln!(out, "admin on http://{address}");
+            }
+        }
         let _ = out.flush();
         drop(out);
         let _ = stop.recv().await;
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
         listener.stop().await;
         Ok(())
     })
