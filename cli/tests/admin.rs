@@ -248,3 +248,473 @@ fn every_document_blob_and_identity_command_answers_the_same_through_a_running_s
     assert!(!served.join("admin.sock").exists());
     assert_eq!(ok(&["get", "--db", served_arg, "i2"]), "{\"k\":[1,2]}\n");
 }
+
+/// Reads lines from a child's stdout on a thread; `next` waits at most `timeout`.
+struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line, or panics after `timeout` naming what it waited for.
+    fn next(&self, waiting_for: &str) -> String {
+        self.0
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line within 20 s: waited for {waiting_for}"))
+    }
+
+    /// Lines until one contains `text`.
+    fn until(&self, text: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.next(text);
+            let done = line.contains(text);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_change_made_through_the_server_reaches_a_continuous_phone_and_changes_follow_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop.db");
+    let phone = dir.path().join("phone.db");
+    let laptop_arg = laptop.to_str().unwrap();
+    ok(&["put", "--db", laptop_arg, "before", r#"{"n": 0}"#]);
+    let (server, url) = serve(&laptop, &[]);
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .args(["changes", "--db", laptop_arg, "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let followed = Lines::of(&mut follow);
+    // What was there first.
+    let first = json(&followed.next("the first change"));
+    assert_eq!(
+        (first["seq"].as_u64(), first["id"].as_str()),
+        (Some(1), Some("before"))
+    );
+    let mut phone_sync = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .args([
+            "sync",
+            &url,
+            "--db",
+            phone.to_str().unwrap(),
+            "--user",
+            "sync:pw",
+        ])
+        .args(["--accept-self-signed", "--continuous"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let synced = Lines::of(&mut phone_sync);
+    synced.until("pulled 1");
+    synced.until("idle");
+
+    // A change through the server, and a deletion: the phone pulls both, the follower
+    // prints both, as they happen.
+    ok(&["put", "--db", laptop_arg, "live", r#"{"n": 1}"#]);
+    let live = json(&followed.next("the put"));
+    assert_eq!(
+        (live["id"].as_str(), live["deleted"].as_bool()),
+        (Some("live"), Some(false))
+    );
+    synced.until("pulled 1");
+    ok(&["rm", "--db", laptop_arg, "before"]);
+    let gone = json(&followed.next("the deletion"));
+    assert_eq!(
+        (gone["id"].as_str(), gone["deleted"].as_bool()),
+        (Some("before"), Some(true))
+    );
+    synced.until("pulled 1");
+
+    // While the phone is connected, the server lists it with what it pulled.
+    let info = json(&ok(&["info", "--db", laptop_arg, "--json"]));
+    let peers = info["server"]["connections"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{info}");
+    assert_eq!(peers[0]["user"], "sync");
+    assert!(peers[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        peers[0]["totals"]["documents_sent"].as_u64().unwrap() >= 3,
+        "{info}"
+    );
+    assert!(
+        peers[0]["totals"]["bytes_sent"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    let text = ok(&["info", "--db", laptop_arg]);
+    assert!(
+        text.contains("peer        127.0.0.1:") && text.contains(" sync since "),
+        "{text}"
+    );
+
+    // Stopping the phone's sync cleanly, then the server: the follower is told.
+    assert!(terminate(phone_sync));
+    assert_eq!(ok(&["ls", "--db", phone.to_str().unwrap()]), "live\n");
+    assert!(terminate(server));
+    let status = follow.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a follower whose server stopped fails"
+    );
+
+    // With no server, nothing else can change the database: --follow says so.
+    let (code, _, err) = run(&["changes", "--db", phone.to_str().unwrap(), "--follow"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("peerlite serve"), "{err}");
+}
+
+#[test]
+fn curl_edits_and_inspects_a_served_database_and_bad_requests_get_a_json_4xx_that_changes_nothing()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let db_arg = db.to_str().unwrap();
+    ok(&["put", "--db", db_arg, "seed", r#"{"v": 0}"#]);
+    let (server, url) = serve(&db, &[]);
+    // Owner only: the socket 0600 inside the 0700 directory.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&db.join("admin.sock")), 0o600);
+    assert_eq!(mode(&db), 0o700);
+
+    let base = "http://peerlite";
+    let docs = format!("{base}/c/_default._default/docs");
+    let (status, body) = curl(
+        &db,
+        &[
+            "-X",
+            "PUT",
+            "-d",
+            r#"{"from": "curl"}"#,
+            &format!("{docs}/c1"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let written = json(&body);
+    assert!(written["rev"].as_str().unwrap().starts_with("1-"));
+    assert_eq!(ok(&["get", "--db", db_arg, "c1"]), "{\"from\":\"curl\"}\n");
+    let (status, body) = curl(&db, &[&format!("{docs}/c1")]);
+    assert_eq!(
+        (status, json(&body)),
+        (200, serde_json::json!({"from": "curl"}))
+    );
+    let (_, body) = curl(&db, &[&format!("{docs}/c1?meta=true")]);
+    assert_eq!(json(&body)["sequence"], 2);
+    let (_, body) = curl(&db, &[&format!("{docs}?limit=1")]);
+    let page = json(&body);
+    assert_eq!(
+        (page["documents"][0]["id"].as_str(), page["next"].as_str()),
+        (Some("c1"), Some("c1"))
+    );
+    let (_, body) = curl(
+        &db,
+        &[&format!("{base}/c/_default._default/changes?since=1")],
+    );
+    assert_eq!(json(&body).as_array().unwrap().len(), 1);
+    let (_, body) = curl(&db, &[&format!("{base}/collections")]);
+    assert_eq!(json(&body), serde_json::json!(["_default._default"]));
+    let (_, body) = curl(&db, &[&format!("{base}/identities")]);
+    assert_eq!(json(&body)[0]["label"], "peerlite");
+    let (status, body) = curl(&db, &[&format!("{base}/identities/peerlite/certificate")]);
+    assert!(
+        status == 200 && body.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{body}"
+    );
+    let (status, body) = curl(&db, &["-X", "DELETE", &format!("{docs}/c1")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(json(&body)["rev"].as_str().unwrap().starts_with("2-"));
+
+    // A sync, then the status and the metrics count it.
+    let phone = dir.path().join("phone.db");
+    ok(&[
+        "sync",
+        &url,
+        "--db",
+        phone.to_str().unwrap(),
+        "--user",
+        "sync:pw",
+        "--accept-self-signed",
+    ]);
+    let (status, body) = curl(&db, &[&format!("{base}/status")]);
+    assert_eq!(status, 200);
+    let s = json(&body);
+    assert_eq!(s["totals"]["documents_sent"], 2, "{s}");
+    assert!(s["totals"]["bytes_sent"].as_u64().unwrap() > 0);
+    assert_eq!(s["pid"], server.id());
+    let (status, metrics) = curl(&db, &["-i", &format!("{base}/metrics")]);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("application/openmetrics-text"),
+        "{metrics}"
+    );
+    for line in [
+        "peerlite_documents_sent_total 2",
+        "peerlite_sessions_total 1",
+        "peerlite_connections 0",
+        "peerlite_last_sequence{collection=\"_default._default\"} 3",
+        "peerlite_blobs 0",
+        "# EOF",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("# TYPE peerlite_storage_seconds counter"));
+
+    // Bad requests: a 4xx with a JSON error naming the problem, and nothing changed.
+    let before = ok(&["changes", "--db", db_arg, "--json"]);
+    let bad: &[(&[&str], u16, &str)] = &[
+        (
+            &["-X", "PUT", "-d", "{not json", "DOCS/x"],
+            400,
+            "invalid JSON body",
+        ),
+        (&["-X", "PUT", "-d", "[1, 2]", "DOCS/x"], 400, "object"),
+        (
+            &["-X", "PUT", "-d", "{}", "BASE/c/no..such/docs/x"],
+            400,
+            "invalid collection",
+        ),
+        (
+            &["-X", "PUT", "-d", "{}", "DOCS/tab%09here"],
+            400,
+            "invalid document ID",
+        ),
+        (&["DOCS/missing"], 404, "not found"),
+        (
+            &["BASE/c/app.none/docs/x"],
+            404,
+            "has no collection app.none",
+        ),
+        (&["-X", "DELETE", "DOCS/missing"], 404, "not found"),
+        (&["DOCS?limit=many"], 400, "invalid query"),
+        (
+            &["BASE/c/_default._default/changes?feed=sideways"],
+            400,
+            "unknown feed",
+        ),
+        (
+            &["-X", "POST", "-d", "[{\"no\": \"id\"}]", "DOCS"],
+            400,
+            "document 1",
+        ),
+        (&["-X", "POST", "DOCS/x"], 405, "does not take that method"),
+        (&["BASE/nowhere"], 404, "no such admin endpoint"),
+        (&["BASE/blobs/sha256-zz"], 400, "invalid blob digest"),
+        (
+            &[
+                "-X",
+                "POST",
+                "-d",
+                "{\"common_name\": \"\"}",
+                "BASE/identities/x",
+            ],
+            400,
+            "common name",
+        ),
+        (
+            &["-X", "POST", "-d", "{}", "BASE/identities/peerlite"],
+            400,
+            "invalid JSON body",
+        ),
+        (
+            &["BASE/identities/nope/certificate"],
+            404,
+            "no identity labelled",
+        ),
+    ];
+    for (args, want, says) in bad {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("DOCS", &docs).replace("BASE", base))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body) = curl(&db, &args);
+        assert_eq!(status, *want, "{args:?}: {body}");
+        let error = json(&body)["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_owned();
+        assert!(error.contains(says), "{args:?}: {error}");
+    }
+    assert_eq!(ok(&["changes", "--db", db_arg, "--json"]), before);
+
+    // The sync port is not the admin interface.
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            &format!("https://127.0.0.1:{port}/status"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Not a WebSocket upgrade to /db: turned away without an answer.
+    assert!(!text.ends_with("\n200") && !text.contains("pid"), "{text}");
+    assert!(terminate(server));
+}
+
+#[test]
+fn the_tcp_admin_address_needs_its_user_and_locks_out_guessing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    // Without a user, serve refuses to start and says what is missing.
+    let (code, _, err) = run(&[
+        "serve",
+        "--db",
+        db.to_str().unwrap(),
+        "--user",
+        "s:p",
+        "--admin-address",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--admin-user"), "{err}");
+    assert!(!db.exists(), "a refused start creates no database");
+    let (code, _, err) = run(&[
+        "serve",
+        "--db",
+        db.to_str().unwrap(),
+        "--user",
+        "s:p",
+        "--admin-address",
+        "127.0.0.1:0",
+        "--admin-user",
+        "ops",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("PEERLITE_ADMIN_PASSWORD"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .args([
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args([
+            "--user",
+            "sync:pw",
+            "--admin-address",
+            "127.0.0.1:0",
+            "--admin-user",
+            "ops",
+        ])
+        .args(["--max-auth-failures", "3", "-v"])
+        .env("PEERLITE_ADMIN_PASSWORD", "hunter2-admin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(&mut child);
+    let admin = lines
+        .until("admin on http://")
+        .pop()
+        .unwrap()
+        .trim_start_matches("admin on ")
+        .to_owned();
+    let get = |user: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-w", "\n%{http_code}", "-i"]);
+        if let Some(u) = user {
+            cmd.args(["-u", u]);
+        }
+        let out = cmd.arg(format!("{admin}/status")).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.parse::<u16>().unwrap(), body.to_owned())
+    };
+    let (status, body) = get(None);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("www-authenticate: Basic") && body.contains("\"error\""),
+        "{body}"
+    );
+    let (status, body) = get(Some("ops:hunter2-admin"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"urls\""));
+    // The sync user is not the admin user.
+    assert_eq!(get(Some("sync:pw")).0, 401);
+    assert_eq!(get(Some("ops:guess-42")).0, 401);
+    assert_eq!(get(Some("ops:guess-42")).0, 401);
+    let (status, body) = get(Some("ops:guess-42"));
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("retry-after:"), "{body}");
+    // Locked out: even the right password waits.
+    assert_eq!(get(Some("ops:hunter2-admin")).0, 429);
+    let stderr = child.stderr.take().unwrap();
+    assert!(terminate(child));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut log).unwrap();
+    assert!(log.contains("authentication failed"), "{log}");
+    assert!(
+        !log.contains("hunter2") && !log.contains("guess-42"),
+        "a password in the log:\n{log}"
+    );
+}
+
+#[test]
+fn only_the_owner_gets_through_the_admin_socket() {
+    // Needs a second user: root runs the server, `nobody` tries.
+    let me = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    ok(&["put", "--db", db.to_str().unwrap(), "seed", "{}"]);
+    let (server, _) = serve(&db, &[]);
+    // Even with the file modes opened up, the peer's credentials are checked.
+    let open = std::fs::Permissions::from_mode(0o777);
+    for p in [dir.path(), db.as_path(), db.join("admin.sock").as_path()] {
+        std::fs::set_permissions(p, open.clone()).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "--unix-socket",
+        ])
+        .arg(db.join("admin.sock"))
+        .arg("http://peerlite/status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && !stdout.contains("urls"),
+        "another user got in: {stdout}"
+    );
+    // The owner still does.
+    let (status, _) = curl(&db, &["http://peerlite/status"]);
+    assert_eq!(status, 200);
+    assert!(terminate(server));
+}

@@ -311,7 +311,8 @@ impl Target {
     }
 
     /// Calls `each` with every change after `since`, then with each new one as it is
-    /// made, until `each` fails (or the server stops).
+    /// made, until `each` fails or the server stops. Only a served database changes
+    /// while a command runs.
     pub(crate) fn follow(
         &mut self,
         c: &CollectionName,
@@ -319,35 +320,10 @@ impl Target {
         mut each: impl FnMut(&Change) -> std::io::Result<()>,
     ) -> Result<(), String> {
         match self {
-            Target::Local { db, .. } => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-                let watched = c.clone();
-                let token = db.add_change_listener(move |notices| {
-                    if notices.iter().any(|n| n.collection == watched) {
-                        let _ = tx.try_send(());
-                    }
-                });
-                let mut since = since;
-                let result = loop {
-                    let page = match ops::changes(db, c, since, 1000) {
-                        Ok(page) => page,
-                        Err(e) => break Err(e.to_string()),
-                    };
-                    if let Err(e) = page.iter().try_for_each(&mut each) {
-                        break Err(format!("cannot write: {e}"));
-                    }
-                    match page.last() {
-                        Some(last) => since = last.seq,
-                        None => {
-                            if rx.recv().is_err() {
-                                break Ok(());
-                            }
-                        }
-                    }
-                };
-                db.remove_change_listener(token);
-                result
-            }
+            // The database is this process's alone: nothing else could change it.
+            Target::Local { .. } => Err(
+                "--follow needs a running server: start peerlite serve on this database (it holds it, takes changes and replicates them), then follow it".into(),
+            ),
             Target::Served(s) => {
                 let path = format!(
                     "/c/{}/changes?feed=continuous&since={since}",
