@@ -7,9 +7,10 @@
 
 use clap::{Args, ValueEnum};
 use tracing::Level;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, registry};
+use tracing_subscriber::{EnvFilter, Registry, registry};
 
 /// Log options, accepted by every command.
 #[derive(Args, Debug)]
@@ -39,23 +40,42 @@ pub(crate) fn init(args: &LogArgs) {
     // Peerlite's own crates at the level asked for; the libraries under them (fjall's
     // recovery and compaction chatter) one notch quieter.
     let (ours, theirs) = match (args.quiet, args.verbose) {
-        (true, _) => ("error", "error"),
-        (false, 0) => ("warn", "warn"),
-        (false, 1) => ("info", "warn"),
-        (false, 2) => ("debug", "warn"),
-        (false, _) => ("trace", "info"),
+        (true, _) => (LevelFilter::ERROR, LevelFilter::ERROR),
+        (false, 0) => (LevelFilter::WARN, LevelFilter::WARN),
+        (false, 1) => (LevelFilter::INFO, LevelFilter::WARN),
+        (false, 2) => (LevelFilter::DEBUG, LevelFilter::WARN),
+        (false, _) => (LevelFilter::TRACE, LevelFilter::INFO),
     };
-    let directives = format!(
-        "{theirs},peerlite={ours},peerlite_runtime={ours},peerlite_storage={ours},\
-         peerlite_proto={ours},peerlite_cli={ours},peerlite_smol={ours},peerlite_tokio={ours}"
-    );
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    // `RUST_LOG` needs EnvFilter's parser; the flags need only targets and levels, which
+    // `Targets` holds without compiling EnvFilter's regular expressions (~2 MB resident).
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|spec| !spec.is_empty())
+        .and_then(|spec| EnvFilter::try_new(spec).ok());
+    let levels: Box<dyn Filter<Registry> + Send + Sync> = match from_env {
+        Some(filter) => Box::new(filter),
+        None => {
+            let mut targets = Targets::new().with_default(theirs);
+            for ours_target in [
+                "peerlite",
+                "peerlite_runtime",
+                "peerlite_storage",
+                "peerlite_proto",
+                "peerlite_cli",
+                "peerlite_smol",
+                "peerlite_tokio",
+            ] {
+                targets = targets.with_target(ours_target, ours);
+            }
+            Box::new(targets)
+        }
+    };
     // tungstenite logs the whole upgrade request, `Authorization` header included, at
     // trace level: never let that through, whatever RUST_LOG says.
     let no_secrets = filter_fn(|meta| {
         !(*meta.level() == Level::TRACE && meta.target().starts_with("tungstenite::handshake"))
     });
-    let filter = filter.and(no_secrets);
+    let filter = levels.and(no_secrets);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Text => registry().with(layer.with_filter(filter)).try_init(),
