@@ -716,14 +716,19 @@ fn follow(s: AppState, c: peerlite_proto::CollectionName, since: u64) -> Respons
         }
         s.db.remove_change_listener(token);
     });
-    let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        channel_body(rx),
     )
         .into_response()
+}
+
+/// A response body streaming what a task sends on `rx`; the task sees its sends fail
+/// once the client goes away.
+fn channel_body(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {
+    Body::from_stream(futures_lite::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 async fn blobs(State(s): State<AppState>) -> Response {
@@ -821,12 +826,9 @@ async fn get_blob(State(s): State<AppState>, UrlPath(digest): UrlPath<String>) -
             }
         }
     });
-    let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(stream),
+        channel_body(rx),
     )
         .into_response()
 }
