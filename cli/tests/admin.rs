@@ -557,6 +557,30 @@ fn curl_edits_and_inspects_a_served_database_and_bad_requests_get_a_json_4xx_tha
     }
     assert_eq!(ok(&["changes", "--db", db_arg, "--json"]), before);
 
+    // An upload that breaks off stores nothing (no blob of what did arrive).
+    let broken = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.connect(sys.argv[1])\n\
+             s.sendall(b'PUT /blobs HTTP/1.1\\r\\nHost: p\\r\\nContent-Length: 1000000\\r\\n\\r\\n' + b'x' * 100000)\n\
+             s.close()\n",
+        )
+        .arg(db.join("admin.sock"))
+        .status()
+        .unwrap();
+    assert!(broken.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(db.join("blobs/.staging")).map_or(0, Iterator::count) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken upload's staging file stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ok(&["blob", "ls", "--db", db_arg]), "");
+
     // The sync port is not the admin interface.
     let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
     let out = Command::new("curl")

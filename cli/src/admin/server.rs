@@ -747,36 +747,43 @@ async fn put_blob(State(s): State<AppState>, headers: HeaderMap, body: Body) -> 
         .and_then(|v| v.to_str().ok())
         .filter(|t| *t != "application/octet-stream")
         .map(str::to_owned);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    // `None` marks the end of the body: a channel that closes without it (the client
+    // went away, the body broke off) leaves the writer unfinished, which stores nothing.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(8);
     let writer = blocking(&s, move |db| {
         let mut writer = db.blob_writer()?;
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write(&chunk)?;
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Some(chunk) => writer.write(&chunk)?,
+                None => return Ok(writer.finish(content_type.as_deref())?),
+            }
         }
-        Ok(writer.finish(content_type.as_deref())?)
+        Err(Failure::BadRequest(
+            "the upload broke off before its end: nothing was stored".into(),
+        ))
     });
     let feed = async move {
         let mut body = body;
         while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(data) = frame.into_data()
-                        && tx.send(data).await.is_err()
-                    {
-                        return Ok(());
-                    }
-                }
+            let data = match frame {
+                Ok(frame) => frame.into_data().ok(),
                 Err(e) => return Err(e),
+            };
+            if let Some(data) = data
+                && tx.send(Some(data)).await.is_err()
+            {
+                // The writer failed; it says why.
+                return Ok(());
             }
         }
+        let _ = tx.send(None).await;
         Ok(())
     };
     let (stored, fed) = tokio::join!(writer, feed);
     if let Err(e) = fed {
-        // The writer saw the channel close early: what it stored is dropped unfinished.
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("the upload broke off: {e}"),
+            &format!("the upload broke off: {e}; nothing was stored"),
         );
     }
     json(stored.map(|blob| blob.to_json()))
