@@ -182,7 +182,7 @@ impl fmt::Debug for BlobHasher {
 /// assert_eq!(body.blobs()?, vec![photo]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Blob {
     /// The SHA-256 of the bytes.
     pub digest: BlobDigest,
@@ -248,7 +248,7 @@ impl Blob {
 }
 
 /// A blob reference in a document that cannot be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[non_exhaustive]
 pub enum BlobRefError {
     /// The digest is not `sha256-` and the base64 of 32 bytes.
@@ -260,6 +260,33 @@ pub enum BlobRefError {
     /// A key has the wrong type.
     #[error("blob reference's {0:?} has the wrong type")]
     WrongType(&'static str),
+}
+
+/// [`BlobRefError`] as a recording holds it: its key names are read back as the static
+/// names the error holds.
+#[derive(serde::Deserialize)]
+enum BlobRefErrorRecord {
+    BadDigest(String),
+    Missing(String),
+    WrongType(String),
+}
+
+impl<'de> serde::Deserialize<'de> for BlobRefError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BlobRefError, D::Error> {
+        let key = |key: String| {
+            ["digest", "length", "content_type"]
+                .into_iter()
+                .find(|k| *k == key)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown blob reference key {key:?}"))
+                })
+        };
+        Ok(match BlobRefErrorRecord::deserialize(d)? {
+            BlobRefErrorRecord::BadDigest(digest) => BlobRefError::BadDigest(digest),
+            BlobRefErrorRecord::Missing(k) => BlobRefError::Missing(key(k)?),
+            BlobRefErrorRecord::WrongType(k) => BlobRefError::WrongType(key(k)?),
+        })
+    }
 }
 
 impl Body {

@@ -8,7 +8,7 @@ use crate::{
 };
 
 /// An input to a state machine, passed to `handle_input` with the current time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Input {
     /// The connection the machine asked for (with [`Output::Connect`]) is open.
@@ -29,7 +29,7 @@ pub enum Input {
 }
 
 /// Why a connection ended or could not be made, as reported by the runtime.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Disconnect {
     /// What happened, for people.
     pub message: String,

@@ -106,6 +106,7 @@ mod machine;
 mod passive;
 mod peer_knows;
 mod receiver;
+pub mod record;
 mod replicator_config;
 mod rev_id;
 mod revision;

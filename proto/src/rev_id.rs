@@ -25,7 +25,7 @@ pub const DIGEST_LEN: usize = 16;
 const DOMAIN: &[u8] = b"peerlite-rev-v1";
 
 /// Why text or values are not a valid [`RevId`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum RevIdError {
     /// Not of the form `generation-digest`.

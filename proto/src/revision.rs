@@ -6,7 +6,7 @@ use crate::{Body, RevId, RevIdError};
 pub const MAX_HISTORY: usize = 1000;
 
 /// Why a [`Revision`] is not acceptable.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum RevisionError {
     /// A blob reference in the body is malformed.

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use crate::{CollectionName, DocId, RevId, Revision, RevisionError, Seq};
 
 /// Identifies one storage operation of one state machine, to match its reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct OpId(pub u64);
 
 /// One entry of a changes feed: a document whose latest change has sequence `seq`.
@@ -33,7 +35,7 @@ pub struct Change {
 }
 
 /// The answer to "do you have this revision?" for one document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RevsDiff {
     /// The revision is already here.
     Present,
@@ -75,7 +77,7 @@ pub struct RevisionInsert {
 }
 
 /// What happened to one [`RevisionInsert`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InsertOutcome {
     /// Stored; `rev` is the document's current revision afterwards.
     Inserted {
@@ -106,7 +108,9 @@ pub enum InsertOutcome {
 
 /// A blob being written through [`StorageOp::BeginBlob`] and [`StorageOp::WriteBlob`],
 /// numbered by the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlobTransfer(pub u64);
 
 /// An operation for the store.
@@ -210,7 +214,7 @@ pub enum StorageOp {
 }
 
 /// A store's reply to a [`StorageOp`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum StorageReply {
     /// For [`StorageOp::GetLocal`].
@@ -259,7 +263,7 @@ pub enum StorageReply {
 }
 
 /// A failed storage operation, as reported to a state machine.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("storage failed: {message}")]
 pub struct StorageFailure {
     /// What went wrong.

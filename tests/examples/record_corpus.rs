@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use peerlite_proto::Body;
+use peerlite_proto::record::{RecordingHeader, Role, Step, StepKind};
 use peerlite_sim::Rng;
 use peerlite_sim::fuzzing::{chunks, record_session};
 
@@ -52,6 +53,22 @@ fn main() -> std::io::Result<()> {
             body.as_bytes(),
         )?;
     }
+    // A recording of the passive side's inputs in that session.
+    let mut recording = peerlite_proto::record::encode_header(&RecordingHeader::new(
+        Role::Passive,
+        1_764_700_000_000,
+    ));
+    for (i, frame) in from_active.iter().enumerate() {
+        recording.extend(peerlite_proto::record::encode_step(&Step {
+            at_micros: i as u64 * 100,
+            kind: StepKind::Input(peerlite_proto::Input::Frame(frame.clone())),
+        }));
+    }
+    recording.extend(peerlite_proto::record::encode_step(&Step {
+        at_micros: 1_000_000,
+        kind: StepKind::Timeout,
+    }));
+    write(&root.join("recording_read"), "session", &recording)?;
     let mut rng = Rng::new(7);
     for target in ["revtree_ops", "convergence"] {
         for i in 0..4 {
