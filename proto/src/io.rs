@@ -134,7 +134,7 @@ impl CloseReason {
 }
 
 /// WebSocket close codes used by Peerlite.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CloseCode {
     /// 1000: done.
     Normal,

@@ -88,6 +88,20 @@ pub enum StepKind {
     Input(Input),
     /// `handle_timeout`.
     Timeout,
+    /// The replicator was started (`start`, or `start_with_reset` when `reset`).
+    Start {
+        /// Whether its checkpoints were reset.
+        reset: bool,
+    },
+    /// The replicator was asked to stop (`stop`).
+    Stop,
+    /// The passive peer was told to close (`close`): the listener is stopping.
+    Close {
+        /// The close code.
+        code: crate::CloseCode,
+        /// The close message.
+        message: String,
+    },
     /// The outputs drained after the previous step: how many, and the SHA-256 of their
     /// encoding, for a replay to compare against.
     Outputs {
@@ -160,6 +174,33 @@ pub fn encode_header(header: &RecordingHeader) -> Vec<u8> {
 pub fn encode_step(step: &Step) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     push_record(&mut out, step);
+    out
+}
+
+/// The record of an input step, encoded from a borrowed input (what a recorder calls on
+/// every input, without cloning it); it reads back as
+/// `Step { at_micros, kind: StepKind::Input(input.clone()) }`.
+pub fn encode_input_step(at_micros: u64, input: &Input) -> Vec<u8> {
+    // The same names and shape as `Step` and `StepKind::Input`, borrowed.
+    #[derive(Serialize)]
+    #[serde(rename = "Step")]
+    struct StepRef<'a> {
+        at_micros: u64,
+        kind: KindRef<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename = "StepKind")]
+    enum KindRef<'a> {
+        Input(&'a Input),
+    }
+    let mut out = Vec::with_capacity(32);
+    push_record(
+        &mut out,
+        &StepRef {
+            at_micros,
+            kind: KindRef::Input(input),
+        },
+    );
     out
 }
 
@@ -348,6 +389,17 @@ mod tests {
     fn every_kind_of_input_reads_back_as_written() {
         let (header, steps) = sample();
         assert_eq!(read_all(&encode(&header, &steps)).unwrap(), (header, steps));
+    }
+
+    #[test]
+    fn an_input_step_encoded_from_a_borrow_reads_back_as_the_owned_step() {
+        let (_, steps) = sample();
+        for step in steps {
+            if let StepKind::Input(input) = &step.kind {
+                let bytes = encode_input_step(step.at_micros, input);
+                assert_eq!(bytes, encode_step(&step));
+            }
+        }
     }
 
     #[test]

@@ -48,9 +48,9 @@ use std::time::Instant;
 pub use peerlite_runtime::{
     AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError, ConnectionInfo,
     ConnectionStatus, Credentials, Gate, IdentityAttributes, IdentityError, ListenerAuthenticator,
-    ListenerConfig, ListenerError, ListenerId, ListenerMonitor, ListenerTls, Refusal,
-    ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime,
-    ServerTrust, SyncStats, TlsConfigError, TlsIdentity, Transport, User,
+    ListenerConfig, ListenerError, ListenerId, ListenerMonitor, ListenerTls, RecordOptions,
+    Refusal, ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ReplicatorStatus,
+    Runtime, ServerTrust, SyncStats, TlsConfigError, TlsIdentity, Transport, User,
 };
 
 /// A listener (the passive peer) on smol: see [`peerlite_runtime::Listener`].

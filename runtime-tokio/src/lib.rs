@@ -53,9 +53,9 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 pub use peerlite_runtime::{
     AuthFailureLimit, CertificateRejection, ClientCertificateProblem, ConnectError, ConnectionInfo,
     ConnectionStatus, Credentials, Gate, IdentityAttributes, IdentityError, ListenerAuthenticator,
-    ListenerConfig, ListenerError, ListenerId, ListenerMonitor, ListenerTls, Refusal,
-    ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ReplicatorStatus, Runtime,
-    ServerTrust, SyncStats, TlsConfigError, TlsIdentity, Transport, User,
+    ListenerConfig, ListenerError, ListenerId, ListenerMonitor, ListenerTls, RecordOptions,
+    Refusal, ReplicatorConfigError, ReplicatorConfiguration, ReplicatorError, ReplicatorStatus,
+    Runtime, ServerTrust, SyncStats, TlsConfigError, TlsIdentity, Transport, User,
 };
 
 /// A listener (the passive peer) on tokio: see [`peerlite_runtime::Listener`].

@@ -9,6 +9,7 @@ use std::time::Instant;
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
+use peerlite_proto::record::StepKind;
 use peerlite_proto::{
     CloseCode, CloseReason, Disconnect, Input, Machine, OpId, Output, StorageReply,
 };
@@ -16,6 +17,7 @@ use peerlite_proto::{
 use crate::Transport;
 use crate::change_feed::ChangeFeed;
 use crate::executor::Runtime;
+use crate::record::Recorder;
 use crate::stats::Counters;
 use crate::storage_worker::Storage;
 use crate::transport::Ws;
@@ -132,6 +134,20 @@ pub(crate) trait Side<R: Runtime> {
     fn control(&mut self, msg: Self::Control, link: &mut Link, now: Instant);
     /// Called after the outputs are drained: false ends the loop.
     fn keep_going(&mut self) -> bool;
+    /// Where the machine's inputs are recorded, if they are.
+    fn recorder(&mut self) -> Option<&mut Recorder> {
+        None
+    }
+}
+
+/// Gives the machine an input, recording it first if the side records.
+pub(crate) fn feed<R: Runtime, S: Side<R> + ?Sized>(side: &mut S, input: Input, now: Instant) {
+    if let Some(r) = side.recorder() {
+        r.input(now, &input);
+    }
+    // A machine's error means the loop misrouted an input: a bug here, not the peer's
+    // fault, and nothing the machine can act on.
+    let _ = side.machine().handle_input(input, now);
 }
 
 /// Drives `side`'s machine until the side says to stop or every sender of `rx` is gone.
@@ -143,9 +159,6 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
     changes: &ChangeFeed,
     storage: &Storage,
 ) {
-    // A machine's error means this loop misrouted an input: a bug here, not the peer's
-    // fault, and nothing the machine can act on; it is ignored.
-    //
     // When each storage operation still unanswered was handed over: the worker answers
     // in order.
     let mut storage_since = VecDeque::new();
@@ -158,9 +171,7 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
                         side.counters().sent(len);
                     } else if link.sender.take().is_some() {
                         let lost = Disconnect::transient("connection lost while sending");
-                        let _ = side
-                            .machine()
-                            .handle_input(Input::Disconnected(lost), Instant::now());
+                        feed(side, Input::Disconnected(lost), Instant::now());
                     }
                 }
                 Output::Storage(id, op) => {
@@ -169,7 +180,7 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
                         Some(reply) => {
                             let now = Instant::now();
                             side.counters().storage(now - submitted);
-                            let _ = side.machine().handle_input(Input::Storage(id, reply), now);
+                            feed(side, Input::Storage(id, reply), now);
                         }
                         None => storage_since.push_back(submitted),
                     }
@@ -182,6 +193,11 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
         }
         if !side.keep_going() {
             return;
+        }
+        // What was recorded reaches the file before any wait, so a process killed while
+        // it waits loses none of it.
+        if let Some(r) = side.recorder() {
+            r.flush();
         }
         let deadline = side.machine().poll_timeout();
         let frames = link.frames.clone();
@@ -200,12 +216,15 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
                 continue;
             }
             Wake::Tick => {
+                if let Some(r) = side.recorder() {
+                    r.step(now, StepKind::Timeout);
+                }
                 side.machine().handle_timeout(now);
                 continue;
             }
             Wake::Changes(changed) => {
                 for (c, seq) in changed {
-                    let _ = side.machine().handle_input(Input::LocalChange(c, seq), now);
+                    feed(side, Input::LocalChange(c, seq), now);
                 }
                 continue;
             }
@@ -240,6 +259,6 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
                 Input::Disconnected(Disconnect::permanent(message))
             }
         };
-        let _ = side.machine().handle_input(input, now);
+        feed(side, input, now);
     }
 }

@@ -183,6 +183,14 @@ pub enum ReplicatorConfigError {
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The recording file cannot be created.
+    #[error("cannot record to {path}: {source}")]
+    Record {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why a listener could not start.

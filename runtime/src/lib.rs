@@ -27,6 +27,7 @@ mod error;
 mod executor;
 mod gate;
 mod listener;
+mod record;
 mod replicator;
 mod stats;
 mod storage_worker;
@@ -45,6 +46,7 @@ pub use gate::{Gate, Refusal};
 pub use listener::{
     ConnectionInfo, ConnectionStatus, Listener, ListenerConfig, ListenerMonitor, ListenerTls,
 };
+pub use record::RecordOptions;
 pub use replicator::{ListenerId, Replicator, ReplicatorConfiguration, ReplicatorStatus};
 pub use stats::SyncStats;
 pub use tls::{

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use futures_rustls::TlsAcceptor;
+use peerlite_proto::record::{Role, StepKind};
 use peerlite_proto::{
     CloseCode, CollectionName, FrameLimits, Output, PassiveConfig, PassivePeer, Principal,
     Validator,
@@ -19,6 +21,7 @@ use crate::Transport;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::{Runtime, until};
 use crate::gate::Gate;
+use crate::record::{RecordOptions, Recorder};
 use crate::stats::{Counters, SyncStats};
 use crate::transport::{AcceptOptions, accept};
 use crate::{
@@ -86,6 +89,9 @@ pub struct ListenerConfig {
     /// while (default: 10 per minute, then 60 s of HTTP 429). `None` disables the limit.
     /// Applies only with an [`authenticator`](ListenerConfig::authenticator).
     pub auth_failure_limit: Option<AuthFailureLimit>,
+    /// Record every input of each connection's state machine, for the sync doctor: one
+    /// file per connection, `PATH.1`, `PATH.2`, … (default: no).
+    pub record: Option<RecordOptions>,
 }
 
 impl Default for ListenerConfig {
@@ -105,6 +111,7 @@ impl Default for ListenerConfig {
             idle_timeout: Duration::from_secs(120),
             max_frame_bytes: 16 << 20,
             auth_failure_limit: Some(AuthFailureLimit::default()),
+            record: None,
         }
     }
 }
@@ -340,7 +347,7 @@ impl<R: Runtime> Listener<R> {
             path: format!("/{}", config.database_name),
             max_frame_bytes: config.max_frame_bytes,
         });
-        let passive = passive_config(&config);
+        let passive = Settings::of(&config);
         let (stop, stopped) = async_channel::bounded(1);
         let serving = Serving {
             rt: rt.clone(),
@@ -392,7 +399,7 @@ impl<R: Runtime> Listener<R> {
             link,
             principal,
             db,
-            passive_config(config),
+            Settings::of(config),
             shared,
             session,
         )
@@ -439,6 +446,22 @@ impl<R: Runtime> Listener<R> {
         tracing::info!(port = self.port, "listener stopping");
         let _ = self.stop.send(()).await;
         self.task.await;
+    }
+}
+
+/// What each of a listener's connections is served with.
+#[derive(Clone)]
+struct Settings {
+    passive: PassiveConfig,
+    record: Option<RecordOptions>,
+}
+
+impl Settings {
+    fn of(config: &ListenerConfig) -> Settings {
+        Settings {
+            passive: passive_config(config),
+            record: config.record.clone(),
+        }
     }
 }
 
@@ -517,7 +540,7 @@ struct Serving<R: Runtime> {
     rt: R,
     db: Database,
     config: ListenerConfig,
-    passive: PassiveConfig,
+    passive: Settings,
     options: Arc<AcceptOptions>,
     shared: Arc<Shared>,
 }
@@ -647,6 +670,8 @@ struct Connection<'a> {
     busy: bool,
     /// `busy`, for [`ListenerMonitor::connections`].
     active: Arc<AtomicBool>,
+    /// Where its machine's inputs are recorded, if they are.
+    recorder: Option<Recorder>,
     session: Session,
 }
 
@@ -748,9 +773,22 @@ impl<R: Runtime> Side<R> for Connection<'_> {
         }
     }
 
-    fn control(&mut self, _: Stop, _: &mut Link, _: Instant) {
-        self.peer
-            .close(CloseCode::GoingAway, "the listener is stopping");
+    fn control(&mut self, _: Stop, _: &mut Link, now: Instant) {
+        const STOPPING: &str = "the listener is stopping";
+        if let Some(r) = &mut self.recorder {
+            r.step(
+                now,
+                StepKind::Close {
+                    code: CloseCode::GoingAway,
+                    message: STOPPING.into(),
+                },
+            );
+        }
+        self.peer.close(CloseCode::GoingAway, STOPPING);
+    }
+
+    fn recorder(&mut self) -> Option<&mut Recorder> {
+        self.recorder.as_mut()
     }
 
     fn keep_going(&mut self) -> bool {
@@ -774,11 +812,19 @@ async fn serve<R: Runtime>(
     mut link: Link,
     principal: Principal,
     db: Database,
-    config: PassiveConfig,
+    settings: Settings,
     shared: Arc<Shared>,
     session: Session,
 ) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let recorder = settings.record.as_ref().and_then(|r| {
+        let path = PathBuf::from(format!("{}.{}", r.path.display(), id + 1));
+        Recorder::create(&path, r.max_bytes, Role::Passive)
+            .inspect_err(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "this connection is not recorded: the file cannot be created");
+            })
+            .ok()
+    });
     let (tx, rx) = async_channel::unbounded();
     let counters = Arc::new(Counters::default());
     counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -797,12 +843,13 @@ async fn serve<R: Runtime>(
     let (token, changes) = crate::change_feed::watch(&db);
     let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
     let mut conn = Connection {
-        peer: PassivePeer::new(config, principal, Instant::now()),
+        peer: PassivePeer::new(settings.passive, principal, Instant::now()),
         shared: &shared,
         counters,
         busy: false,
         active,
         session,
+        recorder,
     };
     drive(rt, &mut conn, &mut link, &rx, &changes, &storage).await;
     if conn.busy {

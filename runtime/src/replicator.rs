@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_channel::Sender;
+use peerlite_proto::record::{Role, StepKind};
 use peerlite_proto::{
     ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
     Event, FrameLimits, Input, Output, Progress, ReplicationError, ReplicatorConfig,
@@ -18,6 +19,7 @@ use crate::Transport;
 use crate::custom::Connector;
 use crate::drive::{Link, Msg, Side, drive};
 use crate::executor::Runtime;
+use crate::record::{RecordOptions, Recorder};
 use crate::stats::{Counters, SyncStats};
 use crate::transport::{DialOptions, Endpoint, dial};
 use crate::{
@@ -56,6 +58,9 @@ pub struct ReplicatorConfiguration {
     /// in the handshake, so the listener never sends more: a document too large for it
     /// is reported per document (`DocumentError::TooLarge`) instead.
     pub max_frame_bytes: usize,
+    /// Record every input of the replicator's state machine to a file, for the sync
+    /// doctor (default: no).
+    pub record: Option<RecordOptions>,
 }
 
 impl ReplicatorConfiguration {
@@ -75,6 +80,7 @@ impl ReplicatorConfiguration {
             max_attempt_wait: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: FrameLimits::DEFAULT.max_frame_bytes,
+            record: None,
         }
     }
 }
@@ -286,9 +292,21 @@ impl<R: Runtime> Replicator<R> {
             document_listeners: Mutex::new(Vec::new()),
             stopped_waiters: Mutex::new(Vec::new()),
         });
+        let recorder = match &config.record {
+            Some(r) => Some(
+                Recorder::create(&r.path, r.max_bytes, Role::Active).map_err(|source| {
+                    ReplicatorConfigError::Record {
+                        path: r.path.display().to_string(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let (tx, rx) = async_channel::unbounded();
         let (db_listener, changes) = crate::change_feed::watch(&db);
         let mut driver = Driver {
+            recorder,
             rt: rt.clone(),
             machine: ActiveReplicator::new(proto.clone()),
             name: config.endpoint.clone(),
@@ -467,6 +485,7 @@ struct Driver<R: Runtime> {
     /// Number of the current connection attempt.
     conn: u64,
     last_connect_error: Option<ConnectError>,
+    recorder: Option<Recorder>,
 }
 
 impl<R: Runtime> Side<R> for Driver<R> {
@@ -507,9 +526,21 @@ impl<R: Runtime> Side<R> for Driver<R> {
 
     fn control(&mut self, msg: Control, link: &mut Link, now: Instant) {
         let input = match msg {
-            Control::Start { reset: true } => return self.machine.start_with_reset(now),
-            Control::Start { reset: false } => return self.machine.start(now),
-            Control::Stop => return self.machine.stop(now),
+            Control::Start { reset } => {
+                if let Some(r) = &mut self.recorder {
+                    r.step(now, StepKind::Start { reset });
+                }
+                return match reset {
+                    true => self.machine.start_with_reset(now),
+                    false => self.machine.start(now),
+                };
+            }
+            Control::Stop => {
+                if let Some(r) = &mut self.recorder {
+                    r.step(now, StepKind::Stop);
+                }
+                return self.machine.stop(now);
+            }
             Control::Dialed(id, result) if id == self.conn => match *result {
                 Ok(connection) => {
                     match connection {
@@ -533,11 +564,15 @@ impl<R: Runtime> Side<R> for Driver<R> {
             },
             Control::Dialed(..) => return, // a stale attempt
         };
-        let _ = self.machine.handle_input(input, now);
+        crate::drive::feed::<R, Self>(self, input, now);
     }
 
     fn keep_going(&mut self) -> bool {
         true
+    }
+
+    fn recorder(&mut self) -> Option<&mut Recorder> {
+        self.recorder.as_mut()
     }
 }
 

@@ -12,7 +12,8 @@ use peerlite_cli::admin::{AdminError, AdminOptions, AdminServer, Served};
 use peerlite_proto::{Activity, CollectionConfig, Direction, DocId, DocumentEvent, ReplicatorType};
 use peerlite_smol::{
     AuthFailureLimit, Credentials, Gate, ListenerAuthenticator, ListenerConfig, ListenerTls,
-    Replicator, ReplicatorConfiguration, ReplicatorStatus, ServerTrust, TlsIdentity, User,
+    RecordOptions, Replicator, ReplicatorConfiguration, ReplicatorStatus, ServerTrust, TlsIdentity,
+    User,
 };
 use peerlite_tokio::Listener;
 use rustls::pki_types::CertificateDer;
@@ -91,6 +92,10 @@ pub(crate) struct ServeArgs {
     /// password in the PEERLITE_ADMIN_PASSWORD environment variable.
     #[arg(long, value_name = "NAME", requires = "admin_address")]
     admin_user: Option<String>,
+    /// Record each connection's sync session for the sync doctor, to FILE.1, FILE.2, …
+    /// (mode 0600, at most 256 MiB each; no credentials, but document bodies).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 /// Arguments of `peerlite sync`.
@@ -143,6 +148,10 @@ pub(crate) struct SyncArgs {
     /// Only replicate these documents; repeat for several.
     #[arg(long = "doc-id")]
     doc_ids: Vec<String>,
+    /// Record the sync session for the sync doctor, to FILE (mode 0600, at most 256 MiB;
+    /// no credentials, but document bodies).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 /// The environment variable a password may come from instead of the command line.
@@ -307,6 +316,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
             max_failures: args.max_auth_failures,
             ..AuthFailureLimit::default()
         }),
+        record: args.record.clone().map(RecordOptions::new),
         ..ListenerConfig::default()
     };
     // The admin address: authenticated always, checked before anything is opened.
@@ -423,6 +433,7 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     if !args.continuous {
         config.max_attempts = 3;
     }
+    config.record = args.record.clone().map(RecordOptions::new);
     let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
     let report = Arc::new(Report::new(
