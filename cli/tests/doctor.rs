@@ -33,6 +33,19 @@ fn read(path: &Path) -> (Role, Vec<Step>, Vec<u8>) {
     (header.role, steps, bytes)
 }
 
+/// `peerlite replay FILE` expected to fail: its exit code and stderr.
+fn replay_error(file: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .arg("replay")
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn count(steps: &[Step], f: impl Fn(&StepKind) -> bool) -> usize {
     steps.iter().filter(|s| f(&s.kind)).count()
 }
@@ -107,7 +120,7 @@ fn both_sides_of_a_real_sync_are_recorded_0600_with_every_frame_and_no_credentia
     assert!(count(&steps, |k| matches!(k, StepKind::Input(Input::Frame(_)))) >= 3);
     assert!(count(&steps, |k| matches!(k, StepKind::Input(Input::Storage(..)))) >= 3);
     assert!(
-        steps.windows(2).all(|w| w[0].at_micros <= w[1].at_micros),
+        steps.windows(2).all(|w| w[0].at_nanos <= w[1].at_nanos),
         "times only grow"
     );
 
@@ -115,6 +128,46 @@ fn both_sides_of_a_real_sync_are_recorded_0600_with_every_frame_and_no_credentia
     assert_eq!(role, Role::Passive);
     assert!(count(&steps, |k| matches!(k, StepKind::Input(Input::Frame(_)))) >= 3);
     assert!(count(&steps, |k| matches!(k, StepKind::Input(Input::Storage(..)))) >= 3);
+
+    // Replayed without network or database, both machines give the same outputs.
+    for file in [&phone_rec, &laptop_rec] {
+        let replayed = peerlite(&["replay", file.to_str().unwrap()]);
+        assert!(replayed.starts_with("outputs identical: "), "{replayed}");
+        let outputs: u64 = replayed
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(outputs >= 5, "{replayed}");
+    }
+    // A recording cut short is refused by name…
+    let whole = std::fs::read(&laptop_rec).unwrap();
+    let cut = dir.path().join("cut.rec");
+    std::fs::write(&cut, &whole[..whole.len() - 3]).unwrap();
+    let (code, err) = replay_error(&cut);
+    assert_eq!(code, 1);
+    assert!(err.contains("cut off at byte"), "{err}");
+    // …and one whose session did not happen as recorded (a frame taken out) diverges,
+    // naming the step.
+    let (mut reader, header) = RecordingReader::new(&whole).unwrap();
+    let mut edited = peerlite_proto::record::encode_header(&header);
+    let mut removed = false;
+    while let Some(step) = reader.next_step().unwrap() {
+        if !removed && matches!(step.kind, StepKind::Input(Input::Frame(_))) {
+            removed = true;
+            continue;
+        }
+        edited.extend(peerlite_proto::record::encode_step(&step));
+    }
+    let edited_file = dir.path().join("edited.rec");
+    std::fs::write(&edited_file, &edited).unwrap();
+    let (code, err) = replay_error(&edited_file);
+    assert_eq!(code, 1);
+    assert!(err.contains("outputs diverged at step "), "{err}");
 
     // What the machines saw: the documents (bodies travel in frames and storage replies)…
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);

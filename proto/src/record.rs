@@ -13,20 +13,26 @@
 //!
 //! let header = RecordingHeader::new(Role::Active, 1_764_700_000_000);
 //! let mut file = record::encode_header(&header);
-//! file.extend(record::encode_step(&Step { at_micros: 0, kind: StepKind::Input(Input::Connected) }));
-//! file.extend(record::encode_step(&Step { at_micros: 1_500, kind: StepKind::Timeout }));
+//! file.extend(record::encode_step(&Step { at_nanos: 0, kind: StepKind::Input(Input::Connected) }));
+//! file.extend(record::encode_step(&Step { at_nanos: 1_500, kind: StepKind::Timeout }));
 //!
 //! let (mut reader, read) = record::RecordingReader::new(&file)?;
-//! assert_eq!(read, header);
-//! assert_eq!(reader.next_step()?.map(|s| s.at_micros), Some(0));
+//! assert_eq!(read.role, Role::Active);
+//! assert_eq!(reader.next_step()?.map(|s| s.at_nanos), Some(0));
 //! assert_eq!(reader.next_step()?.map(|s| s.kind), Some(StepKind::Timeout));
 //! assert_eq!(reader.next_step()?, None);
 //! # Ok::<(), record::RecordingError>(())
 //! ```
 
-use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
-use crate::Input;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::{
+    ActiveReplicator, Input, Machine, Output, PassiveConfig, PassivePeer, Principal,
+    ReplicatorConfig,
+};
 
 /// The first bytes of every recording.
 pub const MAGIC: &[u8; 8] = b"PLRECORD";
@@ -47,7 +53,7 @@ pub enum Role {
 }
 
 /// What a recording starts with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RecordingHeader {
     /// The Peerlite version that recorded it (a replay on another version may diverge,
@@ -58,24 +64,238 @@ pub struct RecordingHeader {
     /// Wall-clock time of the first step, milliseconds since the Unix epoch (for the
     /// reader; replay runs on the offsets).
     pub started_unix_ms: u64,
+    /// What the machine was built with, for a replay to build it again.
+    #[serde(default)]
+    pub config: Option<RecordedConfig>,
+    /// The application callbacks the machine had (filters, conflict resolvers, a
+    /// validator): their verdicts are not recorded, so such a recording does not replay.
+    #[serde(default)]
+    pub callbacks: Vec<String>,
+}
+
+/// The configuration a recorded machine was built with (its callbacks left out).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RecordedConfig {
+    /// An [`ActiveReplicator`]'s.
+    Active(ReplicatorConfig),
+    /// A [`PassivePeer`]'s, with the principal it served.
+    Passive {
+        /// Its configuration.
+        config: PassiveConfig,
+        /// Who it served.
+        principal: Principal,
+    },
+}
+
+impl RecordedConfig {
+    /// The application callbacks the configuration holds, named.
+    pub fn callbacks(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        match self {
+            RecordedConfig::Active(config) => {
+                for c in &config.collections {
+                    for (present, what) in [
+                        (c.push_filter.is_some(), "push filter"),
+                        (c.pull_filter.is_some(), "pull filter"),
+                        (c.conflict_resolver.is_some(), "conflict resolver"),
+                    ] {
+                        if present {
+                            names.push(format!("a {what} on {}", c.name));
+                        }
+                    }
+                }
+            }
+            RecordedConfig::Passive { config, .. } => {
+                if config.validator.is_some() {
+                    names.push("a validator".into());
+                }
+            }
+        }
+        names
+    }
 }
 
 impl RecordingHeader {
-    /// A header for a recording made by this build.
+    /// A header for a recording made by this build, without a configuration (such a
+    /// recording can be read but not replayed).
     pub fn new(role: Role, started_unix_ms: u64) -> RecordingHeader {
         RecordingHeader {
             peerlite_version: env!("CARGO_PKG_VERSION").to_owned(),
             role,
             started_unix_ms,
+            config: None,
+            callbacks: Vec::new(),
         }
     }
+
+    /// A header for a machine built with `config`: a recording a replay can rebuild.
+    pub fn for_machine(config: RecordedConfig, started_unix_ms: u64) -> RecordingHeader {
+        let role = match config {
+            RecordedConfig::Active(_) => Role::Active,
+            RecordedConfig::Passive { .. } => Role::Passive,
+        };
+        RecordingHeader {
+            callbacks: config.callbacks(),
+            config: Some(config),
+            ..RecordingHeader::new(role, started_unix_ms)
+        }
+    }
+}
+
+/// The digest of the outputs a machine gave between two steps: what a recording holds
+/// of them ([`StepKind::Outputs`]) and a replay compares. It covers each output's full
+/// debug form, which is the same for the same outputs within one Peerlite version.
+#[derive(Clone, Debug, Default)]
+pub struct OutputDigest {
+    hasher: sha2::Sha256,
+    count: u32,
+}
+
+impl OutputDigest {
+    /// Adds one output.
+    pub fn add(&mut self, output: &Output) {
+        self.hasher.update(format!("{output:?}").as_bytes());
+        self.hasher.update([0]);
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// How many outputs were added.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The step that records them, and a fresh digest for the next ones.
+    pub fn take(&mut self) -> StepKind {
+        let done = std::mem::take(self);
+        StepKind::Outputs {
+            count: done.count,
+            digest: done.hasher.finalize().into(),
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayOutcome {
+    /// Every recorded batch of outputs came out again, identical.
+    Identical {
+        /// Steps replayed.
+        steps: usize,
+        /// Outputs compared.
+        outputs: u64,
+    },
+    /// A batch of outputs differed: a bug, or a different Peerlite version.
+    Diverged {
+        /// The index of the step whose outputs differed (0 is the first after the header).
+        step: usize,
+        /// Its time, nanoseconds since the start.
+        at_nanos: u64,
+        /// Outputs recorded there.
+        recorded: u32,
+        /// Outputs the replay gave before running out, if fewer.
+        replayed: u32,
+    },
+    /// The recording cannot be replayed, and why.
+    NotReplayable(String),
+}
+
+/// The machine a replay drives.
+enum Replayed {
+    Active(Box<ActiveReplicator>),
+    Passive(Box<PassivePeer>),
+}
+
+impl Replayed {
+    fn machine(&mut self) -> &mut dyn Machine {
+        match self {
+            Replayed::Active(m) => m.as_mut(),
+            Replayed::Passive(m) => m.as_mut(),
+        }
+    }
+}
+
+/// Rebuilds the recorded machine and feeds it the recorded steps at `base` plus their
+/// offsets, comparing every batch of outputs with the recorded digest. No network, no
+/// database, no clock: the recording is the whole world.
+pub fn replay(bytes: &[u8], base: Instant) -> Result<ReplayOutcome, RecordingError> {
+    let (mut reader, header) = RecordingReader::new(bytes)?;
+    if header.peerlite_version != env!("CARGO_PKG_VERSION") {
+        return Ok(ReplayOutcome::NotReplayable(format!(
+            "recorded by Peerlite {}, this is {}: replay it with the version that recorded it",
+            header.peerlite_version,
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    if !header.callbacks.is_empty() {
+        return Ok(ReplayOutcome::NotReplayable(format!(
+            "the recorded machine ran application code whose verdicts are not recorded: {}",
+            header.callbacks.join(", ")
+        )));
+    }
+    let mut machine = match header.config {
+        None => {
+            return Ok(ReplayOutcome::NotReplayable(
+                "the recording holds no configuration to rebuild the machine from".into(),
+            ));
+        }
+        Some(RecordedConfig::Active(config)) => {
+            Replayed::Active(Box::new(ActiveReplicator::new(config)))
+        }
+        Some(RecordedConfig::Passive { config, principal }) => {
+            Replayed::Passive(Box::new(PassivePeer::new(config, principal, base)))
+        }
+    };
+    let (mut steps, mut outputs) = (0usize, 0u64);
+    while let Some(step) = reader.next_step()? {
+        let now = base + Duration::from_nanos(step.at_nanos);
+        match (step.kind, &mut machine) {
+            (StepKind::Outputs { count, digest }, m) => {
+                let mut replayed = OutputDigest::default();
+                while replayed.count() < count {
+                    match m.machine().poll_output() {
+                        Some(output) => replayed.add(&output),
+                        None => break,
+                    }
+                }
+                let found = replayed.count();
+                if replayed.take() != (StepKind::Outputs { count, digest }) {
+                    return Ok(ReplayOutcome::Diverged {
+                        step: steps,
+                        at_nanos: step.at_nanos,
+                        recorded: count,
+                        replayed: found,
+                    });
+                }
+                outputs += u64::from(count);
+            }
+            (StepKind::Input(input), m) => {
+                // The recorded machine's errors were ignored by its runtime too.
+                let _ = m.machine().handle_input(input, now);
+            }
+            (StepKind::Timeout, m) => m.machine().handle_timeout(now),
+            (StepKind::Start { reset: false }, Replayed::Active(m)) => m.start(now),
+            (StepKind::Start { reset: true }, Replayed::Active(m)) => m.start_with_reset(now),
+            (StepKind::Stop, Replayed::Active(m)) => m.stop(now),
+            (StepKind::Close { code, message }, Replayed::Passive(m)) => m.close(code, message),
+            (other, _) => {
+                return Ok(ReplayOutcome::NotReplayable(format!(
+                    "step {steps} ({other:?}) does not apply to a {:?} machine",
+                    header.role
+                )));
+            }
+        }
+        steps += 1;
+    }
+    Ok(ReplayOutcome::Identical { steps, outputs })
 }
 
 /// One thing that happened to the machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
-    /// Microseconds since the recording's first step.
-    pub at_micros: u64,
+    /// Nanoseconds since the recording's first step (the exact differences between the
+    /// times the machine saw, which its outputs may depend on).
+    pub at_nanos: u64,
     /// What happened.
     pub kind: StepKind,
 }
@@ -179,13 +399,13 @@ pub fn encode_step(step: &Step) -> Vec<u8> {
 
 /// The record of an input step, encoded from a borrowed input (what a recorder calls on
 /// every input, without cloning it); it reads back as
-/// `Step { at_micros, kind: StepKind::Input(input.clone()) }`.
-pub fn encode_input_step(at_micros: u64, input: &Input) -> Vec<u8> {
+/// `Step { at_nanos, kind: StepKind::Input(input.clone()) }`.
+pub fn encode_input_step(at_nanos: u64, input: &Input) -> Vec<u8> {
     // The same names and shape as `Step` and `StepKind::Input`, borrowed.
     #[derive(Serialize)]
     #[serde(rename = "Step")]
     struct StepRef<'a> {
-        at_micros: u64,
+        at_nanos: u64,
         kind: KindRef<'a>,
     }
     #[derive(Serialize)]
@@ -197,7 +417,7 @@ pub fn encode_input_step(at_micros: u64, input: &Input) -> Vec<u8> {
     push_record(
         &mut out,
         &StepRef {
-            at_micros,
+            at_nanos,
             kind: KindRef::Input(input),
         },
     );
@@ -361,7 +581,7 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, kind)| Step {
-                at_micros: i as u64 * 250,
+                at_nanos: i as u64 * 250,
                 kind,
             })
             .collect();
@@ -376,19 +596,23 @@ mod tests {
         file
     }
 
-    fn read_all(bytes: &[u8]) -> Result<(RecordingHeader, Vec<Step>), RecordingError> {
+    /// The header (as its encoding, comparable) and the steps.
+    fn read_all(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Step>), RecordingError> {
         let (mut reader, header) = RecordingReader::new(bytes)?;
         let mut steps = Vec::new();
         while let Some(step) = reader.next_step()? {
             steps.push(step);
         }
-        Ok((header, steps))
+        Ok((encode_header(&header), steps))
     }
 
     #[test]
     fn every_kind_of_input_reads_back_as_written() {
         let (header, steps) = sample();
-        assert_eq!(read_all(&encode(&header, &steps)).unwrap(), (header, steps));
+        assert_eq!(
+            read_all(&encode(&header, &steps)).unwrap(),
+            (encode_header(&header), steps)
+        );
     }
 
     #[test]
@@ -396,7 +620,7 @@ mod tests {
         let (_, steps) = sample();
         for step in steps {
             if let StepKind::Input(input) = &step.kind {
-                let bytes = encode_input_step(step.at_micros, input);
+                let bytes = encode_input_step(step.at_nanos, input);
                 assert_eq!(bytes, encode_step(&step));
             }
         }
@@ -453,6 +677,59 @@ mod tests {
             read_all(&file).unwrap_err(),
             RecordingError::Malformed { .. }
         ));
+    }
+
+    #[test]
+    fn a_machine_driven_by_hand_replays_identically_and_one_with_callbacks_is_refused() {
+        use std::sync::Arc;
+        let config = ReplicatorConfig::new([1; 16], "wss://hub.local/db");
+        #[allow(clippy::disallowed_methods)]
+        let base = Instant::now();
+        let mut machine = ActiveReplicator::new(config.clone());
+        let header = RecordingHeader::for_machine(RecordedConfig::Active(config.clone()), 0);
+        let mut file = encode_header(&header);
+        let drain = |machine: &mut ActiveReplicator, file: &mut Vec<u8>, at: u64| {
+            let mut digest = OutputDigest::default();
+            while let Some(output) = machine.poll_output() {
+                digest.add(&output);
+            }
+            let n = digest.count();
+            file.extend(encode_step(&Step {
+                at_nanos: at,
+                kind: digest.take(),
+            }));
+            n
+        };
+        file.extend(encode_step(&Step {
+            at_nanos: 0,
+            kind: StepKind::Start { reset: false },
+        }));
+        machine.start(base);
+        assert!(drain(&mut machine, &mut file, 0) > 0);
+        file.extend(encode_input_step(1_234, &Input::Connected));
+        machine
+            .handle_input(Input::Connected, base + Duration::from_nanos(1_234))
+            .unwrap();
+        assert!(drain(&mut machine, &mut file, 1_234) > 0);
+        let later = base + Duration::from_secs(3600);
+        assert!(matches!(
+            replay(&file, later),
+            Ok(ReplayOutcome::Identical { steps: 4, .. })
+        ));
+
+        // Without a configuration, or with application code, it says why not.
+        let bare = encode_header(&RecordingHeader::new(Role::Active, 0));
+        assert!(
+            matches!(replay(&bare, later), Ok(ReplayOutcome::NotReplayable(why)) if why.contains("no configuration"))
+        );
+        let mut filtered = config;
+        filtered.collections[0].push_filter = Some(Arc::new(|_: &crate::FilterContext<'_>| true));
+        let header = RecordingHeader::for_machine(RecordedConfig::Active(filtered), 0);
+        let refused = replay(&encode_header(&header), later);
+        assert!(
+            matches!(&refused, Ok(ReplayOutcome::NotReplayable(why)) if why.contains("a push filter on _default._default")),
+            "{refused:?}"
+        );
     }
 
     proptest! {

@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::{CollectionName, ConflictResolver, DocId, FrameLimits, Revision};
 
 /// Push, pull, or both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ReplicatorType {
     /// Send local changes.
     Push,
@@ -67,21 +69,24 @@ where
 }
 
 /// Per-collection settings.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct CollectionConfig {
     /// The collection.
     pub name: CollectionName,
     /// Replicate only these documents.
     pub doc_ids: Option<Vec<DocId>>,
     /// Push only what this accepts.
+    #[serde(skip)]
     pub push_filter: Option<Arc<dyn ReplicationFilter>>,
     /// Store only pulled revisions this accepts.
+    #[serde(skip)]
     pub pull_filter: Option<Arc<dyn ReplicationFilter>>,
     /// A name for the filters, part of the checkpoint identity: change it whenever the
     /// filters change meaning, so a replication never resumes from a checkpoint made
     /// under different filters.
     pub filter_name: Option<String>,
     /// Resolves pull conflicts (default: [`crate::DefaultConflictResolver`]).
+    #[serde(skip)]
     pub conflict_resolver: Option<Arc<dyn ConflictResolver>>,
 }
 
@@ -113,7 +118,7 @@ impl fmt::Debug for CollectionConfig {
 }
 
 /// Configuration of an [`crate::ActiveReplicator`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ReplicatorConfig {
     /// The local database's UUID (part of the checkpoint identity).
     pub database_uuid: [u8; 16],

@@ -37,7 +37,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUBPROTOCOL: &str = "peerlite.v1";
 
 /// Limits on what a peer may send in one frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrameLimits {
     /// Maximum encoded size of a frame in bytes.
     pub max_frame_bytes: usize,

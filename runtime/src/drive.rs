@@ -164,6 +164,9 @@ pub(crate) async fn drive<R: Runtime, S: Side<R>>(
     let mut storage_since = VecDeque::new();
     loop {
         while let Some(output) = side.machine().poll_output() {
+            if let Some(r) = side.recorder() {
+                r.output(&output);
+            }
             match output {
                 Output::Send(frame) => {
                     let len = frame.len();

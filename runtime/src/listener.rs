@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use futures_rustls::TlsAcceptor;
-use peerlite_proto::record::{Role, StepKind};
+use peerlite_proto::record::{RecordedConfig, StepKind};
 use peerlite_proto::{
     CloseCode, CollectionName, FrameLimits, Output, PassiveConfig, PassivePeer, Principal,
     Validator,
@@ -819,7 +819,11 @@ async fn serve<R: Runtime>(
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let recorder = settings.record.as_ref().and_then(|r| {
         let path = PathBuf::from(format!("{}.{}", r.path.display(), id + 1));
-        Recorder::create(&path, r.max_bytes, Role::Passive)
+        let config = RecordedConfig::Passive {
+            config: settings.passive.clone(),
+            principal: principal.clone(),
+        };
+        Recorder::create(&path, r.max_bytes, config)
             .inspect_err(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "this connection is not recorded: the file cannot be created");
             })
@@ -842,8 +846,10 @@ async fn serve<R: Runtime>(
     );
     let (token, changes) = crate::change_feed::watch(&db);
     let storage = crate::storage_worker::spawn(db.clone(), tx, Msg::Storage);
+    // A recorded machine is built at the recording's start, as a replay builds it.
+    let created = recorder.as_ref().map_or_else(Instant::now, Recorder::start);
     let mut conn = Connection {
-        peer: PassivePeer::new(settings.passive, principal, Instant::now()),
+        peer: PassivePeer::new(settings.passive, principal, created),
         shared: &shared,
         counters,
         busy: false,

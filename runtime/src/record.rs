@@ -7,8 +7,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use peerlite_proto::Input;
-use peerlite_proto::record::{self, RecordingHeader, Role, Step, StepKind};
+use peerlite_proto::record::{self, OutputDigest, RecordedConfig, RecordingHeader, Step, StepKind};
+use peerlite_proto::{Input, Output};
 
 /// Where a replicator or a listener records, and how much.
 ///
@@ -43,11 +43,20 @@ pub(crate) struct Recorder {
     max_bytes: u64,
     /// Set once the cap is reached or a write failed: nothing more is written.
     ended: bool,
+    /// The outputs taken from the machine since the last step.
+    outputs: OutputDigest,
+    /// The time of the last step, which its outputs are recorded at.
+    last_at: u64,
 }
 
 impl Recorder {
-    /// Creates (or replaces) the file and writes the header.
-    pub(crate) fn create(path: &Path, max_bytes: u64, role: Role) -> std::io::Result<Recorder> {
+    /// Creates (or replaces) the file and writes the header, with the configuration the
+    /// machine is built with (at [`Recorder::start`]).
+    pub(crate) fn create(
+        path: &Path,
+        max_bytes: u64,
+        config: RecordedConfig,
+    ) -> std::io::Result<Recorder> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -58,7 +67,7 @@ impl Recorder {
         let started = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let header = record::encode_header(&RecordingHeader::new(role, started));
+        let header = record::encode_header(&RecordingHeader::for_machine(config, started));
         let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(&header)?;
         Ok(Recorder {
@@ -68,16 +77,46 @@ impl Recorder {
             written: header.len() as u64,
             max_bytes,
             ended: false,
+            outputs: OutputDigest::default(),
+            last_at: 0,
         })
     }
 
-    fn at(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+    /// When the recording starts: the time to build the machine at.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Counts an output taken from the machine (recorded as a digest before the next
+    /// step).
+    pub(crate) fn output(&mut self, output: &Output) {
+        if !self.ended {
+            self.outputs.add(output);
+        }
+    }
+
+    /// Writes the step of the outputs taken since the last step, if any.
+    fn outputs_step(&mut self) {
+        if self.outputs.count() > 0 {
+            let kind = self.outputs.take();
+            let bytes = record::encode_step(&Step {
+                at_nanos: self.last_at,
+                kind,
+            });
+            self.write(&bytes);
+        }
+    }
+
+    fn at(&mut self, now: Instant) -> u64 {
+        self.last_at =
+            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.last_at
     }
 
     /// Records an input given to the machine at `now`.
     pub(crate) fn input(&mut self, now: Instant, input: &Input) {
         if !self.ended {
+            self.outputs_step();
             let bytes = record::encode_input_step(self.at(now), input);
             self.write(&bytes);
         }
@@ -86,8 +125,9 @@ impl Recorder {
     /// Records anything else done to the machine at `now`.
     pub(crate) fn step(&mut self, now: Instant, kind: StepKind) {
         if !self.ended {
+            self.outputs_step();
             let bytes = record::encode_step(&Step {
-                at_micros: self.at(now),
+                at_nanos: self.at(now),
                 kind,
             });
             self.write(&bytes);
@@ -96,6 +136,9 @@ impl Recorder {
 
     /// Hands what is buffered to the operating system.
     pub(crate) fn flush(&mut self) {
+        if !self.ended {
+            self.outputs_step();
+        }
         if !self.ended
             && let Err(e) = self.file.flush()
         {
@@ -125,6 +168,6 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let _ = self.file.flush();
+        self.flush();
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_channel::Sender;
-use peerlite_proto::record::{Role, StepKind};
+use peerlite_proto::record::{RecordedConfig, StepKind};
 use peerlite_proto::{
     ActiveReplicator, Activity, CollectionConfig, CollectionName, Disconnect, DocId, DocumentEvent,
     Event, FrameLimits, Input, Output, Progress, ReplicationError, ReplicatorConfig,
@@ -294,12 +294,11 @@ impl<R: Runtime> Replicator<R> {
         });
         let recorder = match &config.record {
             Some(r) => Some(
-                Recorder::create(&r.path, r.max_bytes, Role::Active).map_err(|source| {
-                    ReplicatorConfigError::Record {
+                Recorder::create(&r.path, r.max_bytes, RecordedConfig::Active(proto.clone()))
+                    .map_err(|source| ReplicatorConfigError::Record {
                         path: r.path.display().to_string(),
                         source,
-                    }
-                })?,
+                    })?,
             ),
             None => None,
         };

@@ -60,12 +60,12 @@ fn main() -> std::io::Result<()> {
     ));
     for (i, frame) in from_active.iter().enumerate() {
         recording.extend(peerlite_proto::record::encode_step(&Step {
-            at_micros: i as u64 * 100,
+            at_nanos: i as u64 * 100,
             kind: StepKind::Input(peerlite_proto::Input::Frame(frame.clone())),
         }));
     }
     recording.extend(peerlite_proto::record::encode_step(&Step {
-        at_micros: 1_000_000,
+        at_nanos: 1_000_000,
         kind: StepKind::Timeout,
     }));
     write(&root.join("recording_read"), "session", &recording)?;

@@ -433,7 +433,10 @@ pub fn recording_read(data: &[u8]) {
         steps.push(step);
     }
     let (mut reader, read_header) = RecordingReader::new(&again).expect("re-encoded header");
-    assert_eq!(read_header, header);
+    assert_eq!(
+        record::encode_header(&read_header),
+        record::encode_header(&header)
+    );
     for step in steps {
         assert_eq!(reader.next_step().expect("re-encoded step"), Some(step));
     }

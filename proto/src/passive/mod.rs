@@ -34,7 +34,7 @@ use crate::{
 
 /// Who is on the other end of a connection, as established by the runtime's
 /// authentication, and what they may do.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     /// The authenticated user name, if any.
     pub name: Option<String>,
@@ -88,13 +88,14 @@ where
 }
 
 /// Configuration of a passive peer.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct PassiveConfig {
     /// The collections served.
     pub collections: Vec<CollectionName>,
     /// Refuse pushes from everyone.
     pub read_only: bool,
     /// Checks pushed revisions.
+    #[serde(skip)]
     pub validator: Option<Arc<dyn Validator>>,
     /// Bounds on incoming frames.
     pub frame_limits: FrameLimits,
