@@ -143,8 +143,9 @@ impl RecordingHeader {
 }
 
 /// The digest of the outputs a machine gave between two steps: what a recording holds
-/// of them ([`StepKind::Outputs`]) and a replay compares. It covers each output's full
-/// debug form, which is the same for the same outputs within one Peerlite version.
+/// of them ([`StepKind::Outputs`]) and a replay compares. It covers each frame's bytes and
+/// every other output's full debug form, which is the same for the same outputs within
+/// one Peerlite version.
 #[derive(Clone, Debug, Default)]
 pub struct OutputDigest {
     hasher: sha2::Sha256,
@@ -154,8 +155,18 @@ pub struct OutputDigest {
 impl OutputDigest {
     /// Adds one output.
     pub fn add(&mut self, output: &Output) {
-        self.hasher.update(format!("{output:?}").as_bytes());
-        self.hasher.update([0]);
+        match output {
+            // Frames, the bulk of a session, are hashed as they are.
+            Output::Send(frame) => {
+                self.hasher.update(b"send");
+                self.hasher.update((frame.len() as u64).to_be_bytes());
+                self.hasher.update(frame);
+            }
+            other => {
+                self.hasher.update(format!("{other:?}").as_bytes());
+                self.hasher.update([0]);
+            }
+        }
         self.count = self.count.saturating_add(1);
     }
 
