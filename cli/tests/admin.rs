@@ -603,29 +603,18 @@ fn the_tcp_admin_address_needs_its_user_and_locks_out_guessing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hub.db");
     // Without a user, serve refuses to start and says what is missing.
-    let (code, _, err) = run(&[
-        "serve",
-        "--db",
-        db.to_str().unwrap(),
-        "--user",
-        "s:p",
-        "--admin-address",
-        "127.0.0.1:0",
-    ]);
+    let db_arg = db.to_str().unwrap();
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["serve", "--db", db_arg, "--user", "s:p"];
+        args.extend_from_slice(&["--admin-address", "127.0.0.1:0"]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = refused(&[]);
     assert_eq!(code, 2);
     assert!(err.contains("--admin-user"), "{err}");
     assert!(!db.exists(), "a refused start creates no database");
-    let (code, _, err) = run(&[
-        "serve",
-        "--db",
-        db.to_str().unwrap(),
-        "--user",
-        "s:p",
-        "--admin-address",
-        "127.0.0.1:0",
-        "--admin-user",
-        "ops",
-    ]);
+    let (code, _, err) = refused(&["--admin-user", "ops"]);
     assert_eq!(code, 1);
     assert!(err.contains("PEERLITE_ADMIN_PASSWORD"), "{err}");
 
