@@ -48,7 +48,7 @@ pub enum RevsDiff {
 }
 
 /// How an insert treats revisions that conflict with local ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum InsertMode {
     /// Refuse anything that would create a conflict: the insert is refused unless every
     /// live leaf of the document is an ancestor of (or equal to) one of the inserted
@@ -66,7 +66,7 @@ pub enum InsertMode {
 }
 
 /// One document's revisions to insert, applied atomically and in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RevisionInsert {
     /// The document.
     pub doc_id: DocId,
@@ -114,7 +114,7 @@ pub enum InsertOutcome {
 pub struct BlobTransfer(pub u64);
 
 /// An operation for the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub enum StorageOp {
     /// Read a local (non-replicated) document. Reply: [`StorageReply::Local`].

@@ -10,6 +10,7 @@ mod identity;
 mod inspect;
 mod logs;
 mod net;
+mod replay;
 mod target;
 
 use std::path::PathBuf;
@@ -154,10 +155,7 @@ enum Command {
     },
     /// Replay a recording (sync --record, serve --record) without network or database,
     /// checking that the state machine gives the same outputs at every step.
-    Replay {
-        /// The recording.
-        file: PathBuf,
-    },
+    Replay(replay::ReplayArgs),
     /// Sync a generated data set between a listener and a replicator on loopback, with
     /// TLS and Basic auth, then make conflicts and resolve them.
     Demo {
@@ -266,7 +264,7 @@ fn main() -> ExitCode {
         Command::Export { db } => docs::export(&db),
         Command::Collections { db } => docs::collections(&db),
         Command::Identity { db, command } => identity::run(&db, command),
-        Command::Replay { file } => replay(&file),
+        Command::Replay(args) => replay::run(&args),
         Command::Demo { docs } => demo::run(docs),
         Command::Bench(args) => bench::run(args),
         Command::BenchPeer => bench::peer(),
@@ -280,34 +278,3 @@ fn main() -> ExitCode {
     }
 }
 
-/// `peerlite replay`: rebuilds the recorded machine and compares its outputs.
-fn replay(file: &std::path::Path) -> Result<(), String> {
-    use peerlite_proto::record::{self, ReplayOutcome};
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let outcome = record::replay(&bytes, std::time::Instant::now())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    match outcome {
-        ReplayOutcome::Identical { steps, outputs } => {
-            println!("outputs identical: {steps} steps, {outputs} outputs");
-            Ok(())
-        }
-        ReplayOutcome::Diverged {
-            step,
-            at_nanos,
-            recorded,
-            replayed,
-        } => Err(format!(
-            "outputs diverged at step {step} ({:.3} s into the session): {recorded} outputs were recorded there, the replay gave {}",
-            at_nanos as f64 / 1e9,
-            if replayed < recorded {
-                format!("only {replayed}")
-            } else {
-                "different ones".into()
-            }
-        )),
-        ReplayOutcome::NotReplayable(why) => {
-            Err(format!("{} cannot be replayed: {why}", file.display()))
-        }
-        other => Err(format!("{other:?}")),
-    }
-}

@@ -152,6 +152,18 @@ pub(crate) struct SyncArgs {
     /// no credentials, but document bodies).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Ping a quiet connection after this many seconds; a listener silent as long again
+    /// after a ping is taken for dead, and the replicator reconnects.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    heartbeat: f64,
+}
+
+/// A number of seconds above 0, for clap.
+pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() && n <= 86_400.0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 /// The environment variable a password may come from instead of the command line.
@@ -434,6 +446,7 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
         config.max_attempts = 3;
     }
     config.record = args.record.clone().map(RecordOptions::new);
+    config.heartbeat = std::time::Duration::from_secs_f64(args.heartbeat);
     let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;
     let report = Arc::new(Report::new(
