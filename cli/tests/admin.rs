@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{serve_with, terminate};
+use common::{Lines, serve_with, terminate};
 
 mod common;
 
@@ -249,45 +248,6 @@ fn every_document_blob_and_identity_command_answers_the_same_through_a_running_s
     assert_eq!(ok(&["get", "--db", served_arg, "i2"]), "{\"k\":[1,2]}\n");
 }
 
-/// Reads lines from a child's stdout on a thread; `next` waits at most `timeout`.
-struct Lines(std::sync::mpsc::Receiver<String>);
-
-impl Lines {
-    fn of(child: &mut Child) -> Lines {
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines(rx)
-    }
-
-    /// The next line, or panics after `timeout` naming what it waited for.
-    fn next(&self, waiting_for: &str) -> String {
-        self.0
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line within 20 s: waited for {waiting_for}"))
-    }
-
-    /// Lines until one contains `text`.
-    fn until(&self, text: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            let line = self.next(text);
-            let done = line.contains(text);
-            seen.push(line);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
-
 #[test]
 fn a_change_made_through_the_server_reaches_a_continuous_phone_and_changes_follow_shows_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +262,7 @@ fn a_change_made_through_the_server_reaches_a_continuous_phone_and_changes_follo
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let followed = Lines::of(&mut follow);
+    let followed = Lines::of(follow.stdout.take().unwrap());
     // What was there first.
     let first = json(&followed.next("the first change"));
     assert_eq!(
@@ -323,7 +283,7 @@ fn a_change_made_through_the_server_reaches_a_continuous_phone_and_changes_follo
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let synced = Lines::of(&mut phone_sync);
+    let synced = Lines::of(phone_sync.stdout.take().unwrap());
     synced.until("pulled 1");
     synced.until("idle");
 
@@ -642,7 +602,7 @@ fn the_tcp_admin_address_needs_its_user_and_locks_out_guessing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = Lines::of(&mut child);
+    let lines = Lines::of(child.stdout.take().unwrap());
     let admin = lines
         .until("admin on http://")
         .pop()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use common::{serve_with, terminate};
+use common::{Lines, serve_with, terminate};
 use peerlite_proto::Input;
 use peerlite_proto::record::{RecordingReader, Role, Step, StepKind};
 
@@ -44,6 +44,17 @@ fn replay_error(file: &Path) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The last line of `peerlite replay`: its verdict.
+fn verdict(out: &str) -> String {
+    out.lines().last().unwrap_or_default().to_owned()
+}
+
+/// `peerlite replay ARGS… --json`, parsed.
+fn replay_json(file: &Path, args: &[&str]) -> serde_json::Value {
+    let out = peerlite(&[&["replay", file.to_str().unwrap(), "--json"], args].concat());
+    serde_json::from_str(&out).unwrap()
 }
 
 fn count(steps: &[Step], f: impl Fn(&StepKind) -> bool) -> usize {
@@ -131,7 +142,7 @@ fn both_sides_of_a_real_sync_are_recorded_0600_with_every_frame_and_no_credentia
 
     // Replayed without network or database, both machines give the same outputs.
     for file in [&phone_rec, &laptop_rec] {
-        let replayed = peerlite(&["replay", file.to_str().unwrap()]);
+        let replayed = verdict(&peerlite(&["replay", file.to_str().unwrap()]));
         assert!(replayed.starts_with("outputs identical: "), "{replayed}");
         let outputs: u64 = replayed
             .split(", ")
@@ -203,5 +214,203 @@ fn a_recording_that_cannot_be_created_is_refused_before_the_sync_starts() {
     assert!(
         err.contains("cannot record to") && err.contains("no/such/dir/phone.rec"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_continuous_session_with_a_conflict_and_a_live_change_replays_identically_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop.db");
+    let phone = dir.path().join("phone.db");
+    let (laptop_arg, phone_arg) = (laptop.to_str().unwrap(), phone.to_str().unwrap());
+    // The same document written on both sides: a conflict the replicator resolves.
+    peerlite(&["put", "--db", laptop_arg, "shared", r#"{"side": "laptop"}"#]);
+    peerlite(&["put", "--db", phone_arg, "shared", r#"{"side": "phone"}"#]);
+    let laptop_rec = dir.path().join("laptop.rec");
+    let phone_rec = dir.path().join("phone.rec");
+    let (server, url) = serve_with(
+        &laptop,
+        &["--port", "0", "--user", "sync:pw", "--record"],
+        |cmd| {
+            cmd.arg(&laptop_rec).stderr(Stdio::null());
+        },
+    );
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .args(["sync", &url, "--db", phone_arg, "--user", "sync:pw"])
+        .args(["--accept-self-signed", "--continuous", "--record"])
+        .arg(&phone_rec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(sync.stdout.take().unwrap());
+    lines.until("idle");
+    // Quiet for longer than the doctor's threshold, then a change made on the laptop
+    // while the phone is connected.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    peerlite(&["put", "--db", laptop_arg, "live", r#"{"n": 1}"#]);
+    lines.until("pulled 1");
+    assert!(terminate(sync));
+    assert!(terminate(server));
+
+    let laptop_rec = dir.path().join("laptop.rec.1");
+    for file in [&phone_rec, &laptop_rec] {
+        let text = peerlite(&["replay", file.to_str().unwrap()]);
+        assert!(verdict(&text).starts_with("outputs identical: "), "{text}");
+        assert!(text.contains("\ntimeline\n"), "{text}");
+    }
+    // The replicator's side: connected, handshake, a transfer, idle, the live change's
+    // transfer, and its stop.
+    let phone = replay_json(&phone_rec, &["--doc", "live"]);
+    assert_eq!(phone["outputs"]["identical"], true);
+    let d = &phone["diagnosis"];
+    let phases: Vec<&str> = d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["connect", "handshake", "checkpoint", "transfer", "idle"] {
+        assert!(phases.contains(&name), "{name} in {phases:?}");
+    }
+    let idle = phases.iter().position(|p| *p == "idle").unwrap();
+    assert!(
+        phases[idle..].contains(&"transfer"),
+        "a transfer after the idle time: {phases:?}"
+    );
+    assert_eq!(d["ended"], "stopped by the application", "{d}");
+    assert_eq!(d["stalls"], serde_json::json!([]), "{d}");
+    assert_eq!(d["waiting"], serde_json::json!([]), "{d}");
+    // The live document, step by step.
+    let story: Vec<&str> = d["doc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["what"].as_str().unwrap())
+        .collect();
+    let expected = [
+        "the peer announced",
+        "this side wants it",
+        "the peer sent",
+        "InsertRevisions",
+        "stored (current",
+        "pull of",
+    ];
+    let mut at = 0;
+    for want in expected {
+        let found = story[at..].iter().position(|s| s.contains(want));
+        assert!(found.is_some(), "{want:?} after step {at} of {story:#?}");
+        at += found.unwrap() + 1;
+    }
+    // The conflict, seen from the listener: the phone's first revision refused, its
+    // resolution stored.
+    let laptop = replay_json(&laptop_rec, &["--doc", "shared"]);
+    let story = laptop["diagnosis"]["doc"].to_string();
+    let refused = story
+        .find("not stored: conflicts with the current revision 1-")
+        .unwrap_or_else(|| panic!("{story}"));
+    let resolved = story.rfind("stored (current ").unwrap();
+    assert!(
+        refused < resolved,
+        "the resolution is stored after: {story}"
+    );
+    assert!(story.contains("in Revs #"), "{story}");
+}
+
+#[test]
+fn a_listener_that_stops_answering_mid_pull_is_diagnosed_with_what_the_replicator_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop.db");
+    let docs = dir.path().join("docs.jsonl");
+    let lines: String = (0..4000)
+        .map(|i| {
+            format!(
+                "{{\"_id\": \"d{i:05}\", \"text\": \"{}\"}}\n",
+                "x".repeat(200)
+            )
+        })
+        .collect();
+    std::fs::write(&docs, lines).unwrap();
+    peerlite(&[
+        "import",
+        "--db",
+        laptop.to_str().unwrap(),
+        docs.to_str().unwrap(),
+    ]);
+    let (mut server, url) = serve_with(&laptop, &["--port", "0", "--user", "sync:pw"], |cmd| {
+        cmd.stderr(Stdio::null());
+    });
+    let rec = dir.path().join("phone.rec");
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_peerlite"))
+        .args(["sync", &url, "--db"])
+        .arg(dir.path().join("phone.db"))
+        .args(["--pull", "--user", "sync:pw", "--accept-self-signed"])
+        .args(["--heartbeat", "1", "--record"])
+        .arg(&rec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let errors = Lines::of(sync.stderr.take().unwrap());
+    // Once documents are arriving (the recording is flushed before every wait), the
+    // listener freezes: its connection stays open, nothing answers.
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 60_000 {
+        assert!(started.elapsed().as_secs() < 30, "the pull never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stop = |signal: &str, pid: u32| {
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    stop("-STOP", server.id());
+    // The replicator notices within two heartbeats, and says so.
+    let said = errors.until("stopped answering");
+    assert!(said.last().unwrap().contains("retrying"), "{said:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    stop("-TERM", sync.id());
+    sync.wait().unwrap();
+
+    // The doctor names what the replicator waited for: the revisions it asked for in
+    // answer to one of the listener's Changes, and the answer to its ping.
+    let report = replay_json(&rec, &[]);
+    assert_eq!(report["outputs"]["identical"], true, "{report}");
+    let stall = &report["diagnosis"]["stalls"][0];
+    let waited = stall["waiting_for"].as_array().unwrap();
+    let revisions = waited
+        .iter()
+        .find(|w| w["kind"] == "revisions")
+        .unwrap_or_else(|| panic!("{stall}"));
+    assert_eq!(revisions["request"], "Changes");
+    assert!(revisions["documents"].as_u64().unwrap() > 0);
+    assert!(
+        waited
+            .iter()
+            .any(|w| w["kind"] == "answer" && w["request"] == "Ping"),
+        "{stall}"
+    );
+    assert!(
+        stall["ended_by"]
+            .as_str()
+            .unwrap()
+            .contains("stopped answering"),
+        "{stall}"
+    );
+    let seconds = |v: &serde_json::Value| v.as_u64().unwrap() as f64 / 1e9;
+    let length = seconds(&stall["to_nanos"]) - seconds(&stall["from_nanos"]);
+    assert!((1.0..3.5).contains(&length), "{length} s: {stall}");
+    // In words, first thing after the summary.
+    let text = peerlite(&["replay", rec.to_str().unwrap()]);
+    let summary = text.lines().nth(3).unwrap();
+    assert!(
+        summary.contains("stall") && summary.contains("waiting for the revisions of"),
+        "{text}"
+    );
+    assert!(
+        text.contains("it wanted, the oldest asked for in its answer to the peer's Changes #"),
+        "{text}"
     );
 }

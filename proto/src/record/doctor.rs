@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::{Observer, RecordingHeader, Role, StepKind};
 use crate::{
-    Activity, CollectionName, DocId, Event, Frame, FrameLimits, InsertOutcome, Input, Output,
+    Activity, CollectionName, DocId, Event, Frame, FrameLimits, Input, InsertOutcome, Output,
     Request, Response, RevStatus, StorageOp, StorageReply,
 };
 
@@ -584,9 +584,10 @@ impl Diagnosis {
                 ("GetRevisions", revs.iter().map(|r| &r.0).collect())
             }
             StorageOp::GetLeaves { ids, .. } => ("GetLeaves", ids.iter().collect()),
-            StorageOp::InsertRevisions { inserts, .. } => {
-                ("InsertRevisions", inserts.iter().map(|i| &i.doc_id).collect())
-            }
+            StorageOp::InsertRevisions { inserts, .. } => (
+                "InsertRevisions",
+                inserts.iter().map(|i| &i.doc_id).collect(),
+            ),
             StorageOp::BeginBlob { .. } => ("BeginBlob", vec![]),
             StorageOp::WriteBlob { .. } => ("WriteBlob", vec![]),
             StorageOp::AbandonBlob { .. } => ("AbandonBlob", vec![]),
@@ -604,10 +605,10 @@ impl Diagnosis {
         match event {
             Event::Status(status) => match status.activity {
                 Activity::Offline => {
-                    let why = status.error.as_ref().map_or_else(
-                        || "waiting to retry".to_owned(),
-                        |e| format!("after: {e}"),
-                    );
+                    let why = status
+                        .error
+                        .as_ref()
+                        .map_or_else(|| "waiting to retry".to_owned(), |e| format!("after: {e}"));
                     let detail = match &status.retry {
                         Some(r) => format!(
                             "retry {} of {} in {:.1} s, {why}",
@@ -682,9 +683,13 @@ impl Diagnosis {
                     answer: None,
                 });
                 self.open.insert((from, number), index);
-                if matches!(request, Request::Changes { .. } | Request::ProposeChanges { .. }
-                    | Request::Revs { .. } | Request::SubChanges { .. })
-                {
+                if matches!(
+                    request,
+                    Request::Changes { .. }
+                        | Request::ProposeChanges { .. }
+                        | Request::Revs { .. }
+                        | Request::SubChanges { .. }
+                ) {
                     self.transfer().bytes += len as u64;
                 }
             }
@@ -697,7 +702,11 @@ impl Diagnosis {
                 if self.traced_requests.remove(&(other, number)).is_some() {
                     self.trace(format!("its request #{number} failed: {}", body.message));
                 }
-                self.answered(other, number, format!("error {}: {}", body.code, body.message));
+                self.answered(
+                    other,
+                    number,
+                    format!("error {}: {}", body.code, body.message),
+                );
             }
         }
     }
@@ -725,10 +734,11 @@ impl Diagnosis {
                 collection,
                 changes,
             } => {
-                if changes.is_empty() && matches!(request, Request::Changes { .. }) {
-                    if let Some(t) = &mut self.transfer {
-                        t.caught_up.get_or_insert(self.now);
-                    }
+                if changes.is_empty()
+                    && matches!(request, Request::Changes { .. })
+                    && let Some(t) = &mut self.transfer
+                {
+                    t.caught_up.get_or_insert(self.now);
                 }
                 if let Some(slot) = changes.iter().position(|c| self.is_traced(&c.doc_id)) {
                     let c = &changes[slot];
@@ -772,8 +782,11 @@ impl Diagnosis {
                     }
                 }
                 if let Some(slot) = docs.iter().position(|d| self.is_traced(&d.doc_id)) {
-                    let revs: Vec<String> =
-                        docs[slot].revisions.iter().map(|r| r.rev.to_string()).collect();
+                    let revs: Vec<String> = docs[slot]
+                        .revisions
+                        .iter()
+                        .map(|r| r.rev.to_string())
+                        .collect();
                     self.traced_requests.insert((from, number), slot);
                     self.trace(format!(
                         "{who} sent {} in Revs #{number} ({} bytes in all)",
@@ -814,7 +827,9 @@ impl Diagnosis {
                         let now = self.now;
                         for (id, entry) in ids.into_iter().zip(entries) {
                             if entry.is_some() {
-                                self.wanted.entry((collection.clone(), id)).or_insert((now, kind, number));
+                                self.wanted
+                                    .entry((collection.clone(), id))
+                                    .or_insert((now, kind, number));
                             }
                         }
                     }
@@ -859,7 +874,10 @@ impl Diagnosis {
                     }] += 1;
                 }
                 let mut parts = vec![format!("{} stored", counts[0])];
-                for (n, what) in counts[1..].iter().zip(["already had", "conflicts", "rejected"]) {
+                for (n, what) in counts[1..]
+                    .iter()
+                    .zip(["already had", "conflicts", "rejected"])
+                {
                     if *n > 0 {
                         parts.push(format!("{n} {what}"));
                     }
@@ -940,7 +958,10 @@ impl Observer for Diagnosis {
             Output::Event(event) => self.event(event),
             Output::Close(reason) => {
                 let why = format!("closed ({}): {}", reason.code.as_u16(), reason.message);
-                self.progress(&format!("this side closing the connection: {}", reason.message));
+                self.progress(&format!(
+                    "this side closing the connection: {}",
+                    reason.message
+                ));
                 self.disconnected(why);
             }
         }
@@ -1095,18 +1116,16 @@ impl fmt::Display for Report {
             plural(self.documents_in, "document"),
             self.documents_out
         )?;
-        if let Some(longest) = self
-            .stalls
-            .iter()
-            .max_by_key(|s| s.to_nanos.saturating_sub(s.from_nanos))
-        {
+        // The first stall, which the later ones often follow from.
+        if let Some(first) = self.stalls.first() {
             write!(
                 f,
-                "the longest stall: {} from {}",
-                span(longest.to_nanos.saturating_sub(longest.from_nanos)),
-                secs(longest.from_nanos)
+                "{}; the first: {} from {}",
+                plural(self.stalls.len() as u64, "stall"),
+                span(first.to_nanos.saturating_sub(first.from_nanos)),
+                secs(first.from_nanos)
             )?;
-            match longest.waiting_for.first() {
+            match first.waiting_for.first() {
                 Some(w) => writeln!(f, ", waiting for {w}")?,
                 None => writeln!(f)?,
             }
@@ -1130,11 +1149,7 @@ impl fmt::Display for Report {
         let fold = !f.alternate() && n > SHOWN_EXCHANGES;
         for (i, e) in self.exchanges.iter().enumerate() {
             if fold && i == 10 {
-                writeln!(
-                    f,
-                    "  … {} more (--all shows them)",
-                    n - SHOWN_EXCHANGES
-                )?;
+                writeln!(f, "  … {} more (--all shows them)", n - SHOWN_EXCHANGES)?;
             }
             if fold && (10..n - (SHOWN_EXCHANGES - 10)).contains(&i) {
                 continue;
@@ -1146,7 +1161,10 @@ impl fmt::Display for Report {
             let answer = match (&e.answer, e.answered_nanos) {
                 (Some(a), Some(t)) => format!("{a} in {}", span(t.saturating_sub(e.at_nanos))),
                 (Some(a), None) => a.clone(),
-                (None, _) => format!("NOT ANSWERED ({} so far)", span(end.saturating_sub(e.at_nanos))),
+                (None, _) => format!(
+                    "NOT ANSWERED ({} so far)",
+                    span(end.saturating_sub(e.at_nanos))
+                ),
             };
             writeln!(
                 f,
@@ -1165,7 +1183,11 @@ impl fmt::Display for Report {
                 span(self.stall_threshold_nanos)
             )?;
         } else {
-            writeln!(f, "\nstalls longer than {}", span(self.stall_threshold_nanos))?;
+            writeln!(
+                f,
+                "\nstalls longer than {}",
+                span(self.stall_threshold_nanos)
+            )?;
             for s in &self.stalls {
                 writeln!(
                     f,

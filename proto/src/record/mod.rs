@@ -27,9 +27,7 @@
 mod doctor;
 mod replay;
 
-pub use doctor::{
-    Diagnosis, DiagnosisOptions, DocStep, Exchange, Phase, Report, Stall, Waiting,
-};
+pub use doctor::{Diagnosis, DiagnosisOptions, DocStep, Exchange, Phase, Report, Stall, Waiting};
 pub use replay::{Observer, ReplayOutcome, replay, replay_observed};
 
 use serde::{Deserialize, Serialize};

@@ -179,8 +179,7 @@ pub fn replay_observed(
 #[cfg(test)]
 mod tests {
     use super::super::{
-        RecordedConfig, RecordingHeader, Role, Step, encode_header, encode_input_step,
-        encode_step,
+        RecordedConfig, RecordingHeader, Role, Step, encode_header, encode_input_step, encode_step,
     };
     use super::*;
     use crate::{Input, ReplicatorConfig};
@@ -237,5 +236,4 @@ mod tests {
             "{refused:?}"
         );
     }
-
 }

@@ -277,4 +277,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

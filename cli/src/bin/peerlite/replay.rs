@@ -125,11 +125,18 @@ fn session(header: &RecordingHeader) -> String {
                 ReplicatorType::PushAndPull => "push and pull",
             };
             let continuous = if c.continuous { ", continuous" } else { "" };
-            format!("a replicator ({kind}{continuous}) syncing with {}", c.remote_url)
+            format!(
+                "a replicator ({kind}{continuous}) syncing with {}",
+                c.remote_url
+            )
         }
         Some(RecordedConfig::Passive { principal, .. }) => {
             let user = principal.name.as_deref().unwrap_or("anonymous");
-            let access = if principal.read_only { ", read-only" } else { "" };
+            let access = if principal.read_only {
+                ", read-only"
+            } else {
+                ""
+            };
             format!("a listener's connection (user {user}{access})")
         }
         None => match header.role {
