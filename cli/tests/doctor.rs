@@ -280,7 +280,9 @@ fn a_continuous_session_with_a_conflict_and_a_live_change_replays_identically_on
     );
     assert_eq!(d["ended"], "stopped by the application", "{d}");
     assert_eq!(d["stalls"], serde_json::json!([]), "{d}");
-    assert_eq!(d["waiting"], serde_json::json!([]), "{d}");
+    // At most a checkpoint save the stop did not wait for: no request, no document.
+    let waiting = d["waiting"].as_array().unwrap();
+    assert!(waiting.iter().all(|w| w["kind"] == "storage"), "{d}");
     // The live document, step by step.
     let story: Vec<&str> = d["doc"]
         .as_array()

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -818,12 +817,12 @@ async fn serve<R: Runtime>(
 ) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let recorder = settings.record.as_ref().and_then(|r| {
-        let path = PathBuf::from(format!("{}.{}", r.path.display(), id + 1));
+        let path = r.connection_file(id + 1);
         let config = RecordedConfig::Passive {
             config: settings.passive.clone(),
             principal: principal.clone(),
         };
-        Recorder::create(&path, r.max_bytes, config)
+        Recorder::create(&path, r, config)
             .inspect_err(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "this connection is not recorded: the file cannot be created");
             })

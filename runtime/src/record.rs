@@ -1,11 +1,18 @@
 //! Recording a state machine's inputs for the sync doctor (`peerlite_proto::record`):
-//! every input, timer firing and command the machine is given, with its time, written to
-//! a file as it happens.
+//! every input, timer firing and command the machine is given, with its time.
+//!
+//! The drive loop encodes each step straight into a shared buffer; a writer thread
+//! takes the buffer and writes it to the file, at most every [`WRITE_EVERY`] while there
+//! is something to write and not at all while there is not. So the loop never waits for
+//! the disk, and a process killed in the middle of a wait (a stalled session) has its
+//! recording on disk up to that wait.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use peerlite_proto::record::{self, OutputDigest, RecordedConfig, RecordingHeader, Step, StepKind};
 use peerlite_proto::{Input, Output};
@@ -16,32 +23,100 @@ use peerlite_proto::{Input, Output};
 /// included — the peer sent them), storage replies, local-change notices, timer firings,
 /// start, stop and close. Credentials never are: authentication happens in the HTTP
 /// upgrade before the machine exists. Files are created mode 0600.
+///
+/// ```
+/// use peerlite_runtime::RecordOptions;
+///
+/// let mut record = RecordOptions::new("/var/lib/app/sync.rec");
+/// record.max_bytes = 64 << 20;
+/// record.max_files = 5;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordOptions {
-    /// The file. A listener writes one file per connection: `PATH.1`, `PATH.2`, …
+    /// The file. A listener writes one file per connection: `PATH.1`, `PATH.2`, … (a
+    /// restarted listener starts again at `PATH.1`).
     pub path: PathBuf,
-    /// Recording stops (with a warning) once a file would pass this many bytes.
+    /// A recording stops (with a warning) before it would pass this many bytes: what it
+    /// holds replays up to there. A session cannot be cut at its start instead, because
+    /// a replay rebuilds the machine from the first step (default 256 MiB).
     pub max_bytes: u64,
+    /// A listener keeps the recordings of its last this many connections and deletes
+    /// older ones as new connections come (default 20; at most
+    /// `max_files × max_bytes` on disk).
+    pub max_files: u64,
 }
 
 impl RecordOptions {
-    /// Records to `path`, at most 256 MiB.
+    /// Records to `path`: at most 256 MiB per file, a listener's last 20 connections.
     pub fn new(path: impl Into<PathBuf>) -> RecordOptions {
         RecordOptions {
             path: path.into(),
             max_bytes: 256 << 20,
+            max_files: 20,
         }
+    }
+
+    /// The file of a listener's connection number `n` (from 1), after deleting the one
+    /// that falls out of the last `max_files`.
+    pub(crate) fn connection_file(&self, n: u64) -> PathBuf {
+        let file = |n: u64| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if let Some(old) = n.checked_sub(self.max_files.max(1))
+            && old > 0
+        {
+            match std::fs::remove_file(file(old)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %file(old).display(), error = %e, "an old recording cannot be deleted");
+                }
+            }
+        }
+        file(n)
+    }
+}
+
+/// How long the writer lets steps gather before writing them.
+pub(crate) const WRITE_EVERY: Duration = Duration::from_millis(20);
+
+/// What the drive loop and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<Pending>,
+    /// Wakes the writer.
+    wake: Condvar,
+    /// Tells [`Recorder::sync`] that more was written.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Encoded steps not written yet.
+    bytes: Vec<u8>,
+    /// The recorder is gone: write what is left and stop.
+    closed: bool,
+    /// Why the writer stopped, once it did.
+    failed: Option<String>,
+    /// Bytes handed to the writer so far, and bytes it wrote.
+    appended: u64,
+    durable: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// An open recording.
 pub(crate) struct Recorder {
-    file: BufWriter<File>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
     path: PathBuf,
     start: Instant,
     written: u64,
     max_bytes: u64,
-    /// Set once the cap is reached or a write failed: nothing more is written.
+    /// Set once the cap is reached or the writer failed: nothing more is recorded.
     ended: bool,
     /// The outputs taken from the machine since the last step.
     outputs: OutputDigest,
@@ -50,15 +125,15 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// Creates (or replaces) the file and writes the header, with the configuration the
-    /// machine is built with (at [`Recorder::start`]).
+    /// Creates (or replaces) the file, writes the header with the configuration the
+    /// machine is built with (at [`Recorder::start`]), and starts the writer.
     pub(crate) fn create(
         path: &Path,
-        max_bytes: u64,
+        options: &RecordOptions,
         config: RecordedConfig,
     ) -> std::io::Result<Recorder> {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
@@ -68,14 +143,21 @@ impl Recorder {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let header = record::encode_header(&RecordingHeader::for_machine(config, started));
-        let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(&header)?;
+        let shared = Arc::new(Shared::default());
+        let writer = {
+            let (shared, path) = (shared.clone(), path.to_owned());
+            std::thread::Builder::new()
+                .name("peerlite-record".into())
+                .spawn(move || write_until_closed(&shared, file, &path))?
+        };
         Ok(Recorder {
-            file,
+            shared,
+            writer: Some(writer),
             path: path.to_owned(),
             start: Instant::now(),
             written: header.len() as u64,
-            max_bytes,
+            max_bytes: options.max_bytes,
             ended: false,
             outputs: OutputDigest::default(),
             last_at: 0,
@@ -95,18 +177,6 @@ impl Recorder {
         }
     }
 
-    /// Writes the step of the outputs taken since the last step, if any.
-    fn outputs_step(&mut self) {
-        if self.outputs.count() > 0 {
-            let kind = self.outputs.take();
-            let bytes = record::encode_step(&Step {
-                at_nanos: self.last_at,
-                kind,
-            });
-            self.write(&bytes);
-        }
-    }
-
     fn at(&mut self, now: Instant) -> u64 {
         self.last_at =
             u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
@@ -116,39 +186,56 @@ impl Recorder {
     /// Records an input given to the machine at `now`.
     pub(crate) fn input(&mut self, now: Instant, input: &Input) {
         if !self.ended {
-            self.outputs_step();
-            let bytes = record::encode_input_step(self.at(now), input);
-            self.write(&bytes);
+            let at = self.at_after_outputs(now);
+            self.append(|buf| record::append_input_step(buf, at, input));
         }
     }
 
     /// Records anything else done to the machine at `now`.
     pub(crate) fn step(&mut self, now: Instant, kind: StepKind) {
         if !self.ended {
-            self.outputs_step();
-            let bytes = record::encode_step(&Step {
-                at_nanos: self.at(now),
-                kind,
-            });
-            self.write(&bytes);
+            let at_nanos = self.at_after_outputs(now);
+            self.append(|buf| record::append_step(buf, &Step { at_nanos, kind }));
         }
     }
 
-    /// Hands what is buffered to the operating system.
+    /// Before the loop waits: the outputs taken since the last step are recorded, and the
+    /// writer will write everything within [`WRITE_EVERY`].
     pub(crate) fn flush(&mut self) {
         if !self.ended {
             self.outputs_step();
         }
-        if !self.ended
-            && let Err(e) = self.file.flush()
-        {
-            self.ended = true;
-            tracing::warn!(path = %self.path.display(), error = %e, "recording stopped: the file cannot be written");
+    }
+
+    /// Records the outputs taken since the last step, if any; returns the time of `now`.
+    fn at_after_outputs(&mut self, now: Instant) -> u64 {
+        self.outputs_step();
+        self.at(now)
+    }
+
+    fn outputs_step(&mut self) {
+        if self.outputs.count() > 0 {
+            let step = Step {
+                at_nanos: self.last_at,
+                kind: self.outputs.take(),
+            };
+            self.append(|buf| record::append_step(buf, &step));
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        if self.written + bytes.len() as u64 > self.max_bytes {
+    /// Encodes one step into the shared buffer, unless it would pass the cap.
+    fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut pending = self.shared.lock();
+        if let Some(why) = &pending.failed {
+            self.ended = true;
+            tracing::warn!(path = %self.path.display(), error = %why, "recording stopped: the file cannot be written");
+            return;
+        }
+        let before = pending.bytes.len();
+        encode(&mut pending.bytes);
+        let added = (pending.bytes.len() - before) as u64;
+        if self.written + added > self.max_bytes {
+            pending.bytes.truncate(before);
             self.ended = true;
             tracing::warn!(
                 path = %self.path.display(),
@@ -157,17 +244,91 @@ impl Recorder {
             );
             return;
         }
-        if let Err(e) = self.file.write_all(bytes) {
-            self.ended = true;
-            tracing::warn!(path = %self.path.display(), error = %e, "recording stopped: the file cannot be written");
-            return;
+        self.written += added;
+        pending.appended += added;
+        let wake = before == 0;
+        drop(pending);
+        // The writer sleeps only on an empty buffer: one wake per batch.
+        if wake {
+            self.shared.wake.notify_one();
         }
-        self.written += bytes.len() as u64;
+    }
+}
+
+/// How long [`Recorder::sync`] waits for the writer before giving up on it.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+impl Recorder {
+    /// Records the outputs taken so far and waits until the writer has written
+    /// everything: called when a replicator stops, so that a program that exits once it
+    /// has stopped leaves the whole recording behind.
+    pub(crate) fn sync(&mut self) {
+        self.flush();
+        let deadline = Instant::now() + SYNC_WAIT;
+        let mut pending = self.shared.lock();
+        let target = pending.appended;
+        self.shared.wake.notify_one();
+        while pending.durable < target && pending.failed.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(path = %self.path.display(), "the recording is not all written: its file takes more than 5 s");
+                return;
+            }
+            pending = self
+                .shared
+                .written
+                .wait_timeout(pending, left)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.flush();
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: takes what the loop encoded and writes it, until the recorder is
+/// dropped (then writes the rest) or a write fails.
+fn write_until_closed(shared: &Shared, mut file: File, path: &Path) {
+    let mut spare = Vec::new();
+    loop {
+        let closed = {
+            let mut pending = shared.lock();
+            while pending.bytes.is_empty() && !pending.closed {
+                pending = shared.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+            }
+            std::mem::swap(&mut pending.bytes, &mut spare);
+            pending.closed
+        };
+        let result = file.write_all(&spare);
+        {
+            let mut pending = shared.lock();
+            match &result {
+                Ok(()) => pending.durable += spare.len() as u64,
+                Err(e) => pending.failed = Some(e.to_string()),
+            }
+        }
+        shared.written.notify_all();
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "recording stopped: the file cannot be written");
+            return;
+        }
+        spare.clear();
+        if closed {
+            let rest = std::mem::take(&mut shared.lock().bytes);
+            if let Err(e) = file.write_all(&rest) {
+                tracing::warn!(path = %path.display(), error = %e, "the end of the recording cannot be written");
+            }
+            return;
+        }
+        // Let steps gather, so a busy session is written in a few large writes.
+        std::thread::sleep(WRITE_EVERY);
     }
 }

@@ -294,11 +294,12 @@ impl<R: Runtime> Replicator<R> {
         });
         let recorder = match &config.record {
             Some(r) => Some(
-                Recorder::create(&r.path, r.max_bytes, RecordedConfig::Active(proto.clone()))
-                    .map_err(|source| ReplicatorConfigError::Record {
+                Recorder::create(&r.path, r, RecordedConfig::Active(proto.clone())).map_err(
+                    |source| ReplicatorConfigError::Record {
                         path: r.path.display().to_string(),
                         source,
-                    })?,
+                    },
+                )?,
             ),
             None => None,
         };
@@ -639,6 +640,13 @@ impl<R: Runtime> Driver<R> {
                     retry: s.retry,
                 };
                 self.log_status(&status);
+                // Whoever sees the stop may exit right after: the recording is written
+                // before the status says it.
+                if status.activity == Activity::Stopped
+                    && let Some(r) = &mut self.recorder
+                {
+                    r.sync();
+                }
                 if let Ok(mut current) = self.shared.status.lock() {
                     *current = status.clone();
                 }

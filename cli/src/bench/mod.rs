@@ -86,6 +86,10 @@ pub struct BenchOptions {
     pub peer_args: Vec<OsString>,
     /// Where the temporary databases go (default: the system's temporary directory).
     pub work_dir: Option<PathBuf>,
+    /// Record every session of both peers for the sync doctor into this directory
+    /// (`replicator-<step>.rec`, replaced at each sync; `listener.rec.N`, one per
+    /// connection), to measure what recording costs. Default: no recording.
+    pub record: Option<PathBuf>,
 }
 
 impl BenchOptions {
@@ -105,6 +109,7 @@ impl BenchOptions {
             peer_program: program.into(),
             peer_args: args.into_iter().map(Into::into).collect(),
             work_dir: None,
+            record: None,
         }
     }
 }
@@ -264,6 +269,9 @@ fn start_listener(
     dir: &std::path::Path,
 ) -> Result<(Peer, Target), BenchError> {
     let mut peer = Peer::spawn(&options.peer_program, &options.peer_args)?;
+    if let Some(dir) = &options.record {
+        peer.call(&format!("record {}", dir.join("listener.rec").display()))?;
+    }
     let password = DatabaseUuid::random()?.to_string();
     let ready = peer.call(&format!(
         "open {} {} bench {password} {}",
@@ -291,6 +299,7 @@ fn start_listener(
         url: format!("{scheme}://127.0.0.1:{port}/db"),
         trust,
         credentials: Credentials::new("bench", &password),
+        record: options.record.clone(),
     };
     Ok((peer, target))
 }
@@ -301,6 +310,8 @@ struct Target {
     url: String,
     trust: ServerTrust,
     credentials: Credentials,
+    /// Where the replicator records its sessions, if it does.
+    record: Option<PathBuf>,
 }
 
 /// What one sync did.
@@ -328,6 +339,13 @@ impl Synced {
 impl Target {
     fn config(&self, kind: ReplicatorType, continuous: bool) -> ReplicatorConfiguration {
         let mut config = ReplicatorConfiguration::new(self.url.clone());
+        if let Some(dir) = &self.record {
+            let name = format!(
+                "replicator-{kind:?}{}.rec",
+                if continuous { "-live" } else { "" }
+            );
+            config.record = Some(peerlite_smol::RecordOptions::new(dir.join(name)));
+        }
         config.replicator_type = kind;
         config.continuous = continuous;
         config.credentials = Some(self.credentials.clone());

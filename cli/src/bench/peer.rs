@@ -6,7 +6,8 @@
 //!
 //! | command | reply |
 //! |---|---|
-//! | `open <tls 0/1> <user> <password> <directory…>` | `ready <port> <certificate base64 or ->` |
+//! | `record <file…>` (record the listener's sessions, before `open`) | `ok` |
+//! | `open <runtime> <tls 0/1> <user> <password> <directory…>` | `ready <port> <certificate base64 or ->` |
 //! | `load <from> <count> <seed>` | `ok` |
 //! | `edit <count> <total> <offset> <seed> <round>` | `ok` |
 //! | `digest` | `digest <documents> <sha256 hex>` |
@@ -64,6 +65,8 @@ struct PeerState {
     listener: Option<AnyListener>,
     /// Arrival times of the replicator's live writes, once `watch` was sent.
     seen: Option<Arc<Mutex<BTreeMap<u64, u128>>>>,
+    /// Where the listener records its sessions, if it does.
+    record: Option<PathBuf>,
 }
 
 impl PeerState {
@@ -96,6 +99,14 @@ impl PeerState {
                 let runtime = BenchRuntime::from_name(runtime)
                     .ok_or_else(|| format!("open: unknown runtime {runtime:?}"))?;
                 self.open(runtime, tls == "1", user, password, PathBuf::from(dir))?
+            }
+            "record" => {
+                let file = line.split_once(' ').map(|(_, f)| f).unwrap_or_default();
+                if file.is_empty() {
+                    return Err("record: expected a file".into());
+                }
+                self.record = Some(PathBuf::from(file));
+                "ok".into()
             }
             "load" => {
                 let (from, count, seed) = (num()?, num()?, num()? as u32);
@@ -182,6 +193,7 @@ impl PeerState {
             authenticator: Some(ListenerAuthenticator::Basic(vec![User::new(
                 user, password,
             )])),
+            record: self.record.clone().map(peerlite_smol::RecordOptions::new),
             ..ListenerConfig::default()
         };
         let listener =

@@ -31,7 +31,7 @@ pub use doctor::{Diagnosis, DiagnosisOptions, DocStep, Exchange, Phase, Report, 
 pub use replay::{Observer, ReplayOutcome, replay, replay_observed};
 
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::{Input, Output, PassiveConfig, Principal, ReplicatorConfig};
 
@@ -39,7 +39,7 @@ use crate::{Input, Output, PassiveConfig, Principal, ReplicatorConfig};
 pub const MAGIC: &[u8; 8] = b"PLRECORD";
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The largest record accepted: a frame at the largest frame limit with room to spare.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -144,37 +144,106 @@ impl RecordingHeader {
 }
 
 /// The digest of the outputs a machine gave between two steps: what a recording holds
-/// of them ([`StepKind::Outputs`]) and a replay compares. It covers each frame's bytes,
-/// each storage operation's CBOR encoding, and the full debug form of the rare rest
-/// (connects, events, closes), which is the same for the same outputs within one
-/// Peerlite version.
-#[derive(Clone, Debug, Default)]
+/// of them ([`StepKind::Outputs`]) and a replay compares. XXH3-128 (a replay checks
+/// equality, nothing adversarial) over each frame's bytes, each storage operation's CBOR
+/// encoding, each replicated document's collection, ID, revision and outcome, and the
+/// full debug form of the rare rest (connects, statuses, closes), which is the same for
+/// the same outputs within one Peerlite version.
+#[derive(Clone)]
 pub struct OutputDigest {
-    hasher: sha2::Sha256,
+    hasher: Xxh3,
     count: u32,
+}
+
+impl Default for OutputDigest {
+    fn default() -> Self {
+        OutputDigest {
+            hasher: Xxh3::new(),
+            count: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for OutputDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputDigest")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutputDigest {
     /// Adds one output.
     pub fn add(&mut self, output: &Output) {
+        let h = &mut self.hasher;
         match output {
             // Frames, the bulk of a session, are hashed as they are.
             Output::Send(frame) => {
-                self.hasher.update(b"send");
-                self.hasher.update((frame.len() as u64).to_be_bytes());
-                self.hasher.update(frame);
+                h.update(b"send");
+                h.update(&(frame.len() as u64).to_be_bytes());
+                h.update(frame);
             }
-            // The next bulk (revisions to insert, blob bytes) is encoded straight into
-            // the hash: a debug form would escape every byte of every body.
+            // The next bulk, revisions to insert, field by field (an encoder's call per
+            // field costs more than hashing the bodies).
+            Output::Storage(
+                id,
+                crate::StorageOp::InsertRevisions {
+                    collection,
+                    inserts,
+                },
+            ) => {
+                h.update(b"insert");
+                h.update(&id.0.to_be_bytes());
+                hash_str(h, collection.as_str());
+                for insert in inserts {
+                    hash_str(h, insert.doc_id.as_str());
+                    h.update(format!("{:?}", insert.mode).as_bytes());
+                    for r in &insert.revisions {
+                        hash_rev(h, &r.rev);
+                        h.update(&[u8::from(r.deleted)]);
+                        h.update(&(r.body.len() as u64).to_be_bytes());
+                        h.update(r.body.as_bytes());
+                        for list in [&r.history, &r.deleted_ancestors] {
+                            h.update(&(list.len() as u64).to_be_bytes());
+                            list.iter().for_each(|a| hash_rev(h, a));
+                        }
+                    }
+                }
+            }
+            // Other storage operations, encoded straight into the hash: a debug form
+            // would escape every byte of a blob's chunk.
             Output::Storage(id, op) => {
-                self.hasher.update(b"storage");
-                self.hasher.update(id.0.to_be_bytes());
+                h.update(b"storage");
+                h.update(&id.0.to_be_bytes());
                 // Encoding plain data into a hash cannot fail.
-                let _ = ciborium::into_writer(op, HashWriter(&mut self.hasher));
+                let _ = ciborium::into_writer(op, HashWriter(h));
+            }
+            // One event per replicated document: their fields, not their debug form.
+            Output::Event(crate::Event::Documents(docs)) => {
+                h.update(b"documents");
+                for d in docs {
+                    hash_str(h, d.collection.as_str());
+                    hash_str(h, d.doc_id.as_str());
+                    hash_rev(h, &d.rev);
+                    let flags = [
+                        u8::from(d.direction == crate::Direction::Pull),
+                        u8::from(d.deleted),
+                        u8::from(d.conflict_resolved),
+                        u8::from(d.already_had),
+                    ];
+                    h.update(&flags);
+                    match &d.error {
+                        None => h.update(&[0]),
+                        Some(e) => {
+                            h.update(format!("{e:?}").as_bytes());
+                            h.update(&[0]);
+                        }
+                    }
+                }
             }
             other => {
-                self.hasher.update(format!("{other:?}").as_bytes());
-                self.hasher.update([0]);
+                h.update(format!("{other:?}").as_bytes());
+                h.update(&[0]);
             }
         }
         self.count = self.count.saturating_add(1);
@@ -190,13 +259,23 @@ impl OutputDigest {
         let done = std::mem::take(self);
         StepKind::Outputs {
             count: done.count,
-            digest: done.hasher.finalize().into(),
+            digest: done.hasher.digest128().to_be_bytes(),
         }
     }
 }
 
+fn hash_str(h: &mut Xxh3, s: &str) {
+    h.update(&(s.len() as u64).to_be_bytes());
+    h.update(s.as_bytes());
+}
+
+fn hash_rev(h: &mut Xxh3, rev: &crate::RevId) {
+    h.update(&rev.generation().to_be_bytes());
+    h.update(rev.digest());
+}
+
 /// Feeds what is written to it to a hash.
-struct HashWriter<'a>(&'a mut sha2::Sha256);
+struct HashWriter<'a>(&'a mut Xxh3);
 
 impl std::io::Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -240,13 +319,13 @@ pub enum StepKind {
         /// The close message.
         message: String,
     },
-    /// The outputs drained after the previous step: how many, and the SHA-256 of their
-    /// encoding, for a replay to compare against.
+    /// The outputs drained after the previous step: how many, and their
+    /// [`OutputDigest`], for a replay to compare against.
     Outputs {
         /// How many outputs.
         count: u32,
-        /// Their digest.
-        digest: [u8; 32],
+        /// Their digest ([`OutputDigest`]).
+        digest: [u8; 16],
     },
 }
 
@@ -311,14 +390,26 @@ pub fn encode_header(header: &RecordingHeader) -> Vec<u8> {
 /// One step's record.
 pub fn encode_step(step: &Step) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
-    push_record(&mut out, step);
+    append_step(&mut out, step);
     out
 }
 
-/// The record of an input step, encoded from a borrowed input (what a recorder calls on
-/// every input, without cloning it); it reads back as
+/// Appends one step's record to `out` (what a recorder calls, to write without a copy).
+pub fn append_step(out: &mut Vec<u8>, step: &Step) {
+    push_record(out, step);
+}
+
+/// The record of an input step, encoded from a borrowed input; it reads back as
 /// `Step { at_nanos, kind: StepKind::Input(input.clone()) }`.
 pub fn encode_input_step(at_nanos: u64, input: &Input) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    append_input_step(&mut out, at_nanos, input);
+    out
+}
+
+/// Appends [`encode_input_step`]'s record to `out`: what a recorder calls on every input,
+/// without cloning it or copying its encoding.
+pub fn append_input_step(out: &mut Vec<u8>, at_nanos: u64, input: &Input) {
     // The same names and shape as `Step` and `StepKind::Input`, borrowed.
     #[derive(Serialize)]
     #[serde(rename = "Step")]
@@ -331,15 +422,13 @@ pub fn encode_input_step(at_nanos: u64, input: &Input) -> Vec<u8> {
     enum KindRef<'a> {
         Input(&'a Input),
     }
-    let mut out = Vec::with_capacity(32);
     push_record(
-        &mut out,
+        out,
         &StepRef {
             at_nanos,
             kind: KindRef::Input(input),
         },
     );
-    out
 }
 
 fn push_record<T: Serialize>(out: &mut Vec<u8>, value: &T) {
@@ -449,7 +538,7 @@ mod tests {
             StepKind::Input(Input::Frame(Bytes::from_static(b"\x82\x01\xa0"))),
             StepKind::Outputs {
                 count: 2,
-                digest: [7; 32],
+                digest: [7; 16],
             },
             StepKind::Input(Input::Storage(
                 OpId(3),
@@ -573,11 +662,11 @@ mod tests {
         );
         let (header, steps) = sample();
         let mut file = encode(&header, &steps);
-        file[MAGIC.len() + 1] = 2;
+        file[MAGIC.len() + 1] = 9;
         assert_eq!(
             read_all(&file).unwrap_err(),
             RecordingError::UnsupportedFormat {
-                found: 2,
+                found: 9,
                 supported: FORMAT_VERSION
             }
         );

@@ -44,6 +44,10 @@ pub(crate) struct BenchArgs {
     /// blob, peak memory.
     #[arg(long)]
     blobs: bool,
+    /// Record every session of both peers for the sync doctor into this directory (to
+    /// measure what recording costs; the files are replaced run after run).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 /// Targets shown next to the medians: (figure, target, higher is better).
@@ -76,6 +80,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         live_rate: args.live_rate,
         incr_rounds: args.incr_rounds,
         work_dir: args.work_dir,
+        record: args.record,
         ..BenchOptions::new(program, ["bench-peer"])
     };
     if args.blobs {
