@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use peerlite_proto::record::{self, OutputDigest, RecordedConfig, RecordingHeader, Step, StepKind};
+use peerlite_proto::record::{self, RecordedConfig, RecordingHeader, StepKind, Tape};
 use peerlite_proto::{Input, Output};
 
 /// Where a replicator or a listener records, and how much.
@@ -95,6 +95,8 @@ struct Pending {
     bytes: Vec<u8>,
     /// The recorder is gone: write what is left and stop.
     closed: bool,
+    /// Someone waits for everything to be written: write now.
+    urgent: bool,
     /// Why the writer stopped, once it did.
     failed: Option<String>,
     /// Bytes handed to the writer so far, and bytes it wrote.
@@ -113,15 +115,11 @@ pub(crate) struct Recorder {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
-    start: Instant,
+    tape: Tape,
     written: u64,
     max_bytes: u64,
     /// Set once the cap is reached or the writer failed: nothing more is recorded.
     ended: bool,
-    /// The outputs taken from the machine since the last step.
-    outputs: OutputDigest,
-    /// The time of the last step, which its outputs are recorded at.
-    last_at: u64,
 }
 
 impl Recorder {
@@ -155,76 +153,47 @@ impl Recorder {
             shared,
             writer: Some(writer),
             path: path.to_owned(),
-            start: Instant::now(),
+            tape: Tape::new(Instant::now()),
             written: header.len() as u64,
             max_bytes: options.max_bytes,
             ended: false,
-            outputs: OutputDigest::default(),
-            last_at: 0,
         })
     }
 
     /// When the recording starts: the time to build the machine at.
     pub(crate) fn start(&self) -> Instant {
-        self.start
+        self.tape.start()
     }
 
     /// Counts an output taken from the machine (recorded as a digest before the next
     /// step).
     pub(crate) fn output(&mut self, output: &Output) {
         if !self.ended {
-            self.outputs.add(output);
+            self.tape.output(output);
         }
-    }
-
-    fn at(&mut self, now: Instant) -> u64 {
-        self.last_at =
-            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
-        self.last_at
     }
 
     /// Records an input given to the machine at `now`.
     pub(crate) fn input(&mut self, now: Instant, input: &Input) {
-        if !self.ended {
-            let at = self.at_after_outputs(now);
-            self.append(|buf| record::append_input_step(buf, at, input));
-        }
+        self.append(|tape, buf| tape.input(buf, now, input));
     }
 
     /// Records anything else done to the machine at `now`.
     pub(crate) fn step(&mut self, now: Instant, kind: StepKind) {
-        if !self.ended {
-            let at_nanos = self.at_after_outputs(now);
-            self.append(|buf| record::append_step(buf, &Step { at_nanos, kind }));
-        }
+        self.append(|tape, buf| tape.step(buf, now, kind));
     }
 
     /// Before the loop waits: the outputs taken since the last step are recorded, and the
     /// writer will write everything within [`WRITE_EVERY`].
     pub(crate) fn flush(&mut self) {
-        if !self.ended {
-            self.outputs_step();
+        self.append(Tape::outputs_done);
+    }
+
+    /// Encodes steps into the shared buffer, unless they would pass the cap.
+    fn append(&mut self, encode: impl FnOnce(&mut Tape, &mut Vec<u8>)) {
+        if self.ended {
+            return;
         }
-    }
-
-    /// Records the outputs taken since the last step, if any; returns the time of `now`.
-    fn at_after_outputs(&mut self, now: Instant) -> u64 {
-        self.outputs_step();
-        self.at(now)
-    }
-
-    fn outputs_step(&mut self) {
-        if self.outputs.count() > 0 {
-            let step = Step {
-                at_nanos: self.last_at,
-                kind: self.outputs.take(),
-            };
-            self.append(|buf| record::append_step(buf, &step));
-        }
-    }
-
-    /// Encodes one step into the shared buffer, unless it would pass the cap.
-    fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self.shared.lock();
         if let Some(why) = &pending.failed {
             self.ended = true;
@@ -232,7 +201,7 @@ impl Recorder {
             return;
         }
         let before = pending.bytes.len();
-        encode(&mut pending.bytes);
+        encode(&mut self.tape, &mut pending.bytes);
         let added = (pending.bytes.len() - before) as u64;
         if self.written + added > self.max_bytes {
             pending.bytes.truncate(before);
@@ -267,6 +236,7 @@ impl Recorder {
         let deadline = Instant::now() + SYNC_WAIT;
         let mut pending = self.shared.lock();
         let target = pending.appended;
+        pending.urgent = true;
         self.shared.wake.notify_one();
         while pending.durable < target && pending.failed.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -328,7 +298,20 @@ fn write_until_closed(shared: &Shared, mut file: File, path: &Path) {
             }
             return;
         }
-        // Let steps gather, so a busy session is written in a few large writes.
-        std::thread::sleep(WRITE_EVERY);
+        // Let steps gather, so a busy session is written in a few large writes; a sync
+        // or the end cuts that short.
+        let mut pending = shared.lock();
+        let until = Instant::now() + WRITE_EVERY;
+        while !pending.urgent && !pending.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            pending = shared
+                .wake
+                .wait_timeout(pending, left)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+        pending.urgent = false;
     }
 }

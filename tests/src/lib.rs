@@ -37,8 +37,10 @@
 #![forbid(unsafe_code)]
 
 pub mod fuzzing;
+pub mod recording;
 mod rng;
 mod world;
 
+pub use recording::{ReplayError, Replayed, replay, replay_file};
 pub use rng::Rng;
 pub use world::{Holding, LinkId, PeerId, SimConfig, SimError, Stats, World};

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlite_proto::Machine as StateMachine;
+use peerlite_proto::record::{self, RecordedConfig, RecordingHeader, StepKind, Tape};
 use peerlite_proto::{
     ActiveReplicator, Activity, Blob, BlobDigest, Body, CollectionName, Direction, Disconnect,
     DocId, Event, Frame, Input, OpId, Output, PassiveConfig, PassivePeer, Principal,
@@ -117,6 +118,13 @@ pub enum SimError {
         /// The blob.
         digest: BlobDigest,
     },
+    /// A recorded replicator's recording did not replay with the same outputs.
+    ReplayDiverged {
+        /// The link.
+        link: LinkId,
+        /// What the replay found.
+        outcome: String,
+    },
     /// The store failed.
     Storage(StorageError),
 }
@@ -175,6 +183,9 @@ struct Link {
     /// Incremented when the replicator is recreated after a crash.
     generation: u64,
     events: Vec<Event>,
+    /// The replicator's recording, while it records ([`World::record`]).
+    tape: Option<Tape>,
+    recording: Option<Vec<u8>>,
 }
 
 type ConnId = u64;
@@ -359,13 +370,99 @@ impl World {
             partitioned: false,
             generation: 0,
             events: Vec::new(),
+            tape: None,
+            recording: None,
         });
         self.links.len() - 1
+    }
+
+    /// Records `link`'s replicator for the sync doctor from now on, as `sync --record`
+    /// does in the field: call it before starting the link. The recording ends if its
+    /// peer crashes (the machine is rebuilt). Read it with [`World::recording`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use peerlite_proto::PassiveConfig;
+    /// use peerlite_proto::record::{DiagnosisOptions, ReplayOutcome};
+    /// use peerlite_sim::{SimConfig, World};
+    ///
+    /// let mut world = World::new(7, SimConfig::default());
+    /// let (hub, phone) = (world.add_peer("hub"), world.add_peer("phone"));
+    /// world.listen(hub, PassiveConfig::default());
+    /// world.save(hub, "doc", r#"{"v": 1}"#)?;
+    /// let link = world.replicate(phone, hub, |_| {});
+    /// world.record(link);
+    /// world.start(link);
+    /// world.run_until_quiet(Duration::from_secs(60))?;
+    ///
+    /// let replayed = peerlite_sim::replay(&world.recording(link).unwrap(), DiagnosisOptions::default())?;
+    /// assert!(matches!(replayed.outcome, ReplayOutcome::Identical { .. }));
+    /// assert_eq!(replayed.report.documents_in, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record(&mut self, link: LinkId) {
+        let l = &mut self.links[link];
+        let header = RecordingHeader::for_machine(RecordedConfig::Active(l.config.clone()), 0);
+        l.recording = Some(record::encode_header(&header));
+        l.tape = Some(Tape::new(self.now));
+    }
+
+    /// `link`'s recording so far, if it was recorded: a file `peerlite replay` reads.
+    pub fn recording(&mut self, link: LinkId) -> Option<Vec<u8>> {
+        let l = &mut self.links[link];
+        if let (Some(tape), Some(out)) = (&mut l.tape, &mut l.recording) {
+            tape.outputs_done(out);
+        }
+        l.recording.clone()
+    }
+
+    /// Replays every recorded link's recording ([`World::record`]) and checks that each
+    /// machine gives its recorded outputs again: the sync doctor's promise, for this
+    /// world's whole schedule of faults.
+    pub fn check_recordings_replay(&mut self) -> Result<(), SimError> {
+        for link in 0..self.links.len() {
+            let Some(bytes) = self.recording(link) else {
+                continue;
+            };
+            let outcome =
+                crate::replay(&bytes, record::DiagnosisOptions::default()).map_err(|e| {
+                    SimError::ReplayDiverged {
+                        link,
+                        outcome: e.to_string(),
+                    }
+                })?;
+            if !matches!(outcome.outcome, record::ReplayOutcome::Identical { .. }) {
+                return Err(SimError::ReplayDiverged {
+                    link,
+                    outcome: format!("{:?}", outcome.outcome),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a step done to `link`'s replicator, if it records.
+    fn tape_step(&mut self, link: LinkId, kind: StepKind) {
+        let now = self.now;
+        let l = &mut self.links[link];
+        if let (Some(tape), Some(out)) = (&mut l.tape, &mut l.recording) {
+            tape.step(out, now, kind);
+        }
+    }
+
+    /// Records an input given to `link`'s replicator, if it records.
+    fn tape_input(&mut self, link: LinkId, input: &Input) {
+        let now = self.now;
+        let l = &mut self.links[link];
+        if let (Some(tape), Some(out)) = (&mut l.tape, &mut l.recording) {
+            tape.input(out, now, input);
+        }
     }
 
     /// Starts a link's replicator.
     pub fn start(&mut self, link: LinkId) {
         let now = self.now;
+        self.tape_step(link, StepKind::Start { reset: false });
         self.links[link].replicator.start(now);
         self.drain(Machine::Active(link, self.links[link].generation));
     }
@@ -373,6 +470,7 @@ impl World {
     /// Starts a link's replicator, ignoring its checkpoints.
     pub fn start_with_reset(&mut self, link: LinkId) {
         let now = self.now;
+        self.tape_step(link, StepKind::Start { reset: true });
         self.links[link].replicator.start_with_reset(now);
         self.drain(Machine::Active(link, self.links[link].generation));
     }
@@ -380,6 +478,7 @@ impl World {
     /// Stops a link's replicator.
     pub fn stop(&mut self, link: LinkId) {
         let now = self.now;
+        self.tape_step(link, StepKind::Stop);
         self.links[link].replicator.stop(now);
         self.drain(Machine::Active(link, self.links[link].generation));
     }
@@ -526,6 +625,10 @@ impl World {
             let was_running = link.replicator.status().activity != Activity::Stopped;
             link.generation += 1;
             link.replicator = ActiveReplicator::new(link.config.clone());
+            // A recording replays one machine: the rebuilt one is not in it.
+            if let (Some(mut tape), Some(out)) = (link.tape.take(), link.recording.as_mut()) {
+                tape.outputs_done(out);
+            }
             if was_running {
                 self.start(l);
             }
@@ -786,6 +889,7 @@ impl World {
                 .poll_timeout()
                 .is_some_and(|t| t <= now)
             {
+                self.tape_step(l, StepKind::Timeout);
                 self.links[l].replicator.handle_timeout(now);
                 self.drain(Machine::Active(l, self.links[l].generation));
             }
@@ -820,9 +924,9 @@ impl World {
                     return;
                 };
                 let link = c.link;
-                let _ = self.links[link]
-                    .replicator
-                    .handle_input(Input::Frame(frame), now);
+                let input = Input::Frame(frame);
+                self.tape_input(link, &input);
+                let _ = self.links[link].replicator.handle_input(input, now);
                 self.drain(Machine::Active(link, self.links[link].generation));
             }
             Action::PassiveDisconnected(id, why) => {
@@ -843,9 +947,9 @@ impl World {
                         if self.links[link].conn == Some(id) {
                             self.links[link].conn = None;
                         }
-                        let _ = self.links[link]
-                            .replicator
-                            .handle_input(Input::Disconnected(why), now);
+                        let input = Input::Disconnected(why);
+                        self.tape_input(link, &input);
+                        let _ = self.links[link].replicator.handle_input(input, now);
                         self.drain(Machine::Active(link, self.links[link].generation));
                     }
                     self.reap(id);
@@ -979,10 +1083,10 @@ impl World {
         let to = self.links[link].to;
         let refused = self.links[link].partitioned || self.peers[to].listener.is_none();
         if refused {
-            let _ = self.links[link].replicator.handle_input(
-                Input::Disconnected(Disconnect::transient("connection refused (simulated)")),
-                now,
-            );
+            let input =
+                Input::Disconnected(Disconnect::transient("connection refused (simulated)"));
+            self.tape_input(link, &input);
+            let _ = self.links[link].replicator.handle_input(input, now);
             return self.drain(Machine::Active(link, generation));
         }
         let config = self.peers[to].listener.clone().unwrap_or_default();
@@ -1001,6 +1105,7 @@ impl World {
             },
         );
         self.links[link].conn = Some(id);
+        self.tape_input(link, &Input::Connected);
         let _ = self.links[link]
             .replicator
             .handle_input(Input::Connected, now);
@@ -1054,6 +1159,11 @@ impl World {
     /// Feeds `input` to `machine`, if it is still there, and acts on its outputs.
     fn feed(&mut self, machine: Machine, input: Input) {
         let now = self.now;
+        if let Machine::Active(link, generation) = machine
+            && self.links[link].generation == generation
+        {
+            self.tape_input(link, &input);
+        }
         if let Some(m) = self.machine(machine) {
             // An error would be this simulator's misrouting, which the machine ignores.
             let _ = m.handle_input(input, now);
@@ -1063,6 +1173,11 @@ impl World {
 
     fn drain(&mut self, machine: Machine) {
         while let Some(output) = self.machine(machine).and_then(|m| m.poll_output()) {
+            if let Machine::Active(link, _) = machine
+                && let Some(tape) = &mut self.links[link].tape
+            {
+                tape.output(&output);
+            }
             self.dispatch(machine, output);
         }
     }

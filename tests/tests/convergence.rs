@@ -180,6 +180,8 @@ fn star(seed: u64) -> Result<(), SimError> {
         })
         .collect();
     for l in &links {
+        // Every client records, as `sync --record` does: its recording must replay.
+        w.record(*l);
         w.start(*l);
     }
     let mut all = vec![hub];
@@ -194,6 +196,7 @@ fn star(seed: u64) -> Result<(), SimError> {
     // (Checked on the hub's own tree, which stored every revision it accepted; ancestors
     // learned only from history lists carry no deleted flag. Convergence is checked above.)
     w.check_acknowledged_kept(hub, &[hub])?;
+    w.check_recordings_replay()?;
     // A second sync transfers nothing.
     let before = w.stats().revisions_transferred;
     for (c, l) in clients.iter().zip(&links) {

@@ -932,3 +932,48 @@ fn long_rejection_reasons_are_cut_and_the_push_completes() {
             .all(|r| r.starts_with("no: é") && r.len() <= 1024 + 3)
     );
 }
+
+#[test]
+fn a_recorded_replicator_replays_and_the_doctor_names_the_slow_peer_it_waited_for() {
+    use peerlite_proto::record::{DiagnosisOptions, ReplayOutcome, Waiting};
+    let (mut w, hub, client) = hub_and_client(31);
+    for i in 0..300 {
+        w.save(client, &format!("doc-{i}"), r#"{"x": 1}"#).unwrap();
+    }
+    // The hub takes 3 s to make anything durable, so it answers each Revs late.
+    w.set_sync_delay(hub, (Duration::from_secs(3), Duration::from_secs(3)));
+    let link = w.replicate(client, hub, |c| c.replicator_type = ReplicatorType::Push);
+    w.record(link);
+    one_shot(&mut w, link);
+    w.check_converged(&[hub, client]).unwrap();
+
+    // Written to a file and read back, as a field recording would be.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.rec");
+    std::fs::write(&file, w.recording(link).unwrap()).unwrap();
+    let replayed = peerlite_sim::replay_file(&file, DiagnosisOptions::default()).unwrap();
+    assert!(
+        matches!(replayed.outcome, ReplayOutcome::Identical { .. }),
+        "{:?}",
+        replayed.outcome
+    );
+    let report = &replayed.report;
+    assert_eq!(report.documents_out, 300);
+    assert_eq!(report.ended.as_deref(), Some("stopped"));
+    assert!(report.waiting.is_empty(), "{:?}", report.waiting);
+    let stall = report.stalls.first().expect("a stall");
+    assert!(
+        stall.to_nanos - stall.from_nanos >= 2_000_000_000,
+        "{stall:?}"
+    );
+    assert!(
+        stall
+            .waiting_for
+            .iter()
+            .any(|w| matches!(w, Waiting::Answer { request, .. } if request == "Revs")),
+        "{stall:?}"
+    );
+    // The same words `peerlite replay` prints.
+    let text = report.to_string();
+    assert!(text.contains("the peer's answer to Revs #"), "{text}");
+}

@@ -26,9 +26,11 @@
 
 mod doctor;
 mod replay;
+mod tape;
 
 pub use doctor::{Diagnosis, DiagnosisOptions, DocStep, Exchange, Phase, Report, Stall, Waiting};
 pub use replay::{Observer, ReplayOutcome, replay, replay_observed};
+pub use tape::Tape;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
