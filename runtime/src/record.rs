@@ -45,6 +45,10 @@ pub struct RecordOptions {
     /// older ones as new connections come (default 20; at most
     /// `max_files × max_bytes` on disk).
     pub max_files: u64,
+    /// Replace document bodies and blob bytes by placeholders of the same length and
+    /// shape (keys and blob references stay), for recordings of private data that are
+    /// to be shared; they replay the same way (default false).
+    pub redact: bool,
 }
 
 impl RecordOptions {
@@ -54,6 +58,7 @@ impl RecordOptions {
             path: path.into(),
             max_bytes: 256 << 20,
             max_files: 20,
+            redact: false,
         }
     }
 
@@ -140,7 +145,9 @@ impl Recorder {
         let started = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let header = record::encode_header(&RecordingHeader::for_machine(config, started));
+        let mut header = RecordingHeader::for_machine(config, started);
+        header.redacted = options.redact;
+        let header = record::encode_header(&header);
         file.write_all(&header)?;
         let shared = Arc::new(Shared::default());
         let writer = {
@@ -153,7 +160,11 @@ impl Recorder {
             shared,
             writer: Some(writer),
             path: path.to_owned(),
-            tape: Tape::new(Instant::now()),
+            tape: if options.redact {
+                Tape::redacting(Instant::now())
+            } else {
+                Tape::new(Instant::now())
+            },
             written: header.len() as u64,
             max_bytes: options.max_bytes,
             ended: false,

@@ -194,7 +194,7 @@ impl ActiveReplicator {
             };
             return self.violation(v, now);
         }
-        if let Err(v) = crate::receiver::check_bundles(&docs) {
+        if let Err(v) = crate::receiver::check_bundles(&docs, self.trust_revision_ids) {
             return self.violation(v, now);
         }
         for doc in &unavailable {

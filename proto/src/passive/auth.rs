@@ -114,7 +114,7 @@ impl PassivePeer {
             // Only the side serving a changes feed may leave wanted documents out.
             return self.protocol_error(PeerMisbehaved::ActiveLeftDocumentsOut);
         }
-        if let Err(v) = crate::receiver::check_bundles(&docs) {
+        if let Err(v) = crate::receiver::check_bundles(&docs, self.trust_revision_ids) {
             return self.protocol_error(v);
         }
         let mut incoming = Incoming::new(collection.clone(), Direction::Push, &docs);

@@ -996,16 +996,20 @@ impl Observer for Diagnosis {
     }
 }
 
-/// Decodes a frame the machine already handled (its limits were checked then).
-fn decode(bytes: &bytes::Bytes) -> Option<Frame> {
-    // Generous rather than unbounded: the limits are multiplied inside.
-    let limits = FrameLimits {
+/// Limits for decoding frames a machine already handled (their limits were checked
+/// then): generous rather than unbounded, as they are multiplied inside.
+pub(super) fn generous_limits() -> FrameLimits {
+    FrameLimits {
         max_frame_bytes: super::MAX_RECORD_BYTES,
         max_items: u32::MAX as usize,
         max_batch: 1 << 24,
         max_collections: 1 << 16,
-    };
-    Frame::decode_bytes(bytes, &limits).ok()
+    }
+}
+
+/// Decodes a frame the machine already handled.
+fn decode(bytes: &bytes::Bytes) -> Option<Frame> {
+    Frame::decode_bytes(bytes, &generous_limits()).ok()
 }
 
 fn frame_name(frame: &Frame) -> String {

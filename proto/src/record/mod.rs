@@ -25,10 +25,12 @@
 //! ```
 
 mod doctor;
+mod redact;
 mod replay;
 mod tape;
 
 pub use doctor::{Diagnosis, DiagnosisOptions, DocStep, Exchange, Phase, Report, Stall, Waiting};
+pub use redact::{redact_body, redact_frame, redact_input, redact_output};
 pub use replay::{Observer, ReplayOutcome, replay, replay_observed};
 pub use tape::Tape;
 
@@ -74,6 +76,11 @@ pub struct RecordingHeader {
     /// validator): their verdicts are not recorded, so such a recording does not replay.
     #[serde(default)]
     pub callbacks: Vec<String>,
+    /// Document bodies and blob bytes were replaced by placeholders
+    /// ([`redact_input`]): a replay skips checking revision IDs against bodies and
+    /// compares redacted outputs.
+    #[serde(default)]
+    pub redacted: bool,
 }
 
 /// The configuration a recorded machine was built with (its callbacks left out).
@@ -128,6 +135,7 @@ impl RecordingHeader {
             started_unix_ms,
             config: None,
             callbacks: Vec::new(),
+            redacted: false,
         }
     }
 
@@ -155,6 +163,7 @@ impl RecordingHeader {
 pub struct OutputDigest {
     hasher: Xxh3,
     count: u32,
+    redacting: bool,
 }
 
 impl Default for OutputDigest {
@@ -162,6 +171,7 @@ impl Default for OutputDigest {
         OutputDigest {
             hasher: Xxh3::new(),
             count: 0,
+            redacting: false,
         }
     }
 }
@@ -175,8 +185,26 @@ impl std::fmt::Debug for OutputDigest {
 }
 
 impl OutputDigest {
+    /// A digest of outputs with their bodies and blob bytes redacted ([`redact_output`]),
+    /// for a redacted recording.
+    pub fn redacting() -> OutputDigest {
+        OutputDigest {
+            redacting: true,
+            ..OutputDigest::default()
+        }
+    }
+
     /// Adds one output.
     pub fn add(&mut self, output: &Output) {
+        if self.redacting {
+            let redacted = redact_output(output);
+            self.add_as_is(&redacted);
+        } else {
+            self.add_as_is(output);
+        }
+    }
+
+    fn add_as_is(&mut self, output: &Output) {
         let h = &mut self.hasher;
         match output {
             // Frames, the bulk of a session, are hashed as they are.
@@ -258,7 +286,11 @@ impl OutputDigest {
 
     /// The step that records them, and a fresh digest for the next ones.
     pub fn take(&mut self) -> StepKind {
-        let done = std::mem::take(self);
+        let fresh = OutputDigest {
+            redacting: self.redacting,
+            ..OutputDigest::default()
+        };
+        let done = std::mem::replace(self, fresh);
         StepKind::Outputs {
             count: done.count,
             digest: done.hasher.digest128().to_be_bytes(),

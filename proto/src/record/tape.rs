@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{OutputDigest, Step, StepKind, append_input_step, append_step};
+use super::{OutputDigest, Step, StepKind, append_input_step, append_step, redact_input};
 use crate::{Input, Output};
 
 /// Turns the calls made on a machine into a recording's steps: call it beside every
@@ -47,6 +47,8 @@ pub struct Tape {
     outputs: OutputDigest,
     /// The time of the last step, which its outputs are recorded at.
     last_at: u64,
+    /// Bodies and blob bytes are redacted (the header says `redacted`).
+    redact: bool,
 }
 
 impl Tape {
@@ -57,6 +59,17 @@ impl Tape {
             start,
             outputs: OutputDigest::default(),
             last_at: 0,
+            redact: false,
+        }
+    }
+
+    /// A tape that replaces document bodies and blob bytes by placeholders
+    /// ([`super::redact_input`]): for a header with `redacted` set.
+    pub fn redacting(start: Instant) -> Tape {
+        Tape {
+            outputs: OutputDigest::redacting(),
+            redact: true,
+            ..Tape::new(start)
         }
     }
 
@@ -68,7 +81,11 @@ impl Tape {
     /// Appends the step of an input given to the machine at `now` (call it first).
     pub fn input(&mut self, out: &mut Vec<u8>, now: Instant, input: &Input) {
         let at = self.at_after_outputs(out, now);
-        append_input_step(out, at, input);
+        if self.redact {
+            append_input_step(out, at, &redact_input(input));
+        } else {
+            append_input_step(out, at, input);
+        }
     }
 
     /// Appends any other step done to the machine at `now` (a timer, a start, a stop, a

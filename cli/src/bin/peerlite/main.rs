@@ -153,8 +153,9 @@ enum Command {
         #[command(subcommand)]
         command: identity::IdentityCommand,
     },
-    /// Replay a recording (sync --record, serve --record) without network or database,
-    /// checking that the state machine gives the same outputs at every step.
+    /// The sync doctor: replay a recording (sync --record, serve --record) without network
+    /// or database, check that the state machine gives the same outputs at every step,
+    /// and explain the session: timeline, exchanges, stalls, what it was waiting for.
     Replay(replay::ReplayArgs),
     /// Sync a generated data set between a listener and a replicator on loopback, with
     /// TLS and Basic auth, then make conflicts and resolve them.

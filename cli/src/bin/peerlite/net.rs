@@ -93,9 +93,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NAME", requires = "admin_address")]
     admin_user: Option<String>,
     /// Record each connection's sync session for the sync doctor, to FILE.1, FILE.2, …
-    /// (mode 0600, at most 256 MiB each; no credentials, but document bodies).
+    /// (mode 0600, at most 256 MiB each, the last 20 connections; no credentials, but
+    /// document bodies).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Replace document bodies and blob bytes in the recordings by placeholders of the
+    /// same length and shape (keys and blob references stay): for recordings to share.
+    #[arg(long, requires = "record")]
+    record_redact: bool,
 }
 
 /// Arguments of `peerlite sync`.
@@ -152,10 +157,23 @@ pub(crate) struct SyncArgs {
     /// no credentials, but document bodies).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Replace document bodies and blob bytes in the recording by placeholders of the
+    /// same length and shape (keys and blob references stay): for a recording to share.
+    #[arg(long, requires = "record")]
+    record_redact: bool,
     /// Ping a quiet connection after this many seconds; a listener silent as long again
     /// after a ping is taken for dead, and the replicator reconnects.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
     heartbeat: f64,
+}
+
+/// What `--record FILE [--record-redact]` asks for.
+fn record_options(path: Option<&PathBuf>, redact: bool) -> Option<RecordOptions> {
+    path.map(|p| {
+        let mut options = RecordOptions::new(p);
+        options.redact = redact;
+        options
+    })
 }
 
 /// A number of seconds above 0, for clap.
@@ -330,7 +348,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
             max_failures: args.max_auth_failures,
             ..AuthFailureLimit::default()
         }),
-        record: args.record.clone().map(RecordOptions::new),
+        record: record_options(args.record.as_ref(), args.record_redact),
         ..ListenerConfig::default()
     };
     // The admin address: authenticated always, checked before anything is opened.
@@ -447,7 +465,7 @@ pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
     if !args.continuous {
         config.max_attempts = 3;
     }
-    config.record = args.record.clone().map(RecordOptions::new);
+    config.record = record_options(args.record.as_ref(), args.record_redact);
     config.heartbeat = std::time::Duration::from_secs_f64(args.heartbeat);
     let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
     let replicator = Replicator::new(db, config).map_err(|e| e.to_string())?;

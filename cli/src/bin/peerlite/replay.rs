@@ -41,7 +41,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
     let mut doctor = Diagnosis::new(options);
     let outcome = record::replay_observed(&bytes, Instant::now(), &mut doctor)
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let verdict = verdict(file, &outcome);
+    let verdict = verdict(file, &outcome, header.redacted);
     if let ReplayOutcome::NotReplayable(_) = outcome {
         return verdict.map(|_| ());
     }
@@ -89,7 +89,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
 }
 
 /// The replay's verdict: the line to print, or the error.
-fn verdict(file: &Path, outcome: &ReplayOutcome) -> Result<String, String> {
+fn verdict(file: &Path, outcome: &ReplayOutcome, redacted: bool) -> Result<String, String> {
     match outcome {
         ReplayOutcome::Identical { steps, outputs } => Ok(format!(
             "outputs identical: {steps} steps, {outputs} outputs"
@@ -107,7 +107,11 @@ fn verdict(file: &Path, outcome: &ReplayOutcome) -> Result<String, String> {
             } else {
                 "different ones".into()
             }
-        )),
+        ) + if redacted {
+            "\n(the recording is redacted: where a conflict was resolved with this side's body or a merge, the new revision's ID came from a body the recording no longer holds, and the replay stops there; the diagnosis above is right up to that step)"
+        } else {
+            ""
+        }),
         ReplayOutcome::NotReplayable(why) => {
             Err(format!("{} cannot be replayed: {why}", file.display()))
         }
