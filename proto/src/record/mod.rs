@@ -86,9 +86,9 @@ pub struct RecordingHeader {
 /// The configuration a recorded machine was built with (its callbacks left out).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RecordedConfig {
-    /// An [`ActiveReplicator`]'s.
+    /// An [`ActiveReplicator`](crate::ActiveReplicator)'s.
     Active(ReplicatorConfig),
-    /// A [`PassivePeer`]'s, with the principal it served.
+    /// A [`PassivePeer`](crate::PassivePeer)'s, with the principal it served.
     Passive {
         /// Its configuration.
         config: PassiveConfig,
