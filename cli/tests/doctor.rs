@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
@@ -46,6 +46,41 @@ fn replay_error(file: &Path) -> (i32, String) {
     )
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Serves `DIR/laptop.db` and syncs `DIR/phone.db` with it once (push and pull, TLS,
+/// Basic `user`), both sides recording with `extra` flags; checks the summary says one
+/// document pushed and three pulled. Returns the phone's and the laptop's recordings.
+fn recorded_sync(dir: &Path, user: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let laptop_rec = dir.join("laptop.rec");
+    let phone_rec = dir.join("phone.rec");
+    let serve_args = [&["--port", "0", "--user", user], extra, &["--record"]].concat();
+    let (server, url) = serve_with(&dir.join("laptop.db"), &serve_args, |cmd| {
+        cmd.arg(&laptop_rec).stderr(Stdio::null());
+    });
+    let phone = dir.join("phone.db");
+    let sync_args = [
+        &[
+            "sync",
+            &url,
+            "--db",
+            phone.to_str().unwrap(),
+            "--user",
+            user,
+        ][..],
+        &["--accept-self-signed"],
+        extra,
+        &["--record", phone_rec.to_str().unwrap()],
+    ]
+    .concat();
+    let summary = peerlite(&sync_args);
+    assert!(summary.starts_with("pushed 1, pulled 3"), "{summary}");
+    assert!(terminate(server));
+    (phone_rec, dir.join("laptop.rec.1"))
+}
+
 /// The last line of `peerlite replay`: its verdict.
 fn verdict(out: &str) -> String {
     out.lines().last().unwrap_or_default().to_owned()
@@ -83,37 +118,7 @@ fn both_sides_of_a_real_sync_are_recorded_0600_with_every_frame_and_no_credentia
         "p0",
         r#"{"marker": "phone-body-91c2"}"#,
     ]);
-    let laptop_rec = dir.path().join("laptop.rec");
-    let phone_rec = dir.path().join("phone.rec");
-    let (server, url) = serve_with(
-        &laptop,
-        &[
-            "--port",
-            "0",
-            "--user",
-            "sync:s3cret-pw-0451",
-            "--record",
-            laptop_rec.to_str().unwrap(),
-        ],
-        |cmd| {
-            cmd.stderr(Stdio::null());
-        },
-    );
-    let summary = peerlite(&[
-        "sync",
-        &url,
-        "--db",
-        phone_arg,
-        "--user",
-        "sync:s3cret-pw-0451",
-        "--accept-self-signed",
-        "--record",
-        phone_rec.to_str().unwrap(),
-    ]);
-    assert!(summary.starts_with("pushed 1, pulled 3"), "{summary}");
-    assert!(terminate(server));
-
-    let laptop_rec = dir.path().join("laptop.rec.1");
+    let (phone_rec, laptop_rec) = recorded_sync(dir.path(), "sync:s3cret-pw-0451", &[]);
     for file in [&phone_rec, &laptop_rec] {
         let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", file.display());
@@ -181,7 +186,6 @@ fn both_sides_of_a_real_sync_are_recorded_0600_with_every_frame_and_no_credentia
     assert!(err.contains("outputs diverged at step "), "{err}");
 
     // What the machines saw: the documents (bodies travel in frames and storage replies)…
-    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     assert!(
         contains(&phone_bytes, b"laptop-body-7f3a"),
         "the pulled bodies are in the replicator's recording"
@@ -448,39 +452,8 @@ fn a_redacted_recording_holds_no_body_and_no_blob_byte_and_replays_the_same() {
         "--attach",
         &format!("photo={}", photo.display()),
     ]);
-    let laptop_rec = dir.path().join("laptop.rec");
-    let phone_rec = dir.path().join("phone.rec");
-    let (server, url) = serve_with(
-        &laptop,
-        &[
-            "--port",
-            "0",
-            "--user",
-            "sync:pw",
-            "--record-redact",
-            "--record",
-        ],
-        |cmd| {
-            cmd.arg(&laptop_rec).stderr(Stdio::null());
-        },
-    );
-    let summary = peerlite(&[
-        "sync",
-        &url,
-        "--db",
-        phone_arg,
-        "--user",
-        "sync:pw",
-        "--accept-self-signed",
-        "--record-redact",
-        "--record",
-        phone_rec.to_str().unwrap(),
-    ]);
-    assert!(summary.starts_with("pushed 1, pulled 3"), "{summary}");
-    assert!(terminate(server));
-    let laptop_rec = dir.path().join("laptop.rec.1");
+    let (phone_rec, laptop_rec) = recorded_sync(dir.path(), "sync:pw", &["--record-redact"]);
 
-    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     for file in [&phone_rec, &laptop_rec] {
         let (_, steps, bytes) = read(file);
         assert!(count(&steps, |k| matches!(k, StepKind::Input(Input::Frame(_)))) >= 3);
