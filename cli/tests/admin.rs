@@ -171,6 +171,13 @@ fn every_document_blob_and_identity_command_answers_the_same_through_a_running_s
         vec!["import", "--db", DB, lines],
         vec!["import", "--db", DB, bad_lines],
         vec!["export", "--db", DB],
+        // Several at once, all or none: an unknown ID purges nothing.
+        vec!["purge", "--db", DB, "i1", "no-such-doc", "i2", "nor-this"],
+        vec!["ls", "--db", DB],
+        vec!["purge", "--db", DB, "i1", "i2", "i1"],
+        vec!["ls", "--db", DB],
+        vec!["purge", "--db", DB],
+        vec!["import", "--db", DB, lines],
         vec!["changes", "--db", DB],
         vec!["changes", "--db", DB, "--since", "2", "--json"],
         vec!["collections", "--db", DB],

@@ -109,6 +109,15 @@ pub struct Document {
     pub conflicted: bool,
 }
 
+/// What [`Database::purge_documents`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// Every document named was purged: this many (each ID counted once).
+    All(usize),
+    /// These IDs name no document, so nothing was purged.
+    Unknown(Vec<DocId>),
+}
+
 /// The result of a local write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteResult {
@@ -580,16 +589,59 @@ impl Database {
     /// Removes every trace of a document (not replicated: peers keep their copies).
     /// Returns whether it existed.
     pub fn purge(&self, collection: &CollectionName, id: &DocId) -> Result<bool, StorageError> {
+        let purged = self.purge_documents(collection, std::slice::from_ref(id))?;
+        Ok(purged == Purged::All(1))
+    }
+
+    /// Removes every trace of these documents — revisions, tombstones, changes-feed
+    /// entries — in one atomic commit, or nothing at all if any ID names no document.
+    /// Not replicated: a peer keeps its copy, and does not send it back until it changes
+    /// there (its changes feed is past it; a replication started over with reset
+    /// checkpoints does send it). Blobs only purged documents referred to are reclaimed
+    /// by [`Database::compact`].
+    ///
+    /// ```
+    /// use peerlite_proto::{Body, CollectionName, DocId};
+    /// use peerlite_storage::{Database, Purged};
+    ///
+    /// let db = Database::in_memory()?;
+    /// let c = CollectionName::default();
+    /// let (a, b) = (DocId::new("a")?, DocId::new("b")?);
+    /// db.save(&c, &a, Body::from_json_str("{}")?)?;
+    /// db.save(&c, &b, Body::from_json_str("{}")?)?;
+    /// let typo = DocId::new("c")?;
+    /// assert_eq!(db.purge_documents(&c, &[a.clone(), typo.clone()])?, Purged::Unknown(vec![typo]));
+    /// assert!(db.get(&c, &a)?.is_some(), "nothing was purged");
+    /// assert_eq!(db.purge_documents(&c, &[a.clone(), b, a.clone()])?, Purged::All(2));
+    /// assert!(db.changes(&c, peerlite_proto::Seq::ZERO, 10)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn purge_documents(
+        &self,
+        collection: &CollectionName,
+        ids: &[DocId],
+    ) -> Result<Purged, StorageError> {
         let _w = self.lock_writer()?;
         let state = self.collection(collection)?;
-        let Some(rec) = self.load_doc(state.id, id)? else {
-            return Ok(false);
-        };
         let mut batch = WriteBatch::new();
-        batch.delete(Space::Docs, keys::doc_key(state.id, id));
-        batch.delete(Space::Seq, keys::seq_key(state.id, rec.seq));
+        let (mut seen, mut unknown) = (BTreeSet::new(), Vec::new());
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            match self.load_doc(state.id, id)? {
+                Some(rec) => {
+                    batch.delete(Space::Docs, keys::doc_key(state.id, id));
+                    batch.delete(Space::Seq, keys::seq_key(state.id, rec.seq));
+                }
+                None => unknown.push(id.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Ok(Purged::Unknown(unknown));
+        }
         self.inner.kv.commit(batch, self.inner.config.durability)?;
-        Ok(true)
+        Ok(Purged::All(seen.len()))
     }
 
     /// Up to `limit` changes with sequence greater than `since`, in sequence order. Each

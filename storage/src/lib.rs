@@ -59,7 +59,7 @@ pub mod sample;
 pub use blobs::{BlobInfo, BlobStore, BlobWrite, BlobWriter, CompactReport, FileBlobs, MemBlobs};
 pub use database::{
     DEFAULT_MAX_BLOB_BYTES, Database, DatabaseConfig, DatabaseUuid, Document, DocumentPage,
-    Expected, FORMAT_VERSION, MAX_LOCAL_ID_LEN, WriteResult,
+    Expected, FORMAT_VERSION, MAX_LOCAL_ID_LEN, Purged, WriteResult,
 };
 pub use error::{KvError, StorageError};
 pub use fjall_backend::{FjallKv, FjallMemory};

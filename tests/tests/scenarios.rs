@@ -977,3 +977,56 @@ fn a_recorded_replicator_replays_and_the_doctor_names_the_slow_peer_it_waited_fo
     let text = report.to_string();
     assert!(text.contains("the peer's answer to Revs #"), "{text}");
 }
+
+#[test]
+fn a_purged_document_comes_back_only_once_it_changes_on_the_peer_that_kept_it() {
+    use peerlite_storage::Purged;
+    let (mut w, hub, client) = hub_and_client(41);
+    for i in 0..5 {
+        w.save(hub, &format!("doc-{i}"), r#"{"v": 1}"#).unwrap();
+    }
+    let link = w.replicate(client, hub, |_| {});
+    one_shot(&mut w, link);
+    assert!(body_of(&w, client, "doc-1").is_some());
+    // The documents pulled came after the push had read the client's changes: one more
+    // sync takes its push checkpoint past them (the hub already has them; it sends back
+    // nothing that matters). Until then, a copy purged on the hub would be pushed back.
+    one_shot(&mut w, link);
+
+    // Purged on each side: not deletions — nothing is sent for them, each peer keeps its
+    // copy, and the next sync (its checkpoints past them) moves nothing.
+    let purge = |w: &World, peer, ids: &[&str]| {
+        let ids: Vec<DocId> = ids.iter().map(|s| id(s)).collect();
+        w.db(peer).purge_documents(&dc(), &ids).unwrap()
+    };
+    assert_eq!(purge(&w, client, &["doc-1", "doc-2"]), Purged::All(2));
+    assert_eq!(purge(&w, hub, &["doc-3"]), Purged::All(1));
+    let before = w.stats().revisions_transferred;
+    one_shot(&mut w, link);
+    assert_eq!(w.stats().revisions_transferred, before, "nothing moved");
+    assert_eq!(body_of(&w, client, "doc-1"), None);
+    assert!(body_of(&w, hub, "doc-1").is_some());
+    assert_eq!(body_of(&w, hub, "doc-3"), None);
+    assert!(body_of(&w, client, "doc-3").is_some());
+
+    // Once it changes where it was kept, it comes back, with its history.
+    w.save(hub, "doc-1", r#"{"v": 2}"#).unwrap();
+    w.save(client, "doc-3", r#"{"v": 2}"#).unwrap();
+    one_shot(&mut w, link);
+    assert_eq!(
+        body_of(&w, client, "doc-1"),
+        Some(serde_json::json!({"v": 2}))
+    );
+    assert_eq!(body_of(&w, hub, "doc-3"), Some(serde_json::json!({"v": 2})));
+    assert_eq!(
+        body_of(&w, client, "doc-2"),
+        None,
+        "unchanged: still not pulled"
+    );
+
+    // A replication started over with reset checkpoints sends everything again.
+    w.start_with_reset(link);
+    w.run_until_quiet(LIMIT).unwrap();
+    assert!(body_of(&w, client, "doc-2").is_some());
+    w.check_converged(&[hub, client]).unwrap();
+}

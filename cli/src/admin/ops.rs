@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use peerlite_proto::{Body, CollectionName, DocId, Seq};
 use peerlite_runtime::{IdentityAttributes, TlsIdentity};
-use peerlite_storage::{Database, Expected, StorageError};
+use peerlite_storage::{Database, Expected, Purged, StorageError};
 
 use super::api::{
     BlobEntry, BlobTotals, Change, CollectionInfo, Compacted, Doc, DocMeta, DocPage, Identity,
@@ -175,12 +175,25 @@ pub fn delete(db: &Database, c: &CollectionName, id: &DocId) -> OpResult<Written
     })
 }
 
-/// Removes every trace of a document here (peers keep their copies).
-pub fn purge(db: &Database, c: &CollectionName, id: &DocId) -> OpResult<()> {
+/// Removes every trace of these documents here (peers keep their copies), all or none:
+/// an unknown ID is refused by name and nothing is purged. Returns how many were.
+pub fn purge(db: &Database, c: &CollectionName, ids: &[DocId]) -> OpResult<usize> {
     existing(db, c)?;
-    match db.purge(c, id)? {
-        true => Ok(()),
-        false => Err(not_found(id, c)),
+    if ids.is_empty() {
+        return Err(Failure::BadRequest("no document to purge".into()));
+    }
+    match db.purge_documents(c, ids)? {
+        Purged::All(n) => Ok(n),
+        Purged::Unknown(unknown) => {
+            let names: Vec<String> = unknown
+                .iter()
+                .map(|id| format!("{:?}", id.as_str()))
+                .collect();
+            Err(Failure::NotFound(format!(
+                "no document {} in {c}: nothing was purged",
+                names.join(", ")
+            )))
+        }
     }
 }
 

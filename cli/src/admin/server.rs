@@ -313,6 +313,7 @@ fn router(state: AppState) -> Router {
             get(get_doc).put(put_doc).delete(delete_doc),
         )
         .route("/c/{collection}/purge/{id}", post(purge_doc))
+        .route("/c/{collection}/purge", post(purge_docs))
         .route("/c/{collection}/changes", get(changes))
         .route("/blobs", get(blobs).put(put_blob))
         .route("/blobs/{digest}", get(get_blob))
@@ -612,10 +613,35 @@ async fn purge_doc(
     UrlPath((collection, id)): UrlPath<(String, String)>,
 ) -> Response {
     let result = blocking(&s, move |db| {
-        ops::purge(db, &ops::collection(&collection)?, &ops::doc_id(&id)?)
+        ops::purge(db, &ops::collection(&collection)?, &[ops::doc_id(&id)?])
     })
     .await;
-    json(result.map(|()| serde_json::json!({"purged": true})))
+    json(result.map(|n| serde_json::json!({"purged": n})))
+}
+
+/// The body of `POST /c/{collection}/purge`.
+#[derive(Deserialize)]
+struct PurgeRequest {
+    ids: Vec<String>,
+}
+
+async fn purge_docs(
+    State(s): State<AppState>,
+    UrlPath(collection): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let result = blocking(&s, move |db| {
+        let request: PurgeRequest = serde_json::from_slice(&body)
+            .map_err(|e| Failure::BadRequest(format!("expected {{\"ids\": [\"ID\", …]}}: {e}")))?;
+        let ids = request
+            .ids
+            .iter()
+            .map(|id| ops::doc_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        ops::purge(db, &ops::collection(&collection)?, &ids)
+    })
+    .await;
+    json(result.map(|n| serde_json::json!({"purged": n})))
 }
 
 #[derive(Deserialize)]

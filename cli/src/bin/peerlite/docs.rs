@@ -75,12 +75,17 @@ pub(crate) fn rm(args: &DbArgs, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes every trace of a document here; peers keep their copies.
-pub(crate) fn purge(args: &DbArgs, id: &str) -> Result<(), String> {
-    let doc = doc_id(id)?;
+/// Removes every trace of documents here, all or none; peers keep their copies.
+pub(crate) fn purge(args: &DbArgs, ids: &[String]) -> Result<(), String> {
+    let docs = ids
+        .iter()
+        .map(|id| doc_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
     let (mut db, c) = args.open_existing()?;
-    db.purge(&c, &doc).map_err(|e| e.to_string())?;
-    println!("purged {id}");
+    match db.purge(&c, &docs).map_err(|e| e.to_string())? {
+        1 => println!("purged 1 document from {c}"),
+        n => println!("purged {n} documents from {c}"),
+    }
     Ok(())
 }
 

@@ -103,13 +103,14 @@ enum Command {
         /// Document ID.
         id: String,
     },
-    /// Remove every trace of a document from this database (not replicated: peers keep
-    /// their copies, and may send it back).
+    /// Remove every trace of documents from this database, all or none (not replicated:
+    /// peers keep their copies, and send one back only once it changes there).
     Purge {
         #[command(flatten)]
         db: DbArgs,
-        /// Document ID.
-        id: String,
+        /// Document IDs.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
     },
     /// List document IDs, one per line.
     Ls {
@@ -259,7 +260,7 @@ fn main() -> ExitCode {
             follow,
         } => inspect::changes(&db, since, json, follow),
         Command::Rm { db, id } => docs::rm(&db, &id),
-        Command::Purge { db, id } => docs::purge(&db, &id),
+        Command::Purge { db, ids } => docs::purge(&db, &ids),
         Command::Ls { db } => docs::ls(&db),
         Command::Import { db, file } => docs::import(&db, &file),
         Command::Export { db } => docs::export(&db),

@@ -82,16 +82,15 @@ impl Target {
         }
     }
 
-    pub(crate) fn purge(&mut self, c: &CollectionName, id: &DocId) -> OpResult<()> {
+    pub(crate) fn purge(&mut self, c: &CollectionName, ids: &[DocId]) -> OpResult<usize> {
         match self {
-            Target::Local { db, .. } => ops::purge(db, c, id),
+            Target::Local { db, .. } => ops::purge(db, c, ids),
             Target::Served(s) => {
-                let path = format!(
-                    "/c/{}/purge/{}",
-                    segment(&c.to_string()),
-                    segment(id.as_str())
-                );
-                s.get::<serde_json::Value>(Method::POST, &path).map(drop)
+                let path = format!("/c/{}/purge", segment(&c.to_string()));
+                let ids: Vec<&str> = ids.iter().map(DocId::as_str).collect();
+                let answer: serde_json::Value =
+                    s.send_json(Method::POST, &path, &serde_json::json!({ "ids": ids }))?;
+                Ok(answer["purged"].as_u64().unwrap_or_default() as usize)
             }
         }
     }
