@@ -181,6 +181,12 @@ fn every_document_blob_and_identity_command_answers_the_same_through_a_running_s
         vec!["changes", "--db", DB],
         vec!["changes", "--db", DB, "--since", "2", "--json"],
         vec!["collections", "--db", DB],
+        vec!["put", "--db", DB, "t1", "{}", "--collection", "app.trash"],
+        vec!["delete-collection", "--db", DB, "app.trash"],
+        vec!["delete-collection", "--db", DB, "app.trash"],
+        vec!["delete-collection", "--db", DB, "_default._default"],
+        vec!["delete-collection", "--db", DB, "no such"],
+        vec!["collections", "--db", DB],
         vec![
             "put",
             "--db",

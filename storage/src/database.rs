@@ -329,17 +329,85 @@ impl Database {
             keys::collection_meta_key(name.as_str()),
             id.to_be_bytes().to_vec(),
         );
+        // A collection deleted under this name continues its sequence: a peer's
+        // checkpoint of the old one must not skip the new one's changes.
+        let retired = keys::retired_seq_meta_key(name.as_str());
+        let last_seq = match self.inner.kv.get(Space::Meta, &retired)? {
+            Some(b) => Seq(u64::from_be_bytes(b.as_slice().try_into().map_err(
+                |_| StorageError::corrupt("collection", &retired, "last sequence is not 8 bytes"),
+            )?)),
+            None => Seq::ZERO,
+        };
+        if last_seq > Seq::ZERO {
+            batch.put(
+                Space::Meta,
+                keys::last_seq_meta_key(id),
+                last_seq.0.to_be_bytes().to_vec(),
+            );
+            batch.delete(Space::Meta, retired);
+        }
         self.inner.kv.commit(batch, self.inner.config.durability)?;
         let mut cat = self.write_catalog()?;
-        cat.collections.insert(
-            name.clone(),
-            CollectionState {
-                id,
-                last_seq: Seq::ZERO,
-            },
-        );
+        cat.collections
+            .insert(name.clone(), CollectionState { id, last_seq });
         cat.next_id = id + 1;
         Ok(())
+    }
+
+    /// Deletes a collection and every document in it — records, tombstones, changes feed
+    /// — in one atomic commit, and returns how many documents it held. Like a purge it is
+    /// not replicated: peers keep theirs. Blobs only its documents referred to are
+    /// reclaimed by [`Database::compact`]. The default collection cannot be deleted
+    /// ([`StorageError::DefaultCollection`]).
+    ///
+    /// ```
+    /// use peerlite_proto::{Body, CollectionName, DocId};
+    /// use peerlite_storage::Database;
+    ///
+    /// let db = Database::in_memory()?;
+    /// let notes: CollectionName = "app.notes".parse()?;
+    /// db.create_collection(&notes)?;
+    /// db.save(&notes, &DocId::new("n1")?, Body::from_json_str("{}")?)?;
+    /// assert_eq!(db.delete_collection(&notes)?, 1);
+    /// assert!(!db.has_collection(&notes)?);
+    /// assert!(db.delete_collection(&CollectionName::default()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete_collection(&self, name: &CollectionName) -> Result<u64, StorageError> {
+        if *name == CollectionName::default() {
+            return Err(StorageError::DefaultCollection);
+        }
+        let _w = self.lock_writer()?;
+        let state = self.collection(name)?;
+        let mut batch = WriteBatch::new();
+        let mut docs = 0;
+        for space in [Space::Docs, Space::Seq] {
+            let mut range = keys::collection_range(state.id);
+            loop {
+                let rows = self.inner.kv.scan(space, range.clone(), 1024)?;
+                let done = rows.len() < 1024;
+                if let Some((last, _)) = rows.last() {
+                    range.0 = std::ops::Bound::Excluded(last.clone());
+                }
+                for (key, _) in rows {
+                    docs += u64::from(space == Space::Docs);
+                    batch.delete(space, key);
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        batch.delete(Space::Meta, keys::collection_meta_key(name.as_str()));
+        batch.delete(Space::Meta, keys::last_seq_meta_key(state.id));
+        batch.put(
+            Space::Meta,
+            keys::retired_seq_meta_key(name.as_str()),
+            state.last_seq.0.to_be_bytes().to_vec(),
+        );
+        self.inner.kv.commit(batch, self.inner.config.durability)?;
+        self.write_catalog()?.collections.remove(name);
+        Ok(docs)
     }
 
     /// The collections, in name order.

@@ -85,6 +85,11 @@ pub enum StorageError {
     /// The database already holds the maximum number of collections.
     #[error("too many collections")]
     TooManyCollections,
+    /// The default collection was to be deleted.
+    #[error(
+        "the default collection cannot be deleted; purge its documents instead (Database::purge_documents, peerlite purge)"
+    )]
+    DefaultCollection,
     /// A document refers to a blob the database does not hold.
     #[error(
         "document {doc_id} refers to blob {digest}, which this database does not hold; save the blob first (Database::save_blob, or peerlite blob put)"

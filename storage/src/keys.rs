@@ -22,6 +22,9 @@ pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_UUID: &[u8] = b"uuid";
 pub(crate) const META_COLLECTION_PREFIX: &[u8] = b"coll/";
 const META_LAST_SEQ_PREFIX: &[u8] = b"lastseq/";
+/// The last sequence of a deleted collection, by name: a collection created again under
+/// that name continues after it, so peers' checkpoints never skip its new changes.
+const META_RETIRED_SEQ_PREFIX: &[u8] = b"retiredseq/";
 const META_BLOB_PREFIX: &[u8] = b"blob/";
 
 /// The content type of blob `digest`: `blob/` ‖ its 32 bytes.
@@ -86,6 +89,10 @@ pub(crate) fn seq_after(cid: CollectionId, since: Seq) -> (Bound<Vec<u8>>, Bound
 
 pub(crate) fn collection_meta_key(name: &str) -> Vec<u8> {
     [META_COLLECTION_PREFIX, name.as_bytes()].concat()
+}
+
+pub(crate) fn retired_seq_meta_key(name: &str) -> Vec<u8> {
+    [META_RETIRED_SEQ_PREFIX, name.as_bytes()].concat()
 }
 
 pub(crate) fn last_seq_meta_key(cid: CollectionId) -> Vec<u8> {

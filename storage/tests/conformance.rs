@@ -148,6 +148,7 @@ conformance!(
     reopen_keeps_documents_sequences_uuid_and_collections,
     collections_are_separate,
     purge_removes_everything_and_never_reuses_sequences,
+    deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence,
     local_documents,
     listeners_see_local_and_replicated_changes,
     visible_listeners_hear_first_and_can_read_the_change,
@@ -377,6 +378,59 @@ fn purge_removes_everything_and_never_reuses_sequences(h: &mut dyn Harness) {
     let db = h.open();
     // b had sequence 2, the highest; it must not be handed out again.
     assert_eq!(db.save(&dc(), &id("c"), body("{}")).unwrap().seq, Seq(3));
+}
+
+fn deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence(
+    h: &mut dyn Harness,
+) {
+    let notes: CollectionName = "app.notes".parse().unwrap();
+    let other: CollectionName = "app.other".parse().unwrap();
+    {
+        let db = h.open();
+        db.create_collection(&notes).unwrap();
+        db.create_collection(&other).unwrap();
+        for i in 0..2500 {
+            db.save(&notes, &id(&format!("n{i}")), body("{}")).unwrap();
+        }
+        db.delete(&notes, &id("n7"), peerlite_storage::Expected::Any)
+            .unwrap();
+        db.save(&other, &id("n1"), body(r#"{"kept": true}"#))
+            .unwrap();
+        db.save(&dc(), &id("d"), body("{}")).unwrap();
+        assert_eq!(
+            db.delete_collection(&notes).unwrap(),
+            2500,
+            "tombstones count"
+        );
+        assert_eq!(
+            db.delete_collection(&notes),
+            Err(StorageError::NoSuchCollection(notes.clone()))
+        );
+        assert_eq!(
+            db.delete_collection(&dc()),
+            Err(StorageError::DefaultCollection)
+        );
+        assert_eq!(db.collections().unwrap(), vec![dc(), other.clone()]);
+    }
+    let db = h.open();
+    assert_eq!(db.collections().unwrap(), vec![dc(), other.clone()]);
+    assert!(db.get(&other, &id("n1")).unwrap().is_some());
+    assert!(db.get(&dc(), &id("d")).unwrap().is_some());
+    // Created again: empty, and its sequence goes on after the deleted one's 2,501.
+    db.create_collection(&notes).unwrap();
+    assert_eq!(db.get(&notes, &id("n1")).unwrap(), None);
+    assert!(db.changes(&notes, Seq::ZERO, 10).unwrap().is_empty());
+    assert_eq!(
+        db.save(&notes, &id("new"), body("{}")).unwrap().seq,
+        Seq(2502)
+    );
+    drop(db);
+    let db = h.open();
+    assert_eq!(db.changes(&notes, Seq::ZERO, 10).unwrap().len(), 1);
+    assert_eq!(
+        db.save(&notes, &id("newer"), body("{}")).unwrap().seq,
+        Seq(2503)
+    );
 }
 
 fn local_documents(h: &mut dyn Harness) {

@@ -57,9 +57,9 @@ impl Failure {
 impl From<StorageError> for Failure {
     fn from(e: StorageError) -> Failure {
         match e {
-            StorageError::MissingBlob { .. } | StorageError::BlobTooLarge { .. } => {
-                Failure::BadRequest(e.to_string())
-            }
+            StorageError::MissingBlob { .. }
+            | StorageError::BlobTooLarge { .. }
+            | StorageError::DefaultCollection => Failure::BadRequest(e.to_string()),
             other => Failure::Internal(other.to_string()),
         }
     }
@@ -262,6 +262,13 @@ pub fn changes(
 /// The collections, `scope.name`.
 pub fn collections(db: &Database) -> OpResult<Vec<String>> {
     Ok(db.collections()?.iter().map(ToString::to_string).collect())
+}
+
+/// Deletes a collection and every document in it here (not replicated); returns how
+/// many documents it held.
+pub fn delete_collection(db: &Database, c: &CollectionName) -> OpResult<u64> {
+    existing(db, c)?;
+    Ok(db.delete_collection(c)?)
 }
 
 /// What the database at `path` holds: collections with live documents, tombstones and

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Reque
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use peerlite_runtime::{Gate, ListenerMonitor, Refusal};
 use peerlite_storage::Database;
 use serde::Deserialize;
@@ -307,6 +307,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/info", get(info))
         .route("/collections", get(collections))
+        .route("/collections/{collection}", delete(delete_collection))
         .route("/c/{collection}/docs", get(list).post(import))
         .route(
             "/c/{collection}/docs/{id}",
@@ -476,6 +477,17 @@ async fn info(State(s): State<AppState>) -> Response {
 
 async fn collections(State(s): State<AppState>) -> Response {
     json(blocking(&s, ops::collections).await)
+}
+
+async fn delete_collection(
+    State(s): State<AppState>,
+    UrlPath(collection): UrlPath<String>,
+) -> Response {
+    let result = blocking(&s, move |db| {
+        ops::delete_collection(db, &ops::collection(&collection)?)
+    })
+    .await;
+    json(result.map(|n| serde_json::json!({ "documents": n })))
 }
 
 #[derive(Deserialize)]

@@ -159,6 +159,17 @@ pub(crate) fn export(args: &DbArgs) -> Result<(), String> {
     out.flush().map_err(|e| e.to_string())
 }
 
+/// Deletes a collection and its documents here; peers keep theirs.
+pub(crate) fn delete_collection(db: &Path, name: &str) -> Result<(), String> {
+    let c: peerlite_proto::CollectionName = name
+        .parse()
+        .map_err(|e| format!("invalid collection {name:?}: {e}"))?;
+    let mut db = Target::open_existing(db)?;
+    let n = db.delete_collection(&c).map_err(|e| e.to_string())?;
+    println!("deleted collection {c} and its {n} documents");
+    Ok(())
+}
+
 pub(crate) fn collections(db: &Path) -> Result<(), String> {
     let mut db = Target::open_existing(db)?;
     for c in db.collections().map_err(|e| e.to_string())? {

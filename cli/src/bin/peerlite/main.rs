@@ -135,6 +135,15 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
+    /// Delete a collection and every document in it from this database (not replicated:
+    /// peers keep theirs). The default collection cannot be deleted.
+    DeleteCollection {
+        /// Database directory (it must exist).
+        #[arg(long)]
+        db: PathBuf,
+        /// The collection, as SCOPE.NAME.
+        collection: String,
+    },
     /// Store, read and list blobs: files that documents refer to.
     Blob {
         #[command(subcommand)]
@@ -265,6 +274,7 @@ fn main() -> ExitCode {
         Command::Import { db, file } => docs::import(&db, &file),
         Command::Export { db } => docs::export(&db),
         Command::Collections { db } => docs::collections(&db),
+        Command::DeleteCollection { db, collection } => docs::delete_collection(&db, &collection),
         Command::Identity { db, command } => identity::run(&db, command),
         Command::Replay(args) => replay::run(&args),
         Command::Demo { docs } => demo::run(docs),

@@ -174,6 +174,17 @@ impl Target {
         }
     }
 
+    pub(crate) fn delete_collection(&mut self, c: &CollectionName) -> OpResult<u64> {
+        match self {
+            Target::Local { db, .. } => ops::delete_collection(db, c),
+            Target::Served(s) => {
+                let path = format!("/collections/{}", segment(&c.to_string()));
+                let answer: serde_json::Value = s.get(Method::DELETE, &path)?;
+                Ok(answer["documents"].as_u64().unwrap_or_default())
+            }
+        }
+    }
+
     pub(crate) fn info(&mut self) -> OpResult<Info> {
         match self {
             Target::Local { db, path } => ops::info(db, path),
