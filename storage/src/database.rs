@@ -398,6 +398,15 @@ impl Database {
                 }
             }
         }
+        // Its documents' expirations.
+        let expiring =
+            self.inner
+                .kv
+                .scan(Space::Meta, keys::expires_range(state.id), usize::MAX)?;
+        for (key, _) in expiring {
+            let id = keys::doc_id_from_key(&key[keys::META_EXPIRES_PREFIX.len()..])?;
+            self.stage_expiration_removal(&mut batch, state.id, &id)?;
+        }
         batch.delete(Space::Meta, keys::collection_meta_key(name.as_str()));
         batch.delete(Space::Meta, keys::last_seq_meta_key(state.id));
         batch.put(
@@ -701,6 +710,7 @@ impl Database {
                 Some(rec) => {
                     batch.delete(Space::Docs, keys::doc_key(state.id, id));
                     batch.delete(Space::Seq, keys::seq_key(state.id, rec.seq));
+                    self.stage_expiration_removal(&mut batch, state.id, id)?;
                 }
                 None => unknown.push(id.clone()),
             }

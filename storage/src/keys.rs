@@ -99,6 +99,53 @@ pub(crate) fn last_seq_meta_key(cid: CollectionId) -> Vec<u8> {
     [META_LAST_SEQ_PREFIX, &cid.to_be_bytes()].concat()
 }
 
+/// A document's expiration: collection id ‖ document ID → milliseconds since the epoch.
+pub(crate) const META_EXPIRES_PREFIX: &[u8] = b"expires/";
+/// Expirations in time order: milliseconds (big-endian) ‖ collection id ‖ document ID.
+pub(crate) const META_EXPIRY_QUEUE_PREFIX: &[u8] = b"expiryq/";
+
+pub(crate) fn expires_key(cid: CollectionId, id: &DocId) -> Vec<u8> {
+    [META_EXPIRES_PREFIX, &doc_key(cid, id)].concat()
+}
+
+/// The expirations of one collection's documents.
+pub(crate) fn expires_range(cid: CollectionId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (
+        Bound::Included([META_EXPIRES_PREFIX, &cid.to_be_bytes()].concat()),
+        Bound::Excluded([META_EXPIRES_PREFIX, &cid.saturating_add(1).to_be_bytes()].concat()),
+    )
+}
+
+pub(crate) fn expiry_queue_key(at_ms: u64, cid: CollectionId, id: &DocId) -> Vec<u8> {
+    [
+        META_EXPIRY_QUEUE_PREFIX,
+        &at_ms.to_be_bytes(),
+        &doc_key(cid, id),
+    ]
+    .concat()
+}
+
+/// The time, collection id and document of an expiry-queue key.
+pub(crate) fn expiry_from_queue_key(
+    key: &[u8],
+) -> Result<(u64, CollectionId, DocId), StorageError> {
+    let rest = key
+        .strip_prefix(META_EXPIRY_QUEUE_PREFIX)
+        .filter(|r| r.len() > 12)
+        .ok_or_else(|| StorageError::corrupt("expiry", key, "key too short"))?;
+    let (at, doc) = rest.split_at(8);
+    let at = u64::from_be_bytes(
+        at.try_into()
+            .map_err(|_| StorageError::corrupt("expiry", key, "bad time"))?,
+    );
+    let cid = CollectionId::from_be_bytes(
+        doc[..4]
+            .try_into()
+            .map_err(|_| StorageError::corrupt("expiry", key, "bad collection"))?,
+    );
+    Ok((at, cid, doc_id_from_key(doc)?))
+}
+
 pub(crate) fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let mut end = prefix.to_vec();
     // Prefixes used here are ASCII and end in '/', so incrementing the last byte is safe.

@@ -45,6 +45,7 @@ mod cbor_io;
 mod create;
 mod database;
 mod error;
+mod expiry;
 mod fjall_backend;
 mod keys;
 mod kv;

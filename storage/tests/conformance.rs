@@ -149,6 +149,7 @@ conformance!(
     collections_are_separate,
     purge_removes_everything_and_never_reuses_sequences,
     deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence,
+    expired_documents_are_purged_at_the_time_given_and_not_before,
     local_documents,
     listeners_see_local_and_replicated_changes,
     visible_listeners_hear_first_and_can_read_the_change,
@@ -431,6 +432,76 @@ fn deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence(
         db.save(&notes, &id("newer"), body("{}")).unwrap().seq,
         Seq(2503)
     );
+}
+
+fn expired_documents_are_purged_at_the_time_given_and_not_before(h: &mut dyn Harness) {
+    use std::time::{Duration, SystemTime};
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let notes: CollectionName = "app.notes".parse().unwrap();
+    {
+        let db = h.open();
+        db.create_collection(&notes).unwrap();
+        assert_eq!(
+            db.set_expiration(&dc(), &id("ghost"), Some(at(1))),
+            Err(StorageError::NotFound {
+                collection: dc(),
+                doc_id: id("ghost")
+            })
+        );
+        for i in 0..2500 {
+            db.save(&dc(), &id(&format!("e{i}")), body("{}")).unwrap();
+            db.set_expiration(&dc(), &id(&format!("e{i}")), Some(at(100)))
+                .unwrap();
+        }
+        db.save(&dc(), &id("keep"), body("{}")).unwrap();
+        db.save(&dc(), &id("later"), body("{}")).unwrap();
+        db.set_expiration(&dc(), &id("later"), Some(at(10)))
+            .unwrap();
+        db.set_expiration(&dc(), &id("later"), Some(at(200)))
+            .unwrap();
+        // An update and a deletion keep the expiration; a tombstone expires too.
+        db.save(&dc(), &id("later"), body(r#"{"v": 2}"#)).unwrap();
+        db.save(&dc(), &id("gone"), body("{}")).unwrap();
+        db.set_expiration(&dc(), &id("gone"), Some(at(50))).unwrap();
+        db.delete(&dc(), &id("gone"), peerlite_storage::Expected::Any)
+            .unwrap();
+        // Cleared, purged or in a deleted collection: no longer expiring.
+        db.save(&dc(), &id("cleared"), body("{}")).unwrap();
+        db.set_expiration(&dc(), &id("cleared"), Some(at(5)))
+            .unwrap();
+        db.set_expiration(&dc(), &id("cleared"), None).unwrap();
+        db.save(&dc(), &id("purged"), body("{}")).unwrap();
+        db.set_expiration(&dc(), &id("purged"), Some(at(5)))
+            .unwrap();
+        assert!(db.purge(&dc(), &id("purged")).unwrap());
+        db.save(&notes, &id("n"), body("{}")).unwrap();
+        db.set_expiration(&notes, &id("n"), Some(at(1))).unwrap();
+        db.delete_collection(&notes).unwrap();
+        assert_eq!(db.expiration(&dc(), &id("later")).unwrap(), Some(at(200)));
+        assert_eq!(db.expiration(&dc(), &id("cleared")).unwrap(), None);
+    }
+    let db = h.open();
+    assert_eq!(db.next_expiration().unwrap(), Some(at(50)));
+    assert_eq!(db.purge_expired(at(49)).unwrap(), 0);
+    assert_eq!(db.purge_expired(at(50)).unwrap(), 1, "the tombstone");
+    assert_eq!(db.rev_tree(&dc(), &id("gone")).unwrap(), None);
+    assert_eq!(db.next_expiration().unwrap(), Some(at(100)));
+    let before = db.changes(&dc(), Seq::ZERO, 10_000).unwrap().len();
+    assert_eq!(db.purge_expired(at(150)).unwrap(), 2500);
+    assert_eq!(
+        db.changes(&dc(), Seq::ZERO, 10_000).unwrap().len(),
+        before - 2500,
+        "no tombstone, no change left behind"
+    );
+    assert!(db.get(&dc(), &id("e7")).unwrap().is_none());
+    assert!(db.get(&dc(), &id("later")).unwrap().is_some());
+    assert_eq!(db.next_expiration().unwrap(), Some(at(200)));
+    assert_eq!(db.purge_expired(at(1_000)).unwrap(), 1);
+    assert_eq!(db.next_expiration().unwrap(), None);
+    for kept in ["keep", "cleared"] {
+        assert!(db.get(&dc(), &id(kept)).unwrap().is_some(), "{kept}");
+    }
 }
 
 fn local_documents(h: &mut dyn Harness) {
