@@ -704,3 +704,73 @@ fn only_the_owner_gets_through_the_admin_socket() {
     assert_eq!(status, 200);
     assert!(terminate(server));
 }
+
+#[test]
+fn documents_expire_when_due_served_or_not_and_expiration_is_not_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop.db");
+    let phone = dir.path().join("phone.db");
+    let (l, p) = (laptop.to_str().unwrap(), phone.to_str().unwrap());
+    let wait = |ms| std::thread::sleep(Duration::from_millis(ms));
+
+    // Not served: a command that opens the database purges what is due first.
+    ok(&["put", "--db", l, "a", r#"{"n": 1}"#, "--expires-in", "1s"]);
+    ok(&["put", "--db", l, "b", r#"{"n": 2}"#]);
+    ok(&["expire", "--db", l, "b", "--in", "1h"]);
+    assert!(ok(&["expire", "--db", l, "b"]).starts_with("b expires at 20"));
+    assert_eq!(
+        ok(&["expire", "--db", l, "b", "--never"]),
+        "b never expires\n"
+    );
+    // Refused, changing nothing: a time in the past, a bad time or duration, no document.
+    let (code, _, err) = run(&["expire", "--db", l, "b", "--at", "2020-01-01T00:00:00Z"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is in the past") && err.contains("purge"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["expire", "--db", l, "b", "--at", "tomorrow"]);
+    assert!(code == 1 && err.contains("RFC 3339"), "{err}");
+    let (code, _, err) = run(&["expire", "--db", l, "b", "--in", "soon"]);
+    assert!(code == 2 && err.contains("90s, 30m, 2h or 7d"), "{err}");
+    let (code, _, err) = run(&["expire", "--db", l, "ghost", "--in", "1h"]);
+    assert!(code == 1 && err.contains("not found"), "{err}");
+    let (code, _, err) = run(&["expire", "--db", l, "b", "--in", "1h", "--never"]);
+    assert_eq!(code, 2, "{err}");
+    wait(1100);
+    assert_eq!(ok(&["ls", "--db", l]), "b\n");
+    let changes = ok(&["changes", "--db", l, "--json"]);
+    assert_eq!(changes.lines().count(), 1, "no tombstone: {changes}");
+
+    // Expiration is local: the phone pulls d, which does not expire there.
+    ok(&["put", "--db", l, "d", r#"{"n": 4}"#, "--expires-in", "3s"]);
+    let (server, url) = serve(&laptop, &[]);
+    let pull = |url: &str| {
+        ok(&[
+            "sync",
+            url,
+            "--db",
+            p,
+            "--pull",
+            "--user",
+            "sync:pw",
+            "--accept-self-signed",
+        ])
+    };
+    assert!(pull(&url).starts_with("pushed 0, pulled 2"));
+    assert_eq!(ok(&["expire", "--db", p, "d"]), "d never expires\n");
+    // Served: the server purges it when due, and a put through it expires as well.
+    ok(&["put", "--db", l, "e", r#"{"n": 5}"#, "--expires-in", "1s"]);
+    assert!(ok(&["expire", "--db", l, "e"]).starts_with("e expires at 20"));
+    assert_eq!(ok(&["ls", "--db", l]), "b\nd\ne\n");
+    wait(3300);
+    assert_eq!(
+        ok(&["ls", "--db", l]),
+        "b\n",
+        "purged by the running server"
+    );
+    // Nothing was replicated for them: the phone keeps d, and pulls nothing.
+    assert!(pull(&url).starts_with("pushed 0, pulled 0"));
+    assert!(terminate(server));
+    assert_eq!(ok(&["ls", "--db", p]), "b\nd\n");
+}

@@ -242,3 +242,12 @@ pub struct ErrorBody {
     /// What went wrong and, where there is one, the fix.
     pub error: String,
 }
+
+/// A document's expiration (`peerlite expire`, `GET`/`PUT /c/{c}/docs/{id}/expiration`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiration {
+    /// The document.
+    pub id: String,
+    /// When it expires (RFC 3339), or `None`: never.
+    pub expires: Option<String>,
+}

@@ -10,8 +10,8 @@ use peerlite_runtime::{IdentityAttributes, TlsIdentity};
 use peerlite_storage::{Database, Expected, Purged, StorageError};
 
 use super::api::{
-    BlobEntry, BlobTotals, Change, CollectionInfo, Compacted, Doc, DocMeta, DocPage, Identity,
-    Imported, Info, Leaf, NewIdentity, Written,
+    BlobEntry, BlobTotals, Change, CollectionInfo, Compacted, Doc, DocMeta, DocPage, Expiration,
+    Identity, Imported, Info, Leaf, NewIdentity, Written,
 };
 
 /// Why an operation failed; its message names the cause and, where there is one, the
@@ -264,6 +264,47 @@ pub fn collections(db: &Database) -> OpResult<Vec<String>> {
     Ok(db.collections()?.iter().map(ToString::to_string).collect())
 }
 
+/// Sets or clears when a document expires: it is then purged — no tombstone, nothing
+/// replicated; expiration is local to this database. A time in the past is refused (to
+/// remove a document now, purge it).
+pub fn set_expiration(
+    db: &Database,
+    c: &CollectionName,
+    id: &DocId,
+    at: Option<SystemTime>,
+) -> OpResult<Expiration> {
+    existing(db, c)?;
+    if let Some(t) = at
+        && t <= SystemTime::now()
+    {
+        return Err(Failure::BadRequest(format!(
+            "the expiration {} is in the past: to remove {:?} now, purge it",
+            format_time(t),
+            id.as_str()
+        )));
+    }
+    match db.set_expiration(c, id, at) {
+        Err(StorageError::NotFound { .. }) => return Err(not_found(id, c)),
+        other => other?,
+    }
+    Ok(Expiration {
+        id: id.to_string(),
+        expires: at.map(format_time),
+    })
+}
+
+/// When a document expires.
+pub fn expiration(db: &Database, c: &CollectionName, id: &DocId) -> OpResult<Expiration> {
+    existing(db, c)?;
+    if db.rev_tree(c, id)?.is_none() {
+        return Err(not_found(id, c));
+    }
+    Ok(Expiration {
+        id: id.to_string(),
+        expires: db.expiration(c, id)?.map(format_time),
+    })
+}
+
 /// Deletes a collection and every document in it here (not replicated); returns how
 /// many documents it held.
 pub fn delete_collection(db: &Database, c: &CollectionName) -> OpResult<u64> {
@@ -358,7 +399,7 @@ pub fn parse_time(text: &str) -> OpResult<SystemTime> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| {
             Failure::BadRequest(format!(
-                "invalid --expiration {text:?} (use RFC 3339, e.g. 2030-01-01T00:00:00Z): {e}"
+                "invalid time {text:?} (use RFC 3339, e.g. 2030-01-01T00:00:00Z): {e}"
             ))
         })?;
     Ok(t.into())

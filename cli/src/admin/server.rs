@@ -313,6 +313,10 @@ fn router(state: AppState) -> Router {
             "/c/{collection}/docs/{id}",
             get(get_doc).put(put_doc).delete(delete_doc),
         )
+        .route(
+            "/c/{collection}/docs/{id}/expiration",
+            get(get_expiration).put(put_expiration),
+        )
         .route("/c/{collection}/purge/{id}", post(purge_doc))
         .route("/c/{collection}/purge", post(purge_docs))
         .route("/c/{collection}/changes", get(changes))
@@ -563,6 +567,44 @@ pub fn split_id(
 struct DocQuery {
     #[serde(default)]
     meta: bool,
+}
+
+/// The body of `PUT /c/{collection}/docs/{id}/expiration`.
+#[derive(Deserialize)]
+struct ExpirationRequest {
+    /// RFC 3339, or null: never.
+    at: Option<String>,
+}
+
+async fn get_expiration(
+    State(s): State<AppState>,
+    UrlPath((collection, id)): UrlPath<(String, String)>,
+) -> Response {
+    json(
+        blocking(&s, move |db| {
+            ops::expiration(db, &ops::collection(&collection)?, &ops::doc_id(&id)?)
+        })
+        .await,
+    )
+}
+
+async fn put_expiration(
+    State(s): State<AppState>,
+    UrlPath((collection, id)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    json(
+        blocking(&s, move |db| {
+            let request: ExpirationRequest = serde_json::from_slice(&body).map_err(|e| {
+                Failure::BadRequest(format!(
+                    "expected {{\"at\": \"2030-01-01T00:00:00Z\"}} or {{\"at\": null}}: {e}"
+                ))
+            })?;
+            let at = request.at.as_deref().map(ops::parse_time).transpose()?;
+            ops::set_expiration(db, &ops::collection(&collection)?, &ops::doc_id(&id)?, at)
+        })
+        .await,
+    )
 }
 
 async fn get_doc(

@@ -17,11 +17,51 @@ fn doc_id(id: &str) -> Result<DocId, String> {
 /// Saves a document; `json` is the body, or `-` to read it from standard input (for
 /// bodies larger than a command line allows). Prints the current revision; saving the
 /// body the document already has changes nothing.
+/// A duration such as `90s`, `30m`, `2h` or `7d`, for clap.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the duration must be above zero".into()),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration such as 90s, 30m, 2h or 7d: {e}"
+        )),
+    }
+}
+
+/// Shows or sets when a document expires.
+pub(crate) fn expire(
+    args: &DbArgs,
+    id: &str,
+    at: Option<&str>,
+    after: Option<std::time::Duration>,
+    never: bool,
+) -> Result<(), String> {
+    let doc = doc_id(id)?;
+    let when = match (at, after) {
+        (Some(t), _) => Some(Some(ops::parse_time(t).map_err(|e| e.to_string())?)),
+        (None, Some(d)) => Some(Some(std::time::SystemTime::now() + d)),
+        (None, None) if never => Some(None),
+        (None, None) => None,
+    };
+    let (mut db, c) = args.open_existing()?;
+    let e = match when {
+        Some(at) => db.set_expiration(&c, &doc, at),
+        None => db.expiration(&c, &doc),
+    }
+    .map_err(|e| e.to_string())?;
+    match e.expires {
+        Some(t) => println!("{} expires at {t}", e.id),
+        None => println!("{} never expires", e.id),
+    }
+    Ok(())
+}
+
 pub(crate) fn put(
     args: &DbArgs,
     id: &str,
     json: &str,
     attach: &[(String, PathBuf)],
+    expires_in: Option<std::time::Duration>,
 ) -> Result<(), String> {
     let id = doc_id(id)?;
     let text = if json == "-" {
@@ -51,6 +91,14 @@ pub(crate) fn put(
     }
     let w = db.put(&c, &id, body).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
+    if let Some(d) = expires_in {
+        let e = db
+            .set_expiration(&c, &id, Some(std::time::SystemTime::now() + d))
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = e.expires {
+            eprintln!("{} expires at {t}", e.id);
+        }
+    }
     Ok(())
 }
 

@@ -55,6 +55,27 @@ enum Command {
         /// Store FILE as a blob and set the body's key NAME to its reference (repeatable).
         #[arg(long, value_name = "NAME=FILE", value_parser = blobs::parse_attach)]
         attach: Vec<(String, PathBuf)>,
+        /// The document expires this long after now (90s, 30m, 2h, 7d): it is then
+        /// purged here, not deleted, and nothing is replicated for it.
+        #[arg(long, value_name = "DURATION", value_parser = docs::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// Show or set when a document expires: it is then purged from this database — no
+    /// tombstone, nothing replicated (expiration is local; peers keep their copies).
+    Expire {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Document ID.
+        id: String,
+        /// Expire at this RFC 3339 time (2030-01-01T00:00:00Z).
+        #[arg(long, value_name = "TIME", group = "when")]
+        at: Option<String>,
+        /// Expire this long after now (90s, 30m, 2h, 7d).
+        #[arg(long = "in", value_name = "DURATION", group = "when", value_parser = docs::parse_duration)]
+        after: Option<std::time::Duration>,
+        /// Never expire.
+        #[arg(long, group = "when")]
+        never: bool,
     },
     /// Print a document's body as JSON (or, with --meta, its revision, sequence, other
     /// leaves and history too).
@@ -220,8 +241,22 @@ fn open_db_with(path: &std::path::Path, max_blob_bytes: u64) -> Result<Database,
         max_blob_bytes,
         ..Default::default()
     };
-    Database::open_with_config(path, config)
-        .map_err(|e| format!("cannot open database {}: {e}", path.display()))
+    let db = Database::open_with_config(path, config)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    // What expired while nothing held the database goes first: an expired document is
+    // never read or sent.
+    purge_expired(&db);
+    Ok(db)
+}
+
+/// Purges the documents whose expiration has passed (logged; a failure is a warning:
+/// the next open or timer tries again).
+fn purge_expired(db: &Database) {
+    match db.purge_expired(std::time::SystemTime::now()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "expired documents purged"),
+        Err(e) => tracing::warn!(error = %e, "expired documents could not be purged"),
+    }
 }
 
 /// Opens a database that must already exist: reading commands never create one.
@@ -251,7 +286,15 @@ fn main() -> ExitCode {
             id,
             json,
             attach,
-        } => docs::put(&db, &id, &json, &attach),
+            expires_in,
+        } => docs::put(&db, &id, &json, &attach, expires_in),
+        Command::Expire {
+            db,
+            id,
+            at,
+            after,
+            never,
+        } => docs::expire(&db, &id, at.as_deref(), after, never),
         Command::Blob { command } => blobs::run(command),
         Command::Compact { db } => blobs::compact(&db),
         Command::Get {

@@ -3,10 +3,12 @@
 //! the same operations (`peerlite_cli::admin::ops`) run and the same answers come back.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use hyper::Method;
 use peerlite_cli::admin::api::{
-    BlobEntry, Change, Compacted, DocMeta, DocPage, Identity, Imported, Info, NewIdentity, Written,
+    BlobEntry, Change, Compacted, DocMeta, DocPage, Expiration, Identity, Imported, Info,
+    NewIdentity, Written,
 };
 use peerlite_cli::admin::ops::{self, OpResult};
 use peerlite_cli::admin::{Client, segment};
@@ -171,6 +173,29 @@ impl Target {
         match self {
             Target::Local { db, .. } => ops::collections(db),
             Target::Served(s) => s.get(Method::GET, "/collections"),
+        }
+    }
+
+    pub(crate) fn set_expiration(
+        &mut self,
+        c: &CollectionName,
+        id: &DocId,
+        at: Option<SystemTime>,
+    ) -> OpResult<Expiration> {
+        match self {
+            Target::Local { db, .. } => ops::set_expiration(db, c, id, at),
+            Target::Served(s) => {
+                let at = at.map(ops::format_time);
+                let path = format!("{}/expiration", doc_path(c, id));
+                s.send_json(Method::PUT, &path, &serde_json::json!({ "at": at }))
+            }
+        }
+    }
+
+    pub(crate) fn expiration(&mut self, c: &CollectionName, id: &DocId) -> OpResult<Expiration> {
+        match self {
+            Target::Local { db, .. } => ops::expiration(db, c, id),
+            Target::Served(s) => s.get(Method::GET, &format!("{}/expiration", doc_path(c, id))),
         }
     }
 
