@@ -25,6 +25,7 @@ mod custom;
 mod drive;
 mod error;
 mod executor;
+mod expiry;
 mod gate;
 mod listener;
 mod record;

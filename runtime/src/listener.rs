@@ -267,6 +267,8 @@ pub struct Listener<R: Runtime> {
     shared: Arc<Shared>,
     stop: Sender<()>,
     task: R::Task,
+    /// Purges the database's documents as they expire, while the listener runs.
+    _expiry: R::Task,
 }
 
 impl<R: Runtime> fmt::Debug for Listener<R> {
@@ -347,6 +349,7 @@ impl<R: Runtime> Listener<R> {
             max_frame_bytes: config.max_frame_bytes,
         });
         let passive = Settings::of(&config);
+        let expiry = rt.spawn(crate::expiry::purge_on_expiry(rt.clone(), db.clone()));
         let (stop, stopped) = async_channel::bounded(1);
         let serving = Serving {
             rt: rt.clone(),
@@ -365,6 +368,7 @@ impl<R: Runtime> Listener<R> {
             shared,
             stop,
             task,
+            _expiry: expiry,
         })
     }
 

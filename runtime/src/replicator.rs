@@ -197,6 +197,8 @@ pub struct Replicator<R: Runtime> {
     tx: Sender<Msg<Control>>,
     db_listener: ListenerToken,
     _task: R::Task,
+    /// Purges the database's documents as they expire, while the replicator exists.
+    _expiry: R::Task,
 }
 
 impl<R: Runtime> fmt::Debug for Replicator<R> {
@@ -319,6 +321,7 @@ impl<R: Runtime> Replicator<R> {
             last_connect_error: None,
         };
         let storage = crate::storage_worker::spawn(db.clone(), tx.clone(), Msg::Storage);
+        let expiry = rt.spawn(crate::expiry::purge_on_expiry(rt.clone(), db.clone()));
         let task = rt.spawn(async move {
             let mut link = Link::none();
             let rt = driver.rt.clone();
@@ -331,6 +334,7 @@ impl<R: Runtime> Replicator<R> {
             tx,
             db_listener,
             _task: task,
+            _expiry: expiry,
         })
     }
 

@@ -999,3 +999,37 @@ fn stats_count_documents_frames_bytes_sessions_refusals_and_storage_time() {
         listener.stop().await;
     });
 }
+
+#[test]
+fn a_running_listener_or_replicator_purges_documents_as_they_expire() {
+    block_on(async {
+        let server = Database::in_memory().unwrap();
+        let client = Database::in_memory().unwrap();
+        put(&server, "short", "{}");
+        put(&server, "kept", "{}");
+        put(&client, "short", "{}");
+        let soon = SystemTime::now() + Duration::from_millis(400);
+        server.set_expiration(&dc(), &id("short"), Some(soon)).unwrap();
+        let listener = Listener::start(server.clone(), plain()).await.unwrap();
+        // A replicator that exists (not even started) purges its database too.
+        let replicator = Replicator::new(
+            client.clone(),
+            ReplicatorConfiguration::new(url(&listener, "ws")),
+        )
+        .unwrap();
+        client.set_expiration(&dc(), &id("short"), Some(soon)).unwrap();
+        assert!(has(&server, "short") && has(&client, "short"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while (has(&server, "short") || has(&client, "short"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(SystemTime::now() >= soon, "not before its time");
+        assert!(!has(&server, "short") && !has(&client, "short"));
+        assert!(has(&server, "kept"));
+        assert!(server.changes(&dc(), peerlite_proto::Seq::ZERO, 10).unwrap().len() == 1);
+        drop(replicator);
+        listener.stop().await;
+    });
+}

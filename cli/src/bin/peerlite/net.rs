@@ -373,7 +373,6 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
     rt.block_on(async {
         // Opened once every option is known good, so a bad one creates no database.
         let db = crate::open_db_with(&args.db, args.max_blob_bytes)?;
-        let expiry = tokio::spawn(purge_on_expiry(db.clone()));
         let listener = Listener::start(db.clone(), config)
             .await
             .map_err(|e| e.to_string())?;
@@ -415,38 +414,12 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         let _ = out.flush();
         drop(out);
         let _ = stop.recv().await;
-        expiry.abort();
         if let Some(admin) = admin {
             admin.stop().await;
         }
         listener.stop().await;
         Ok(())
     })
-}
-
-/// While a database is served: purges documents as they expire. It sleeps until the
-/// next expiration, but at most a second, so one set meanwhile (through the admin
-/// interface) is purged within a second of its time.
-async fn purge_on_expiry(db: peerlite_storage::Database) {
-    const AT_MOST: std::time::Duration = std::time::Duration::from_secs(1);
-    loop {
-        let next = {
-            let db = db.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::purge_expired(&db);
-                db.next_expiration()
-            })
-            .await
-        };
-        let wait = match next {
-            Ok(Ok(Some(at))) => at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-                .min(AT_MOST),
-            _ => AT_MOST,
-        };
-        tokio::time::sleep(wait).await;
-    }
 }
 
 pub(crate) fn sync(args: SyncArgs) -> Result<(), String> {
