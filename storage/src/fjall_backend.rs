@@ -163,6 +163,19 @@ impl KvBackend for FjallKv {
         Ok(out)
     }
 
+    fn compact(&self) -> Result<u64, KvError> {
+        let before = self.db.disk_space().map_err(map_err)?;
+        for keyspace in &self.spaces {
+            // fjall 3.1 keeps its major compaction hidden from its docs (its own tests
+            // use it): it merges every table of the keyspace without what was deleted or
+            // overwritten, blocking until done. The journal is not rewritten: it goes
+            // as fjall rotates it.
+            keyspace.major_compact().map_err(map_err)?;
+        }
+        let after = self.db.disk_space().map_err(map_err)?;
+        Ok(before.saturating_sub(after))
+    }
+
     fn commit(&self, batch: WriteBatch, durability: Durability) -> Result<(), KvError> {
         let mode = match durability {
             Durability::Sync => Some(PersistMode::SyncData),

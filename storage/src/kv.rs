@@ -131,4 +131,11 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Makes every commit so far durable (as [`Durability::Sync`]).
     fn persist(&self) -> Result<(), KvError>;
+
+    /// Rewrites the store's files so that deleted and overwritten data gives its space
+    /// back, blocking until done; returns the bytes the store's files shrank by. A store
+    /// with nothing to rewrite (in memory) does nothing.
+    fn compact(&self) -> Result<u64, KvError> {
+        Ok(0)
+    }
 }

@@ -187,6 +187,11 @@ impl<B: KvBackend> CachedKv<B> {
 }
 
 impl<B: KvBackend> KvBackend for CachedKv<B> {
+    fn compact(&self) -> Result<u64, KvError> {
+        // Compaction rewrites files, not values: what the cache holds stays true.
+        self.inner().compact()
+    }
+
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         if space == Space::Docs
             && self.capacity > 0

@@ -117,7 +117,11 @@ pub fn body_decode(data: &[u8]) {
         // references, and itself once redacted again.
         let redacted = peerlite_proto::record::redact_body(&body);
         assert_eq!(redacted.len(), body.len(), "a placeholder keeps the length");
-        assert_eq!(redacted.blobs().ok(), body.blobs().ok(), "and the blob references");
+        assert_eq!(
+            redacted.blobs().ok(),
+            body.blobs().ok(),
+            "and the blob references"
+        );
         assert_eq!(peerlite_proto::record::redact_body(&redacted), redacted);
     }
 }

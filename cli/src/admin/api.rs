@@ -153,6 +153,9 @@ pub struct Compacted {
     pub bytes_reclaimed: u64,
     /// Blobs kept.
     pub blobs_kept: u64,
+    /// The bytes the document store's files shrank by.
+    #[serde(default)]
+    pub store_bytes_reclaimed: u64,
 }
 
 /// The listener serving a database: `GET /status`.

@@ -391,6 +391,7 @@ pub fn compact(db: &Database) -> OpResult<Compacted> {
         blobs_removed: r.blobs_removed,
         bytes_reclaimed: r.bytes_reclaimed,
         blobs_kept: r.blobs_kept,
+        store_bytes_reclaimed: r.store_bytes_reclaimed,
     })
 }
 

@@ -47,6 +47,9 @@ pub struct CompactReport {
     pub bytes_reclaimed: u64,
     /// Blobs kept.
     pub blobs_kept: u64,
+    /// The bytes the document store's files shrank by once rewritten without what was
+    /// deleted, purged or overwritten.
+    pub store_bytes_reclaimed: u64,
 }
 
 /// A blob being saved: bytes go in with [`BlobWriter::write`], and [`BlobWriter::finish`]
@@ -291,9 +294,12 @@ impl Database {
             .collect()
     }
 
-    /// Removes the blobs no stored revision refers to, and reports what it reclaimed. A
-    /// blob that a revision refers to is never removed, nor one saved through this handle
-    /// and not referenced yet (it is about to be). Runs under the write lock: saves wait.
+    /// Gives space back: removes the blobs no stored revision refers to, then rewrites
+    /// the store's files without what was deleted, purged or overwritten (revision trees
+    /// are pruned as they are written), and reports what it reclaimed. A blob that a
+    /// revision refers to is never removed, nor one saved through this handle and not
+    /// referenced yet (it is about to be). Blob removal runs under the write lock (saves
+    /// wait); the store's rewrite does not.
     pub fn compact(&self) -> Result<CompactReport, StorageError> {
         let w = self.lock_writer()?;
         let referenced = self.referenced_blobs()?;
@@ -313,6 +319,7 @@ impl Database {
             }
         }
         drop(w);
+        report.store_bytes_reclaimed = self.inner.kv.compact()?;
         Ok(report)
     }
 

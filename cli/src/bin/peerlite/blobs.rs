@@ -105,7 +105,8 @@ pub(crate) fn parse_attach(arg: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-/// Removes the blobs no document refers to any more, and says what it reclaimed.
+/// Removes the blobs no document refers to any more, rewrites the store without what
+/// was deleted, purged or overwritten, and says what it reclaimed.
 pub(crate) fn compact(db: &Path) -> Result<(), String> {
     let r = Target::open_existing(db)?
         .compact()
@@ -113,6 +114,10 @@ pub(crate) fn compact(db: &Path) -> Result<(), String> {
     println!(
         "removed {} unreferenced blobs, reclaimed {} bytes ({} blobs kept)",
         r.blobs_removed, r.bytes_reclaimed, r.blobs_kept
+    );
+    println!(
+        "rewrote the document store: {} bytes reclaimed",
+        r.store_bytes_reclaimed
     );
     Ok(())
 }
