@@ -1,32 +1,55 @@
 //! Purging expired documents while a listener or a replicator runs: the store keeps the
-//! expirations and reads no clock ([`Database::purge_expired`]); this task brings the
-//! time.
+//! expirations and reads no clock ([`Database::purge_expired`]); this brings the time.
+//!
+//! Purging commits durably (an fsync per thousand documents), so it runs on a thread of
+//! its own rather than on the runtime's executor.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime};
 
 use peerlite_storage::Database;
 
-use crate::Runtime;
-
-/// The longest the task sleeps: an expiration set meanwhile, earlier than the one it
+/// The longest the thread sleeps: an expiration set meanwhile, earlier than the one it
 /// waits for, is purged within this of its time.
 const AT_MOST: Duration = Duration::from_secs(1);
 
-/// Purges `db`'s documents as they expire, until the task is dropped.
-pub(crate) async fn purge_on_expiry<R: Runtime>(rt: R, db: Database) {
-    loop {
-        match db.purge_expired(SystemTime::now()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired documents purged"),
-            Err(e) => tracing::warn!(error = %e, "expired documents could not be purged"),
+/// Purges a database's documents as they expire, until dropped.
+pub(crate) struct ExpiryPurger {
+    /// Dropping it wakes the thread, which then ends.
+    _stop: Sender<()>,
+}
+
+impl ExpiryPurger {
+    /// Starts purging `db` (a thread that cannot be started is a warning: the next open
+    /// of the database purges what is due).
+    pub(crate) fn start(db: Database) -> ExpiryPurger {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("peerlite-expiry".into())
+            .spawn(move || {
+                loop {
+                    match db.purge_expired(SystemTime::now()) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "expired documents purged"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "expired documents could not be purged");
+                        }
+                    }
+                    let wait = match db.next_expiration() {
+                        Ok(Some(at)) => at
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default()
+                            .min(AT_MOST),
+                        _ => AT_MOST,
+                    };
+                    if let Err(RecvTimeoutError::Disconnected) = stopped.recv_timeout(wait) {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "expired documents are not purged while this runs");
         }
-        let wait = match db.next_expiration() {
-            Ok(Some(at)) => at
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .min(AT_MOST),
-            _ => AT_MOST,
-        };
-        rt.sleep_until(Instant::now() + wait).await;
+        ExpiryPurger { _stop: stop }
     }
 }

@@ -268,7 +268,7 @@ pub struct Listener<R: Runtime> {
     stop: Sender<()>,
     task: R::Task,
     /// Purges the database's documents as they expire, while the listener runs.
-    _expiry: R::Task,
+    _expiry: crate::expiry::ExpiryPurger,
 }
 
 impl<R: Runtime> fmt::Debug for Listener<R> {
@@ -349,7 +349,7 @@ impl<R: Runtime> Listener<R> {
             max_frame_bytes: config.max_frame_bytes,
         });
         let passive = Settings::of(&config);
-        let expiry = rt.spawn(crate::expiry::purge_on_expiry(rt.clone(), db.clone()));
+        let expiry = crate::expiry::ExpiryPurger::start(db.clone());
         let (stop, stopped) = async_channel::bounded(1);
         let serving = Serving {
             rt: rt.clone(),

@@ -198,7 +198,7 @@ pub struct Replicator<R: Runtime> {
     db_listener: ListenerToken,
     _task: R::Task,
     /// Purges the database's documents as they expire, while the replicator exists.
-    _expiry: R::Task,
+    _expiry: crate::expiry::ExpiryPurger,
 }
 
 impl<R: Runtime> fmt::Debug for Replicator<R> {
@@ -321,7 +321,7 @@ impl<R: Runtime> Replicator<R> {
             last_connect_error: None,
         };
         let storage = crate::storage_worker::spawn(db.clone(), tx.clone(), Msg::Storage);
-        let expiry = rt.spawn(crate::expiry::purge_on_expiry(rt.clone(), db.clone()));
+        let expiry = crate::expiry::ExpiryPurger::start(db.clone());
         let task = rt.spawn(async move {
             let mut link = Link::none();
             let rt = driver.rt.clone();
