@@ -202,6 +202,12 @@ fn every_document_blob_and_identity_command_answers_the_same_through_a_running_s
         vec!["rm", "--db", DB, "pic"],
         vec!["compact", "--db", DB],
         vec!["blob", "get", "--db", DB, &digest],
+        vec!["retention", "--db", DB],
+        vec!["retention", "--db", DB, "--keep", "0s"],
+        vec!["retention", "--db", DB, "--keep", "a while"],
+        vec!["changes", "--db", DB, "--since", "1"],
+        vec!["retention", "--db", DB, "--forever"],
+        vec!["compact", "--db", DB],
         vec!["info", "--db", DB],
         vec![
             "identity",
@@ -773,4 +779,91 @@ fn documents_expire_when_due_served_or_not_and_expiration_is_not_replicated() {
     assert!(pull(&url).starts_with("pushed 0, pulled 0"));
     assert!(terminate(server));
     assert_eq!(ok(&["ls", "--db", p]), "b\nd\n");
+}
+
+#[test]
+fn a_phone_away_longer_than_the_retention_is_refused_and_recovers_into_a_new_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("laptop.db");
+    let phone = dir.path().join("phone.db");
+    let fresh = dir.path().join("phone-new.db");
+    let (l, p, f) = (
+        laptop.to_str().unwrap(),
+        phone.to_str().unwrap(),
+        fresh.to_str().unwrap(),
+    );
+    ok(&["put", "--db", l, "a", r#"{"n": 1}"#]);
+    ok(&["put", "--db", l, "b", r#"{"n": 2}"#]);
+    // Shown and set; bad input changes nothing.
+    assert_eq!(
+        ok(&["retention", "--db", l]),
+        "tombstones are kept 30days\n"
+    );
+    let (code, _, err) = run(&["retention", "--db", l, "--keep", "a while"]);
+    assert!(
+        code == 1 && err.contains("30d, 12h, 0s or forever"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["retention", "--db", l, "--keep", "1d", "--forever"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        ok(&["retention", "--db", l, "--forever"]),
+        "tombstones are kept forever\n"
+    );
+    let (server, url) = serve(&laptop, &[]);
+    let sync = |db: &str, how: &str| {
+        run(&[
+            "sync",
+            &url,
+            "--db",
+            db,
+            how,
+            "--user",
+            "sync:pw",
+            "--accept-self-signed",
+        ])
+    };
+    let (code, out, err) = sync(p, "--pull");
+    assert!(code == 0 && out.starts_with("pushed 0, pulled 2"), "{err}");
+
+    // While the phone is away, the laptop deletes a and forgets it at once (through the
+    // running server: retention and compact go through its admin socket).
+    ok(&["rm", "--db", l, "a"]);
+    assert_eq!(
+        ok(&["retention", "--db", l, "--keep", "0s"]),
+        "tombstones are kept 0s\n_default._default: tombstones up to sequence 3 forgotten (a peer that last pulled before it is refused)\n"
+    );
+    assert!(ok(&["compact", "--db", l]).starts_with("forgot 0 tombstones"));
+    let (_, info) = curl(&laptop, &["http://admin/retention"]);
+    assert_eq!(json(&info)["forgotten_through"]["_default._default"], 3);
+    // The phone changed b meanwhile.
+    ok(&["put", "--db", p, "b", r#"{"n": 3}"#]);
+
+    // Coming back, it is refused: the reason and the way out, nothing pushed, no retry.
+    let (code, _, err) = run(&[
+        "sync",
+        &url,
+        "--db",
+        p,
+        "--user",
+        "sync:pw",
+        "--accept-self-signed",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("forgotten deletions"), "{err}");
+    assert!(err.contains("new database"), "{err}");
+    assert!(err.contains("up to sequence 3"), "{err}");
+    assert!(!err.contains("retry"), "{err}");
+    assert_eq!(
+        ok(&["get", "--db", l, "b"]),
+        "{\"n\":2}\n",
+        "nothing was pushed"
+    );
+    assert_eq!(ok(&["ls", "--db", l]), "b\n", "a did not come back");
+    // The recovery: a new database pulled from the laptop; the old one keeps b to export.
+    let (code, out, err) = sync(f, "--pull");
+    assert!(code == 0 && out.starts_with("pushed 0, pulled 1"), "{err}");
+    assert_eq!(ok(&["ls", "--db", f]), "b\n");
+    assert!(terminate(server));
+    assert_eq!(ok(&["get", "--db", p, "b"]), "{\"n\":3}\n");
 }

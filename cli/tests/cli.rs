@@ -1408,14 +1408,14 @@ fn blobs_travel_with_sync_over_tls_and_the_blob_commands_say_what_is_wrong() {
         .assert()
         .success()
         .stdout(predicates::str::starts_with(
-            "removed 1 unreferenced blobs, reclaimed 2500000 bytes (1 blobs kept)\nrewrote the document store: ",
+            "forgot 0 tombstones older than the retention\nremoved 1 unreferenced blobs, reclaimed 2500000 bytes (1 blobs kept)\nrewrote the document store: ",
         ));
     peerlite()
         .args(["compact", "--db", &b])
         .assert()
         .success()
         .stdout(predicates::str::starts_with(
-            "removed 0 unreferenced blobs, reclaimed 0 bytes (1 blobs kept)\n",
+            "forgot 0 tombstones older than the retention\nremoved 0 unreferenced blobs, reclaimed 0 bytes (1 blobs kept)\n",
         ));
     // A file stored on its own prints the reference to put in a document.
     peerlite()

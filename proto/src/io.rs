@@ -260,6 +260,31 @@ pub enum ReplicationError {
     /// Nothing arrived from the peer within the heartbeat timeout.
     #[error("the remote peer stopped answering (no message for {0:?})")]
     Timeout(std::time::Duration),
+    /// The remote peer forgot deletions this replicator has not pulled yet: tombstones
+    /// older than its retention were dropped after this peer last synced with it, so
+    /// pulling on would leave documents deleted there alive here, and pushing could bring
+    /// them back there. Nothing was pushed. Not retried. To recover, pull into a new
+    /// database; what this side changed while away stays in this one, to export and
+    /// apply again.
+    #[error(
+        "the remote peer has forgotten deletions made since this peer last pulled from it (it keeps tombstones for a limited time and this peer was away longer), so syncing on could bring deleted documents back; nothing was pushed. Pull into a new database (peerlite sync --pull --db NEW); what changed here while away stays in this database to export and apply again. It said: {message}"
+    )]
+    PeerForgotDeletions {
+        /// The remote peer's explanation (the sequences involved).
+        message: String,
+    },
+    /// This database forgot deletions before pushing them to the remote peer: tombstones
+    /// older than its retention were dropped while this peer had not synced, so the remote
+    /// peer still holds those documents and pulling would bring them back. Not retried.
+    #[error(
+        "this database has forgotten deletions it had not pushed to the remote peer yet (it last pushed sequence {since}; tombstones up to sequence {through} were dropped after their retention): the remote peer still holds those documents. Pull into a new database (peerlite sync --pull --db NEW) and delete them again there; a longer retention (peerlite retention) avoids this"
+    )]
+    ForgotDeletions {
+        /// This side's push checkpoint.
+        since: Seq,
+        /// The highest sequence a forgotten tombstone had.
+        through: Seq,
+    },
     /// Gave up after the configured number of attempts.
     #[error("gave up after {attempts} attempts; last error: {last}")]
     GaveUp {
@@ -283,6 +308,8 @@ impl ReplicationError {
             }
             ReplicationError::Protocol(_)
             | ReplicationError::ReadOnly(_)
+            | ReplicationError::PeerForgotDeletions { .. }
+            | ReplicationError::ForgotDeletions { .. }
             | ReplicationError::UnsupportedVersion { .. }
             | ReplicationError::GaveUp { .. } => false,
         }

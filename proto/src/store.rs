@@ -129,7 +129,8 @@ pub enum StorageOp {
         /// Its content.
         value: Bytes,
     },
-    /// Up to `limit` changes after `since`. Reply: [`StorageReply::Changes`].
+    /// Up to `limit` changes after `since`. Reply: [`StorageReply::Changes`], or
+    /// [`StorageReply::DeletionsForgotten`] if deletions after `since` were forgotten.
     Changes {
         /// The collection.
         collection: CollectionName,
@@ -223,6 +224,15 @@ pub enum StorageReply {
     Done,
     /// For [`StorageOp::Changes`].
     Changes(Vec<Change>),
+    /// For [`StorageOp::Changes`]: the feed after `since` is no longer complete —
+    /// tombstones up to sequence `through` were forgotten (their retention ran out), and
+    /// a reader at `since` had not seen them. A store answers this only for `since` above
+    /// zero and below `through`; the reader's peer could still hold those documents alive,
+    /// so the replication stops instead of going on without the deletions.
+    DeletionsForgotten {
+        /// The highest sequence a forgotten tombstone had.
+        through: Seq,
+    },
     /// For [`StorageOp::RevsDiff`], one per pair.
     RevsDiff(Vec<RevsDiff>),
     /// For [`StorageOp::GetRevisions`], one per pair.

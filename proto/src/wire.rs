@@ -330,6 +330,9 @@ pub enum Code {
     NotFound,
     /// 409: in conflict with the receiver's state.
     Conflict,
+    /// 410: what was asked for is gone: the changes feed after the requested sequence
+    /// no longer holds every deletion (tombstones older than the retention were forgotten).
+    Gone,
     /// 500: the receiver failed.
     Internal,
     /// 503: the receiver failed for now; a retry may work.
@@ -340,11 +343,12 @@ pub enum Code {
 
 impl Code {
     /// Every code this build names.
-    pub const ALL: [Code; 7] = [
+    pub const ALL: [Code; 8] = [
         Code::BadRequest,
         Code::Forbidden,
         Code::NotFound,
         Code::Conflict,
+        Code::Gone,
         Code::Internal,
         Code::Unavailable,
         Code::UnsupportedVersion,
@@ -357,6 +361,7 @@ impl Code {
             Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::Conflict => 409,
+            Code::Gone => 410,
             Code::Internal => 500,
             Code::Unavailable => 503,
             Code::UnsupportedVersion => 505,

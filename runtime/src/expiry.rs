@@ -1,17 +1,23 @@
-//! Purging expired documents while a listener or a replicator runs: the store keeps the
-//! expirations and reads no clock ([`Database::purge_expired`]); this brings the time.
+//! Purging expired documents and forgetting tombstones older than the retention while a
+//! listener or a replicator runs: the store keeps the expirations and the retention and
+//! reads no clock ([`Database::purge_expired`], [`Database::forget_tombstones`]); this
+//! brings the time.
 //!
-//! Purging commits durably (an fsync per thousand documents), so it runs on a thread of
-//! its own rather than on the runtime's executor.
+//! Both commit durably (an fsync per thousand documents), so they run on a thread of
+//! their own rather than on the runtime's executor.
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use peerlite_storage::Database;
 
 /// The longest the thread sleeps: an expiration set meanwhile, earlier than the one it
 /// waits for, is purged within this of its time.
 const AT_MOST: Duration = Duration::from_secs(1);
+
+/// How often old tombstones are looked for (the retention is days; the store's own
+/// precision is a sixty-fourth of it).
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Purges a database's documents as they expire, until dropped.
 pub(crate) struct ExpiryPurger {
@@ -27,7 +33,21 @@ impl ExpiryPurger {
         let spawned = std::thread::Builder::new()
             .name("peerlite-expiry".into())
             .spawn(move || {
+                let mut forgot_at: Option<Instant> = None;
                 loop {
+                    if forgot_at.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
+                        forgot_at = Some(Instant::now());
+                        match db.forget_tombstones(SystemTime::now()) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                forgotten = n,
+                                "tombstones older than the retention forgotten"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "old tombstones could not be forgotten");
+                            }
+                        }
+                    }
                     match db.purge_expired(SystemTime::now()) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "expired documents purged"),

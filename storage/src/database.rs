@@ -409,6 +409,8 @@ impl Database {
         }
         batch.delete(Space::Meta, keys::collection_meta_key(name.as_str()));
         batch.delete(Space::Meta, keys::last_seq_meta_key(state.id));
+        batch.delete(Space::Meta, keys::forgotten_key(state.id));
+        batch.delete(Space::Meta, keys::forget_scanned_key(state.id));
         batch.put(
             Space::Meta,
             keys::retired_seq_meta_key(name.as_str()),
@@ -885,7 +887,9 @@ impl Database {
             .map_err(|_| StorageError::Kv(KvError::Poisoned))
     }
 
-    fn read_catalog(&self) -> Result<std::sync::RwLockReadGuard<'_, Catalog>, StorageError> {
+    pub(crate) fn read_catalog(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, Catalog>, StorageError> {
         self.inner
             .catalog
             .read()

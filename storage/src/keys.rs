@@ -146,6 +146,36 @@ pub(crate) fn expiry_from_queue_key(
     Ok((at, cid, doc_id_from_key(doc)?))
 }
 
+/// Tombstone retention, in seconds (absent: the default; `u64::MAX`: forever).
+pub(crate) const META_TOMBSTONE_RETENTION: &[u8] = b"tombretention";
+/// Sequence marks: milliseconds since the epoch (BE) → (collection id BE, last sequence BE)
+/// pairs, the position of every collection's feed at that time.
+pub(crate) const META_SEQ_MARK_PREFIX: &[u8] = b"seqmark/";
+/// The highest sequence a forgotten tombstone had, per collection id (BE) → u64 BE.
+const META_FORGOTTEN_PREFIX: &[u8] = b"forgot/";
+/// How far the feed of a collection was scanned for tombstones to forget.
+const META_FORGET_SCANNED_PREFIX: &[u8] = b"forgotscan/";
+
+pub(crate) fn seq_mark_key(at_ms: u64) -> Vec<u8> {
+    [META_SEQ_MARK_PREFIX, &at_ms.to_be_bytes()].concat()
+}
+
+/// The time of a sequence-mark key.
+pub(crate) fn seq_mark_time(key: &[u8]) -> Result<u64, StorageError> {
+    key.strip_prefix(META_SEQ_MARK_PREFIX)
+        .and_then(|t| t.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::corrupt("sequence mark", key, "key is not 16 bytes"))
+}
+
+pub(crate) fn forgotten_key(cid: CollectionId) -> Vec<u8> {
+    [META_FORGOTTEN_PREFIX, &cid.to_be_bytes()].concat()
+}
+
+pub(crate) fn forget_scanned_key(cid: CollectionId) -> Vec<u8> {
+    [META_FORGET_SCANNED_PREFIX, &cid.to_be_bytes()].concat()
+}
+
 pub(crate) fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let mut end = prefix.to_vec();
     // Prefixes used here are ASCII and end in '/', so incrementing the last byte is safe.

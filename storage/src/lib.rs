@@ -55,6 +55,7 @@ mod pending;
 mod record;
 mod record_cache;
 mod replication;
+mod retention;
 pub mod sample;
 
 pub use blobs::{BlobInfo, BlobStore, BlobWrite, BlobWriter, CompactReport, FileBlobs, MemBlobs};
@@ -69,3 +70,4 @@ pub use mem::MemKv;
 pub use notify::{ChangeNotice, ChangeOrigin, ListenerToken, NotifyWhen};
 pub use peerlite_proto::{Change, InsertMode, InsertOutcome, RevisionInsert, RevsDiff};
 pub use record_cache::{CacheStats, CachedKv};
+pub use retention::DEFAULT_TOMBSTONE_RETENTION;

@@ -142,7 +142,10 @@ impl Database {
                 collection,
                 since,
                 limit,
-            } => StorageReply::Changes(self.changes(&collection, since, limit)?),
+            } => match self.feed_incomplete_after(&collection, since)? {
+                Some(through) => StorageReply::DeletionsForgotten { through },
+                None => StorageReply::Changes(self.changes(&collection, since, limit)?),
+            },
             StorageOp::RevsDiff { collection, revs } => {
                 StorageReply::RevsDiff(self.revs_diff(&collection, &revs)?)
             }

@@ -150,6 +150,7 @@ conformance!(
     purge_removes_everything_and_never_reuses_sequences,
     deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence,
     expired_documents_are_purged_at_the_time_given_and_not_before,
+    tombstones_older_than_the_retention_are_forgotten_and_the_feed_refuses_readers_behind,
     local_documents,
     listeners_see_local_and_replicated_changes,
     visible_listeners_hear_first_and_can_read_the_change,
@@ -502,6 +503,119 @@ fn expired_documents_are_purged_at_the_time_given_and_not_before(h: &mut dyn Har
     for kept in ["keep", "cleared"] {
         assert!(db.get(&dc(), &id(kept)).unwrap().is_some(), "{kept}");
     }
+}
+
+/// Tombstones are forgotten once a sequence mark at least the retention old lies past
+/// them — not earlier, and not live documents or later deletions; the feed then refuses a
+/// reader between zero and the last forgotten tombstone. Across reopen.
+fn tombstones_older_than_the_retention_are_forgotten_and_the_feed_refuses_readers_behind(
+    h: &mut dyn Harness,
+) {
+    use peerlite_proto::{StorageOp as Op, StorageReply as Reply};
+    use std::time::{Duration, SystemTime};
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let hour = Duration::from_secs(3600);
+    let day = 24 * hour;
+    let notes: CollectionName = "app.notes".parse().unwrap();
+    let changes = |since: u64| Op::Changes {
+        collection: dc(),
+        since: Seq(since),
+        limit: 100_000,
+    };
+    let last_forgotten;
+    {
+        let db = h.open();
+        assert_eq!(
+            db.tombstone_retention().unwrap(),
+            Some(peerlite_storage::DEFAULT_TOMBSTONE_RETENTION)
+        );
+        db.set_tombstone_retention(Some(day)).unwrap();
+        db.create_collection(&notes).unwrap();
+        assert_eq!(db.forget_tombstones(t0).unwrap(), 0);
+        for i in 0..1500 {
+            db.save(&dc(), &id(&format!("d{i}")), body("{}")).unwrap();
+        }
+        for i in 0..1200 {
+            db.delete(&dc(), &id(&format!("d{i}")), Expected::Any)
+                .unwrap();
+        }
+        // Deleted then created again: alive, kept.
+        db.save(&dc(), &id("d5"), body(r#"{"back": true}"#))
+            .unwrap();
+        db.save(&notes, &id("n"), body("{}")).unwrap();
+        db.delete(&notes, &id("n"), Expected::Any).unwrap();
+        last_forgotten = db
+            .changes(&dc(), Seq::ZERO, 100_000)
+            .unwrap()
+            .iter()
+            .filter(|c| c.deleted)
+            .map(|c| c.seq)
+            .max()
+            .unwrap();
+        assert_eq!(db.forget_tombstones(t0 + hour).unwrap(), 0, "an hour old");
+        // Deleted after the mark of t0 + 1h: a day old only after t0 + 2h + 1 day.
+        db.save(&dc(), &id("late"), body("{}")).unwrap();
+        db.delete(&dc(), &id("late"), Expected::Any).unwrap();
+        assert_eq!(db.forget_tombstones(t0 + 2 * hour).unwrap(), 0);
+        assert_eq!(
+            db.forget_tombstones(t0 + day).unwrap(),
+            0,
+            "what the mark of t0 covers holds no tombstone"
+        );
+        assert_eq!(db.forgotten_through(&dc()).unwrap(), Seq::ZERO);
+        assert!(matches!(db.execute(changes(3)), Reply::Changes(_)));
+        assert_eq!(
+            db.forget_tombstones(t0 + day + hour).unwrap(),
+            1199 + 1,
+            "every tombstone of both collections deleted before t0 + 1h (d5 came back)"
+        );
+    }
+    let db = h.open();
+    assert_eq!(db.tombstone_retention().unwrap(), Some(day));
+    assert_eq!(db.forgotten_through(&dc()).unwrap(), last_forgotten);
+    assert!(db.forgotten_through(&notes).unwrap() > Seq::ZERO);
+    for gone in ["d0", "d1199"] {
+        assert_eq!(db.rev_tree(&dc(), &id(gone)).unwrap(), None, "{gone}");
+    }
+    assert!(db.get(&dc(), &id("d5")).unwrap().is_some());
+    assert!(db.get(&dc(), &id("d1200")).unwrap().is_some());
+    assert!(
+        db.get_including_deleted(&dc(), &id("late"))
+            .unwrap()
+            .is_some()
+    );
+    let feed = db.changes(&dc(), Seq::ZERO, 100_000).unwrap();
+    assert_eq!(
+        feed.len(),
+        301 + 1,
+        "the live documents (d5 too) and the late tombstone"
+    );
+    // A reader from zero, or at or past the last forgotten tombstone, reads on; one
+    // between them is refused.
+    assert!(matches!(db.execute(changes(0)), Reply::Changes(c) if c.len() == 302));
+    assert_eq!(
+        db.execute(changes(7)),
+        Reply::DeletionsForgotten {
+            through: last_forgotten
+        }
+    );
+    assert!(matches!(
+        db.execute(changes(last_forgotten.0)),
+        Reply::Changes(_)
+    ));
+    // Forever: nothing more is forgotten, however late.
+    db.set_tombstone_retention(None).unwrap();
+    assert_eq!(db.forget_tombstones(t0 + 400 * day).unwrap(), 0);
+    // Zero: everything deleted so far, at once; a clock gone backwards forgets nothing.
+    db.set_tombstone_retention(Some(Duration::ZERO)).unwrap();
+    assert_eq!(db.forget_tombstones(t0 + 2 * day).unwrap(), 1);
+    assert_eq!(db.rev_tree(&dc(), &id("late")).unwrap(), None);
+    db.set_tombstone_retention(Some(day)).unwrap();
+    assert_eq!(db.forget_tombstones(t0).unwrap(), 0);
+    // Deleting the collection takes what it forgot with it.
+    db.delete_collection(&notes).unwrap();
+    db.create_collection(&notes).unwrap();
+    assert_eq!(db.forgotten_through(&notes).unwrap(), Seq::ZERO);
 }
 
 fn local_documents(h: &mut dyn Harness) {
@@ -1749,7 +1863,7 @@ fn compaction_removes_only_unreferenced_blobs(h: &mut impl Harness) {
     let unreferenced = db
         .save_blob(&b"saved just now, about to be used"[..], None)
         .unwrap();
-    let report = db.compact().unwrap();
+    let report = db.compact(std::time::SystemTime::now()).unwrap();
     let removed = [&old, &deleted];
     assert_eq!(report.blobs_removed, 2, "{report:?}");
     assert_eq!(
@@ -1764,10 +1878,20 @@ fn compaction_removes_only_unreferenced_blobs(h: &mut impl Harness) {
         assert!(db.has_blob(&b.digest).unwrap());
     }
     // Nothing left to reclaim; a reopened handle removes the unreferenced one.
-    assert_eq!(db.compact().unwrap().blobs_removed, 0);
+    assert_eq!(
+        db.compact(std::time::SystemTime::now())
+            .unwrap()
+            .blobs_removed,
+        0
+    );
     drop(db);
     let db = h.open();
-    assert_eq!(db.compact().unwrap().blobs_removed, 1);
+    assert_eq!(
+        db.compact(std::time::SystemTime::now())
+            .unwrap()
+            .blobs_removed,
+        1
+    );
     assert_eq!(
         db.get(&dc(), &id("a")).unwrap().unwrap().body,
         photo_doc(&kept)
@@ -1805,7 +1929,7 @@ fn compaction_after_a_purge_keeps_what_is_left_and_nothing_purged() {
     );
     drop(db);
     let db = h.open();
-    db.compact().unwrap();
+    db.compact(std::time::SystemTime::now()).unwrap();
     drop(db);
     let db = h.open();
     assert_eq!(
@@ -1816,5 +1940,10 @@ fn compaction_after_a_purge_keeps_what_is_left_and_nothing_purged() {
     assert_eq!(db.get(&dc(), &id("d0007")).unwrap(), None);
     assert_eq!(db.documents(&dc(), None, 10).unwrap().documents.len(), 1);
     let mem = Database::in_memory().unwrap();
-    assert_eq!(mem.compact().unwrap().store_bytes_reclaimed, 0);
+    assert_eq!(
+        mem.compact(std::time::SystemTime::now())
+            .unwrap()
+            .store_bytes_reclaimed,
+        0
+    );
 }

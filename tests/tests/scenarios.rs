@@ -838,12 +838,13 @@ fn documents_near_the_frame_limit_sync_and_larger_ones_are_reported() {
     }
     assert_eq!(body_of(&w, hub, "up-huge"), None);
     assert_eq!(body_of(&w, client, "down-huge"), None);
-    let failed: Vec<_> = doc_events(&w, link)
+    let mut failed: Vec<_> = doc_events(&w, link)
         .into_iter()
         .filter(|d| d.error.is_some())
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
-    for (event, doc) in failed.iter().zip(["up-huge", "down-huge"]) {
+    failed.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+    for (event, doc) in failed.iter().zip(["down-huge", "up-huge"]) {
         assert_eq!(event.doc_id, id(doc));
         match event.error {
             Some(DocumentError::TooLarge { bytes, limit: l }) => {

@@ -147,6 +147,9 @@ pub struct BlobEntry {
 /// What `compact` removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compacted {
+    /// Tombstones older than the retention, forgotten.
+    #[serde(default)]
+    pub tombstones_forgotten: u64,
     /// Blobs removed: no stored revision refers to them.
     pub blobs_removed: u64,
     /// The bytes they held.
@@ -244,6 +247,18 @@ pub struct NewIdentity {
 pub struct ErrorBody {
     /// What went wrong and, where there is one, the fix.
     pub error: String,
+}
+
+/// How long the database keeps tombstones (`peerlite retention`, `GET`/`PUT /retention`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// How long, in seconds, or `None`: forever.
+    pub seconds: Option<u64>,
+    /// The same, for people (`30days`, `forever`).
+    pub keep: String,
+    /// Per collection (`scope.name`) that forgot any, the highest sequence a forgotten
+    /// tombstone had: a peer that last pulled an earlier sequence is refused.
+    pub forgotten_through: std::collections::BTreeMap<String, u64>,
 }
 
 /// A document's expiration (`peerlite expire`, `GET`/`PUT /c/{c}/docs/{id}/expiration`).

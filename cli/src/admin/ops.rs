@@ -11,7 +11,7 @@ use peerlite_storage::{Database, Expected, Purged, StorageError};
 
 use super::api::{
     BlobEntry, BlobTotals, Change, CollectionInfo, Compacted, Doc, DocMeta, DocPage, Expiration,
-    Identity, Imported, Info, Leaf, NewIdentity, Written,
+    Identity, Imported, Info, Leaf, NewIdentity, Retention, Written,
 };
 
 /// Why an operation failed; its message names the cause and, where there is one, the
@@ -305,6 +305,54 @@ pub fn expiration(db: &Database, c: &CollectionName, id: &DocId) -> OpResult<Exp
     })
 }
 
+/// How long tombstones are kept, and what each collection forgot.
+pub fn retention(db: &Database) -> OpResult<Retention> {
+    let seconds = db.tombstone_retention()?.map(|d| d.as_secs());
+    let mut forgotten_through = std::collections::BTreeMap::new();
+    for c in db.collections()? {
+        let through = db.forgotten_through(&c)?;
+        if through > Seq::ZERO {
+            forgotten_through.insert(c.to_string(), through.0);
+        }
+    }
+    Ok(Retention {
+        seconds,
+        keep: match seconds {
+            Some(s) => humantime::format_duration(Duration::from_secs(s)).to_string(),
+            None => "forever".into(),
+        },
+        forgotten_through,
+    })
+}
+
+/// Sets how long tombstones are kept (`None`: forever), then forgets what is older
+/// already.
+pub fn set_retention(db: &Database, keep: Option<Duration>) -> OpResult<Retention> {
+    if let Some(d) = keep
+        && d.subsec_nanos() != 0
+    {
+        return Err(Failure::BadRequest(format!(
+            "a retention is whole seconds, not {}",
+            humantime::format_duration(d)
+        )));
+    }
+    db.set_tombstone_retention(keep)?;
+    db.forget_tombstones(SystemTime::now())?;
+    retention(db)
+}
+
+/// Parses a retention: a duration (`30d`, `0s`) or `forever`.
+pub fn parse_retention(text: &str) -> OpResult<Option<Duration>> {
+    match text {
+        "forever" => Ok(None),
+        _ => humantime::parse_duration(text).map(Some).map_err(|e| {
+            Failure::BadRequest(format!(
+                "{text:?} is not a retention such as 30d, 12h, 0s or forever: {e}"
+            ))
+        }),
+    }
+}
+
 /// Deletes a collection and every document in it here (not replicated); returns how
 /// many documents it held.
 pub fn delete_collection(db: &Database, c: &CollectionName) -> OpResult<u64> {
@@ -384,10 +432,12 @@ pub fn blobs(db: &Database) -> OpResult<Vec<BlobEntry>> {
         .collect())
 }
 
-/// Removes the blobs no document refers to any more.
+/// Forgets the tombstones older than the retention, removes the blobs no document
+/// refers to any more, and rewrites the store.
 pub fn compact(db: &Database) -> OpResult<Compacted> {
-    let r = db.compact()?;
+    let r = db.compact(SystemTime::now())?;
     Ok(Compacted {
+        tombstones_forgotten: r.tombstones_forgotten,
         blobs_removed: r.blobs_removed,
         bytes_reclaimed: r.bytes_reclaimed,
         blobs_kept: r.blobs_kept,

@@ -323,6 +323,7 @@ fn router(state: AppState) -> Router {
         .route("/blobs", get(blobs).put(put_blob))
         .route("/blobs/{digest}", get(get_blob))
         .route("/compact", post(compact))
+        .route("/retention", get(get_retention).put(put_retention))
         .route("/identities", get(identities))
         .route(
             "/identities/{label}",
@@ -817,6 +818,31 @@ async fn blobs(State(s): State<AppState>) -> Response {
 
 async fn compact(State(s): State<AppState>) -> Response {
     json(blocking(&s, ops::compact).await)
+}
+
+async fn get_retention(State(s): State<AppState>) -> Response {
+    json(blocking(&s, ops::retention).await)
+}
+
+/// The body of `PUT /retention`.
+#[derive(Deserialize)]
+struct RetentionRequest {
+    /// A duration (`30d`, `0s`) or `forever`.
+    keep: String,
+}
+
+async fn put_retention(State(s): State<AppState>, body: Bytes) -> Response {
+    json(
+        blocking(&s, move |db| {
+            let request: RetentionRequest = serde_json::from_slice(&body).map_err(|e| {
+                Failure::BadRequest(format!(
+                    "expected {{\"keep\": \"30d\"}} or {{\"keep\": \"forever\"}}: {e}"
+                ))
+            })?;
+            ops::set_retention(db, ops::parse_retention(&request.keep)?)
+        })
+        .await,
+    )
 }
 
 /// Stores the request body as a blob, streaming; answers its reference.

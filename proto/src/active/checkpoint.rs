@@ -36,6 +36,11 @@ impl ActiveReplicator {
             };
             if pushes {
                 c.push.cursor = crate::sender::ChangesCursor::new(start.push);
+                // Pushing waits for the peer to accept the pull: a peer that forgot
+                // deletions since this side last pulled refuses it, and nothing should
+                // have been pushed to it meanwhile (a document it deleted and forgot
+                // would come back).
+                c.push.held = pulls;
                 self.pump_push(&name);
             }
             if pulls {
@@ -50,7 +55,7 @@ impl ActiveReplicator {
                         continuous,
                         doc_ids,
                     },
-                    Sent::SubChanges,
+                    Sent::SubChanges(name.clone()),
                 );
             }
         }

@@ -495,6 +495,13 @@ impl ActiveReplicator {
                 {
                     self.fail(ReplicationError::ReadOnly(error.message), now, true)
                 }
+                Some(Sent::SubChanges(_)) if error.kind() == Some(Code::Gone) => self.fail(
+                    ReplicationError::PeerForgotDeletions {
+                        message: error.message,
+                    },
+                    now,
+                    true,
+                ),
                 Some(Sent::GetBlob(ask)) => {
                     self.fetches.refused(ask.digest, error.to_string());
                     self.drive_fetches(now);
@@ -570,7 +577,14 @@ impl ActiveReplicator {
                 self.begin(now);
             }
             (Sent::SetCheckpoint, Response::Ok) => self.checkpoint_part_saved(now),
-            (Sent::SubChanges, Response::Ok) | (Sent::Ping, Response::Pong) => {}
+            (Sent::SubChanges(name), Response::Ok) => {
+                if let Some(c) = self.cols.get_mut(&name)
+                    && std::mem::take(&mut c.push.held)
+                {
+                    self.pump_push(&name);
+                }
+            }
+            (Sent::Ping, Response::Pong) => {}
             (
                 Sent::Propose {
                     collection,
@@ -622,6 +636,17 @@ impl ActiveReplicator {
             (Op::SaveLocalCheckpoint, StorageReply::Done) => self.checkpoint_part_saved(now),
             (Op::PushRead(name), StorageReply::Changes(changes)) => {
                 self.push_read(name, changes, now)
+            }
+            (Op::PushRead(name), StorageReply::DeletionsForgotten { through }) => {
+                let since = self
+                    .cols
+                    .get(&name)
+                    .map_or(Seq::ZERO, |c| c.push.cursor.since());
+                self.fail(
+                    ReplicationError::ForgotDeletions { since, through },
+                    now,
+                    true,
+                )
             }
             (
                 Op::PushLeaves {

@@ -8,7 +8,7 @@ pub(super) enum Sent {
     Hello,
     GetCheckpoint,
     SetCheckpoint,
-    SubChanges,
+    SubChanges(CollectionName),
     Propose {
         collection: CollectionName,
         batch: u64,
@@ -33,7 +33,7 @@ impl Sent {
             Sent::Hello => "Hello",
             Sent::GetCheckpoint => "GetCheckpoint",
             Sent::SetCheckpoint => "SetCheckpoint",
-            Sent::SubChanges => "SubChanges",
+            Sent::SubChanges(_) => "SubChanges",
             Sent::Propose { .. } => "ProposeChanges",
             Sent::PushRevs { .. } => "Revs",
             Sent::Ping => "Ping",

@@ -132,6 +132,8 @@ pub(super) struct PushState {
     pub(super) batches: VecDeque<PushBatch>,
     /// `Revs` messages of each batch, waiting for room or in flight.
     pub(super) outbox: Outbox<u64>,
+    /// Nothing is read or sent until the peer accepted this collection's pull.
+    pub(super) held: bool,
 }
 
 /// The bundle to send again when the receiver answered "conflict" with a current
@@ -165,7 +167,7 @@ impl PushState {
     /// Whether to read the next changes now (none under way, more to read, and fewer
     /// than `max_batches` batches in flight): the sequence to read after, marked as read.
     pub(super) fn next_read(&mut self, max_batches: usize) -> Option<Seq> {
-        let allows = self.batches.len() < max_batches;
+        let allows = self.batches.len() < max_batches && !self.held;
         self.cursor.next_read(true, allows)
     }
 

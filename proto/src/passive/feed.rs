@@ -18,12 +18,21 @@ pub(super) struct Feed {
     pub(super) wanted: VecDeque<(Change, Vec<RevId>)>,
     pub(super) revs_reading: bool,
     pub(super) outbox: Outbox<()>,
+    /// The `SubChanges` request, answered once the first read shows the feed is complete
+    /// after its `since` (a store that forgot deletions after it refuses instead).
+    pub(super) unanswered: Option<RequestNumber>,
 }
 
 impl Feed {
     /// A feed of the changes after `since`, of the documents `doc_ids` (all if `None`).
-    pub(super) fn new(since: Seq, continuous: bool, doc_ids: Option<BTreeSet<DocId>>) -> Feed {
+    pub(super) fn new(
+        request: RequestNumber,
+        since: Seq,
+        continuous: bool,
+        doc_ids: Option<BTreeSet<DocId>>,
+    ) -> Feed {
         Feed {
+            unanswered: Some(request),
             cursor: ChangesCursor::new(since),
             continuous,
             doc_ids,
@@ -69,6 +78,12 @@ impl PassivePeer {
         let Some(f) = self.feeds.get_mut(&collection) else {
             return;
         };
+        if let Some(n) = f.unanswered.take() {
+            self.conn.respond(n, Response::Ok);
+        }
+        let Some(f) = self.feeds.get_mut(&collection) else {
+            return;
+        };
         f.cursor.read_done(&changes, limit);
         let pushed = self.pushed.get(&collection);
         let selected: Vec<Change> = changes
@@ -110,6 +125,25 @@ impl PassivePeer {
             );
         }
         self.pump(&collection);
+    }
+
+    /// The store forgot deletions after where the feed reads: refuse the subscription if
+    /// it is not answered yet (the replicator stops and says why), else end the
+    /// connection (the replicator's next attempt is refused the same way).
+    pub(super) fn feed_forgotten(&mut self, collection: CollectionName, through: Seq) {
+        let Some(f) = self.feeds.remove(&collection) else {
+            return;
+        };
+        let message = format!(
+            "the changes of {collection} after sequence {} are no longer complete here: tombstones up to sequence {through} were forgotten after their retention",
+            f.cursor.since()
+        );
+        match f.unanswered {
+            Some(n) => self
+                .conn
+                .respond_error(n, ErrorBody::with_code(Code::Gone, message)),
+            None => self.close(CloseCode::PolicyViolation, message),
+        }
     }
 
     pub(super) fn send_revs(

@@ -495,9 +495,8 @@ impl PassivePeer {
                     );
                 }
                 let doc_ids = doc_ids.map(|v| v.into_iter().collect());
-                let feed = Feed::new(since, continuous, doc_ids);
+                let feed = Feed::new(n, since, continuous, doc_ids);
                 self.feeds.insert(collection.clone(), feed);
-                self.conn.respond(n, Response::Ok);
                 self.pump(&collection);
             }
             Request::ProposeChanges {
@@ -665,6 +664,9 @@ impl PassivePeer {
             }
             (Op::FeedRead(collection), StorageReply::Changes(changes)) => {
                 self.feed_read(collection, changes);
+            }
+            (Op::FeedRead(collection), StorageReply::DeletionsForgotten { through }) => {
+                self.feed_forgotten(collection, through);
             }
             (
                 Op::ReadRevs {

@@ -41,6 +41,9 @@ impl BlobInfo {
 /// What [`Database::compact`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
+    /// Tombstones older than the retention, forgotten
+    /// ([`Database::forget_tombstones`](crate::Database::forget_tombstones)).
+    pub tombstones_forgotten: u64,
     /// Blobs removed: no stored revision refers to them.
     pub blobs_removed: u64,
     /// The bytes those blobs held.
@@ -294,17 +297,22 @@ impl Database {
             .collect()
     }
 
-    /// Gives space back: removes the blobs no stored revision refers to, then rewrites
+    /// Gives space back: forgets the tombstones older than the retention at `now`
+    /// ([`Database::forget_tombstones`](crate::Database::forget_tombstones)), removes the
+    /// blobs no stored revision refers to, then rewrites
     /// the store's files without what was deleted, purged or overwritten (revision trees
     /// are pruned as they are written), and reports what it reclaimed. A blob that a
     /// revision refers to is never removed, nor one saved through this handle and not
     /// referenced yet (it is about to be). Blob removal runs under the write lock (saves
     /// wait); the store's rewrite does not.
-    pub fn compact(&self) -> Result<CompactReport, StorageError> {
+    pub fn compact(&self, now: std::time::SystemTime) -> Result<CompactReport, StorageError> {
+        let mut report = CompactReport {
+            tombstones_forgotten: self.forget_tombstones(now)?,
+            ..CompactReport::default()
+        };
         let w = self.lock_writer()?;
         let referenced = self.referenced_blobs()?;
         let fresh = self.lock_fresh_blobs()?.clone();
-        let mut report = CompactReport::default();
         for (digest, length) in self.inner.blobs.list()? {
             if referenced.contains(&digest) || fresh.contains(&digest) {
                 report.blobs_kept += 1;

@@ -112,6 +112,10 @@ pub(crate) fn compact(db: &Path) -> Result<(), String> {
         .compact()
         .map_err(|e| e.to_string())?;
     println!(
+        "forgot {} tombstones older than the retention",
+        r.tombstones_forgotten
+    );
+    println!(
         "removed {} unreferenced blobs, reclaimed {} bytes ({} blobs kept)",
         r.blobs_removed, r.bytes_reclaimed, r.blobs_kept
     );

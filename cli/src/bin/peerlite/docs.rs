@@ -28,6 +28,26 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// Shows or sets how long tombstones are kept.
+pub(crate) fn retention(db: &Path, keep: Option<&str>) -> Result<(), String> {
+    let mut target = Target::open_existing(db)?;
+    let r = match keep {
+        Some(keep) => target.set_retention(keep),
+        None => target.retention(),
+    }
+    .map_err(|e| e.to_string())?;
+    match r.seconds {
+        Some(_) => println!("tombstones are kept {}", r.keep),
+        None => println!("tombstones are kept forever"),
+    }
+    for (c, through) in &r.forgotten_through {
+        println!(
+            "{c}: tombstones up to sequence {through} forgotten (a peer that last pulled before it is refused)"
+        );
+    }
+    Ok(())
+}
+
 /// Shows or sets when a document expires.
 pub(crate) fn expire(
     args: &DbArgs,

@@ -176,6 +176,21 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
+    /// Show or set how long deleted documents' tombstones are kept (30 days unless set).
+    /// Older ones are forgotten, so the database does not grow forever; a peer that last
+    /// synced before a forgotten deletion is refused, instead of bringing it back.
+    Retention {
+        /// Database directory (it must exist).
+        #[arg(long)]
+        db: PathBuf,
+        /// Keep tombstones this long (30d, 12h; 0s forgets them at once).
+        #[arg(long, value_name = "DURATION", group = "how_long")]
+        keep: Option<String>,
+        /// Keep tombstones forever (peers may stay away any time; the database keeps
+        /// every deletion).
+        #[arg(long, group = "how_long")]
+        forever: bool,
+    },
     /// Manage TLS identities stored in a database.
     Identity {
         /// Database directory.
@@ -249,13 +264,23 @@ fn open_db_with(path: &std::path::Path, max_blob_bytes: u64) -> Result<Database,
     Ok(db)
 }
 
-/// Purges the documents whose expiration has passed (logged; a failure is a warning:
-/// the next open or timer tries again).
+/// Purges the documents whose expiration has passed and forgets the tombstones older
+/// than the retention (logged; a failure is a warning: the next open or timer tries
+/// again).
 fn purge_expired(db: &Database) {
-    match db.purge_expired(std::time::SystemTime::now()) {
+    let now = std::time::SystemTime::now();
+    match db.purge_expired(now) {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "expired documents purged"),
         Err(e) => tracing::warn!(error = %e, "expired documents could not be purged"),
+    }
+    match db.forget_tombstones(now) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            forgotten = n,
+            "tombstones older than the retention forgotten"
+        ),
+        Err(e) => tracing::warn!(error = %e, "old tombstones could not be forgotten"),
     }
 }
 
@@ -297,6 +322,9 @@ fn main() -> ExitCode {
         } => docs::expire(&db, &id, at.as_deref(), after, never),
         Command::Blob { command } => blobs::run(command),
         Command::Compact { db } => blobs::compact(&db),
+        Command::Retention { db, keep, forever } => {
+            docs::retention(&db, keep.as_deref().or(forever.then_some("forever")))
+        }
         Command::Get {
             db,
             id,

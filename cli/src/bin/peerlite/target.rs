@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use hyper::Method;
 use peerlite_cli::admin::api::{
     BlobEntry, Change, Compacted, DocMeta, DocPage, Expiration, Identity, Imported, Info,
-    NewIdentity, Written,
+    NewIdentity, Retention, Written,
 };
 use peerlite_cli::admin::ops::{self, OpResult};
 use peerlite_cli::admin::{Client, segment};
@@ -189,6 +189,24 @@ impl Target {
                 let path = format!("{}/expiration", doc_path(c, id));
                 s.send_json(Method::PUT, &path, &serde_json::json!({ "at": at }))
             }
+        }
+    }
+
+    pub(crate) fn retention(&mut self) -> OpResult<Retention> {
+        match self {
+            Target::Local { db, .. } => ops::retention(db),
+            Target::Served(s) => s.get(Method::GET, "/retention"),
+        }
+    }
+
+    pub(crate) fn set_retention(&mut self, keep: &str) -> OpResult<Retention> {
+        match self {
+            Target::Local { db, .. } => ops::set_retention(db, ops::parse_retention(keep)?),
+            Target::Served(s) => s.send_json(
+                Method::PUT,
+                "/retention",
+                &serde_json::json!({ "keep": keep }),
+            ),
         }
     }
 
