@@ -166,12 +166,19 @@ impl KvBackend for FjallKv {
     fn compact(&self) -> Result<u64, KvError> {
         let before = self.db.disk_space().map_err(map_err)?;
         for keyspace in &self.spaces {
-            // fjall 3.1 keeps its major compaction hidden from its docs (its own tests
-            // use it): it merges every table of the keyspace without what was deleted or
-            // overwritten, blocking until done. The journal is not rewritten: it goes
-            // as fjall rotates it.
+            // fjall 3.1 keeps these two hidden from its docs (its own tests use them).
+            // The memtable is flushed first: deletions still in memory would otherwise
+            // not reach the tables, and what they delete would be kept. Then the major
+            // compaction merges every table of the keyspace without what was deleted or
+            // overwritten, blocking until done. The journal is not rewritten: fjall
+            // starts a new one once the current one passes 64 MB and drops the old one
+            // once every keyspace has flushed past it — a keyspace left with no table at
+            // all (everything in it deleted) holds the old one until its next flush, so
+            // a churned store keeps at most two journals.
+            keyspace.rotate_memtable_and_wait().map_err(map_err)?;
             keyspace.major_compact().map_err(map_err)?;
         }
+
         let after = self.db.disk_space().map_err(map_err)?;
         Ok(before.saturating_sub(after))
     }

@@ -1,0 +1,105 @@
+//! Bounded growth: a database whose documents are written, updated, deleted and then
+//! forgotten (retention 0) and compacted gives its space back, round after round. The
+//! long version with figures is `cargo run --release -p peerlite-storage --example churn`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use peerlite_proto::{Body, CollectionName, DocId, Seq};
+use peerlite_storage::{Database, DatabaseConfig, Durability, Expected};
+
+/// Bytes under `path`: (journal files, everything else).
+fn du(path: &Path) -> (u64, u64) {
+    let (mut journal, mut rest) = (0, 0);
+    for entry in std::fs::read_dir(path).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            let (j, r) = du(&p);
+            journal += j;
+            rest += r;
+        } else {
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match p.extension().is_some_and(|e| e == "jnl") {
+                true => journal += len,
+                false => rest += len,
+            }
+        }
+    }
+    (journal, rest)
+}
+
+#[test]
+fn churned_documents_leave_nothing_behind_once_forgotten_and_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("churn.db");
+    let config = DatabaseConfig {
+        durability: Durability::Buffered,
+        ..DatabaseConfig::default()
+    };
+    let db = Database::open_with_config(&path, config).unwrap();
+    db.set_tombstone_retention(Some(Duration::ZERO)).unwrap();
+    db.persist().unwrap();
+    let (_, empty) = du(&path);
+    let c = CollectionName::default();
+    let ids: Vec<DocId> = (0..5_000)
+        .map(|i| DocId::new(format!("doc-{i:05}")).unwrap())
+        .collect();
+    let mut after = Vec::new();
+    for round in 0..4 {
+        let mut peak = 0;
+        for version in 0..=10 {
+            for chunk in ids.chunks(1000) {
+                let docs: Vec<(DocId, Body)> = chunk
+                    .iter()
+                    .map(|id| {
+                        let json = format!(
+                            r#"{{"round": {round}, "version": {version}, "text": "{}"}}"#,
+                            "x".repeat(200)
+                        );
+                        (id.clone(), Body::from_json_str(&json).unwrap())
+                    })
+                    .collect();
+                db.save_batch(&c, docs).unwrap();
+            }
+            db.persist().unwrap();
+            peak = peak.max(du(&path).1);
+        }
+        for id in &ids {
+            db.delete(&c, id, Expected::Any).unwrap();
+        }
+        let report = db.compact(SystemTime::now()).unwrap();
+        assert_eq!(report.tombstones_forgotten, 5_000);
+        db.persist().unwrap();
+        let (journal, tables) = du(&path);
+        println!(
+            "round {round}: tables {peak} bytes at most, {tables} after (empty database {empty}); journal {journal}"
+        );
+        // The tables hold nothing of it: within a small factor of an empty database's
+        // files. The journal is fjall's: it starts a new file once the current one passes
+        // 64 MB and deletes the old one once everything in it is flushed, so at most two
+        // are on disk (see the example for the plateau over many rounds).
+        assert!(peak > 2_000_000, "the round wrote {peak} bytes of tables");
+        assert!(
+            tables < 20 * empty.max(50_000),
+            "{tables} bytes left in tables"
+        );
+        assert!(journal < 2 * 70_000_000, "journal {journal}");
+        after.push(journal + tables);
+    }
+    // No growth with the rounds beyond the journal's two files.
+    assert!(
+        after.iter().all(|a| *a < 2 * 70_000_000 + 1_000_000),
+        "{after:?}"
+    );
+    assert!(db.changes(&c, Seq::ZERO, 1).unwrap().is_empty());
+    assert!(db.documents(&c, None, 1).unwrap().documents.is_empty());
+    drop(db);
+    let db = Database::open(&path).unwrap();
+    assert!(db.changes(&c, Seq::ZERO, 1).unwrap().is_empty());
+    assert_eq!(
+        db.forgotten_through(&c).unwrap(),
+        db.last_sequence(&c).unwrap()
+    );
+}
