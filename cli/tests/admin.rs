@@ -477,6 +477,32 @@ fn curl_edits_and_inspects_a_served_database_and_bad_requests_get_a_json_4xx_tha
             400,
             "invalid document ID",
         ),
+        (
+            &["-X", "PUT", "-d", "{}", "DOCS/x?expires=soon"],
+            400,
+            "RFC 3339",
+        ),
+        (
+            &[
+                "-X",
+                "PUT",
+                "-d",
+                "{}",
+                "DOCS/x?expires=2020-01-01T00:00:00Z",
+            ],
+            400,
+            "is in the past",
+        ),
+        (
+            &["-X", "PUT", "-d", "{\"keep\": \"ages\"}", "BASE/retention"],
+            400,
+            "30d, 12h",
+        ),
+        (
+            &["-X", "PUT", "-d", "{}", "BASE/retention"],
+            400,
+            "expected",
+        ),
         (&["DOCS/missing"], 404, "not found"),
         (
             &["BASE/c/app.none/docs/x"],

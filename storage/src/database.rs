@@ -136,6 +136,8 @@ struct LocalEdit {
     deleted: bool,
     body: Body,
     expected: Expected,
+    /// Set the document's expiration in the same commit.
+    expires: Option<std::time::SystemTime>,
 }
 
 /// One page of documents from [`Database::documents`].
@@ -461,6 +463,43 @@ impl Database {
         self.write_one(collection, id, false, body, expected)
     }
 
+    /// Saves a document and sets when it expires ([`Database::set_expiration`]) in one
+    /// atomic commit: a crash leaves either both or neither. Saving the body it already
+    /// has still sets the expiration.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use peerlite_proto::{Body, CollectionName, DocId};
+    /// use peerlite_storage::{Database, Expected};
+    ///
+    /// let db = Database::in_memory()?;
+    /// let (c, id) = (CollectionName::default(), DocId::new("otp")?);
+    /// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// db.save_expiring(&c, &id, Body::from_json_str(r#"{"code": 4711}"#)?, Expected::Any, at)?;
+    /// assert_eq!(db.expiration(&c, &id)?, Some(at));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save_expiring(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+        body: Body,
+        expected: Expected,
+        expires: std::time::SystemTime,
+    ) -> Result<WriteResult, StorageError> {
+        let edit = LocalEdit {
+            id: id.clone(),
+            deleted: false,
+            body,
+            expected,
+            expires: Some(expires),
+        };
+        let mut results = self.write_local(collection, vec![edit])?;
+        results.pop().ok_or_else(|| {
+            StorageError::corrupt("document", id.as_str().as_bytes(), "no write result")
+        })
+    }
+
     /// Deletes a document by adding a tombstone revision. Fails with
     /// [`StorageError::NotFound`] if it does not exist or is already deleted.
     pub fn delete(
@@ -487,6 +526,7 @@ impl Database {
                 deleted: false,
                 body,
                 expected: Expected::Any,
+                expires: None,
             })
             .collect();
         self.write_local(collection, edits)
@@ -505,6 +545,7 @@ impl Database {
             deleted,
             body,
             expected,
+            expires: None,
         };
         let mut results = self.write_local(collection, vec![edit])?;
         results.pop().ok_or_else(|| {
@@ -527,13 +568,18 @@ impl Database {
         let mut results = Vec::with_capacity(edits.len());
         let mut notices = Vec::with_capacity(edits.len());
         let mut seq = state.last_seq;
+        let mut expirations = Vec::new();
         for LocalEdit {
             id,
             deleted,
             body,
             expected,
+            expires,
         } in edits
         {
+            if let Some(at) = expires {
+                expirations.push((id.clone(), at));
+            }
             let entry = match work.entry(id.clone()) {
                 btree_map::Entry::Occupied(e) => e.into_mut(),
                 btree_map::Entry::Vacant(e) => {
@@ -612,10 +658,16 @@ impl Database {
                 origin: ChangeOrigin::Local,
             });
         }
+        let mut batch = WriteBatch::new();
+        for (id, at) in &expirations {
+            self.stage_expiration(&mut batch, state.id, id, Some(*at))?;
+        }
         if notices.is_empty() {
+            if !expirations.is_empty() {
+                self.inner.kv.commit(batch, self.inner.config.durability)?;
+            }
             return Ok(results);
         }
-        let mut batch = WriteBatch::new();
         // Documents whose every edit was a no-op stay as they are.
         for (id, (disk_seq, tree, doc_seq)) in work.iter().filter(|(_, w)| w.2 != Seq::ZERO) {
             self.stage_doc(&mut batch, state.id, id, *disk_seq, *doc_seq, tree)?;

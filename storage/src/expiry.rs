@@ -74,21 +74,30 @@ impl Database {
             });
         }
         let mut batch = WriteBatch::new();
-        self.stage_expiration_removal(&mut batch, state.id, id)?;
+        self.stage_expiration(&mut batch, state.id, id, at)?;
+        self.inner.kv.commit(batch, self.inner.config.durability)?;
+        Ok(())
+    }
+
+    /// Adds to `batch` the replacement of a document's expiration by `at` (`None`:
+    /// never).
+    pub(crate) fn stage_expiration(
+        &self,
+        batch: &mut WriteBatch,
+        cid: CollectionId,
+        id: &DocId,
+        at: Option<SystemTime>,
+    ) -> Result<(), StorageError> {
+        self.stage_expiration_removal(batch, cid, id)?;
         if let Some(at) = at {
             let ms = to_millis(at);
             batch.put(
                 Space::Meta,
-                keys::expires_key(state.id, id),
+                keys::expires_key(cid, id),
                 ms.to_be_bytes().to_vec(),
             );
-            batch.put(
-                Space::Meta,
-                keys::expiry_queue_key(ms, state.id, id),
-                Vec::new(),
-            );
+            batch.put(Space::Meta, keys::expiry_queue_key(ms, cid, id), Vec::new());
         }
-        self.inner.kv.commit(batch, self.inner.config.durability)?;
         Ok(())
     }
 

@@ -150,6 +150,7 @@ conformance!(
     purge_removes_everything_and_never_reuses_sequences,
     deleting_a_collection_removes_it_whole_and_a_new_one_continues_its_sequence,
     expired_documents_are_purged_at_the_time_given_and_not_before,
+    a_save_and_its_expiration_commit_together,
     tombstones_older_than_the_retention_are_forgotten_and_the_feed_refuses_readers_behind,
     local_documents,
     listeners_see_local_and_replicated_changes,
@@ -503,6 +504,53 @@ fn expired_documents_are_purged_at_the_time_given_and_not_before(h: &mut dyn Har
     for kept in ["keep", "cleared"] {
         assert!(db.get(&dc(), &id(kept)).unwrap().is_some(), "{kept}");
     }
+}
+
+/// `save_expiring` writes the revision and the expiration in one commit; a refused save
+/// sets nothing; the same body again still sets the new time.
+fn a_save_and_its_expiration_commit_together(h: &mut dyn Harness) {
+    use std::time::{Duration, SystemTime};
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    {
+        let db = h.open();
+        let w = db
+            .save_expiring(
+                &dc(),
+                &id("otp"),
+                body(r#"{"c": 1}"#),
+                Expected::Any,
+                at(60),
+            )
+            .unwrap();
+        assert!(w.changed);
+        assert_eq!(db.expiration(&dc(), &id("otp")).unwrap(), Some(at(60)));
+        let again = db
+            .save_expiring(
+                &dc(),
+                &id("otp"),
+                body(r#"{"c": 1}"#),
+                Expected::Any,
+                at(90),
+            )
+            .unwrap();
+        assert!(!again.changed && again.rev == w.rev);
+        assert_eq!(db.expiration(&dc(), &id("otp")).unwrap(), Some(at(90)));
+        assert!(matches!(
+            db.save_expiring(&dc(), &id("new"), body("{}"), Expected::Rev(w.rev), at(5)),
+            Err(StorageError::Conflict { .. })
+        ));
+        assert_eq!(db.rev_tree(&dc(), &id("new")).unwrap(), None);
+        assert_eq!(
+            db.next_expiration().unwrap(),
+            Some(at(90)),
+            "nothing set for new"
+        );
+    }
+    let db = h.open();
+    assert_eq!(db.expiration(&dc(), &id("otp")).unwrap(), Some(at(90)));
+    assert_eq!(db.purge_expired(at(90)).unwrap(), 1);
+    assert!(db.get(&dc(), &id("otp")).unwrap().is_none());
 }
 
 /// Tombstones are forgotten once a sequence mark at least the retention old lies past

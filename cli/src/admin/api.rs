@@ -47,6 +47,9 @@ pub struct Written {
     pub rev: String,
     /// False when the save changed nothing (the body was already that).
     pub changed: bool,
+    /// When it expires (RFC 3339), if the save set that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// A live document in a listing.

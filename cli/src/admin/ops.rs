@@ -109,14 +109,39 @@ fn not_found(id: &DocId, c: &CollectionName) -> Failure {
 }
 
 /// Saves a document (creating the collection if missing).
-pub fn put(db: &Database, c: &CollectionName, id: &DocId, body: Body) -> OpResult<Written> {
+pub fn put(
+    db: &Database,
+    c: &CollectionName,
+    id: &DocId,
+    body: Body,
+    expires: Option<SystemTime>,
+) -> OpResult<Written> {
     db.create_collection(c)?;
-    let w = db.save(c, id, body)?;
+    let w = match expires {
+        None => db.save(c, id, body)?,
+        Some(at) => {
+            refuse_past_expiration(id, at)?;
+            db.save_expiring(c, id, body, Expected::Any, at)?
+        }
+    };
     Ok(Written {
         id: id.to_string(),
         rev: w.rev.to_string(),
         changed: w.changed,
+        expires: expires.map(format_time),
     })
+}
+
+/// An expiration must be in the future: to remove a document now, purge it.
+fn refuse_past_expiration(id: &DocId, at: SystemTime) -> OpResult<()> {
+    if at <= SystemTime::now() {
+        return Err(Failure::BadRequest(format!(
+            "the expiration {} is in the past: to remove {:?} now, purge it",
+            format_time(at),
+            id.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// A live document's body.
@@ -172,6 +197,7 @@ pub fn delete(db: &Database, c: &CollectionName, id: &DocId) -> OpResult<Written
         id: id.to_string(),
         rev: w.rev.to_string(),
         changed: w.changed,
+        expires: None,
     })
 }
 
@@ -274,14 +300,8 @@ pub fn set_expiration(
     at: Option<SystemTime>,
 ) -> OpResult<Expiration> {
     existing(db, c)?;
-    if let Some(t) = at
-        && t <= SystemTime::now()
-    {
-        return Err(Failure::BadRequest(format!(
-            "the expiration {} is in the past: to remove {:?} now, purge it",
-            format_time(t),
-            id.as_str()
-        )));
+    if let Some(t) = at {
+        refuse_past_expiration(id, t)?;
     }
     match db.set_expiration(c, id, at) {
         Err(StorageError::NotFound { .. }) => return Err(not_found(id, c)),

@@ -633,11 +633,23 @@ async fn get_doc(
     )
 }
 
+/// The query of `PUT /c/{collection}/docs/{id}`.
+#[derive(Deserialize)]
+struct PutQuery {
+    /// RFC 3339: the document expires then (set in the same commit as the save).
+    expires: Option<String>,
+}
+
 async fn put_doc(
     State(s): State<AppState>,
     UrlPath((collection, id)): UrlPath<(String, String)>,
+    query: Result<Query<PutQuery>, QueryRejection>,
     body: Bytes,
 ) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
     let value: serde_json::Value = match parse(&body) {
         Ok(v) => v,
         Err(f) => return failure(f),
@@ -645,7 +657,8 @@ async fn put_doc(
     json(
         blocking(&s, move |db| {
             let (c, id) = (ops::collection(&collection)?, ops::doc_id(&id)?);
-            ops::put(db, &c, &id, ops::body(&value)?)
+            let expires = q.expires.as_deref().map(ops::parse_time).transpose()?;
+            ops::put(db, &c, &id, ops::body(&value)?, expires)
         })
         .await,
     )

@@ -109,15 +109,11 @@ pub(crate) fn put(
         }
         body = Body::from_json(&value).map_err(|e| e.to_string())?;
     }
-    let w = db.put(&c, &id, body).map_err(|e| e.to_string())?;
+    let expires = expires_in.map(|d| std::time::SystemTime::now() + d);
+    let w = db.put(&c, &id, body, expires).map_err(|e| e.to_string())?;
     println!("{}", w.rev);
-    if let Some(d) = expires_in {
-        let e = db
-            .set_expiration(&c, &id, Some(std::time::SystemTime::now() + d))
-            .map_err(|e| e.to_string())?;
-        if let Some(t) = e.expires {
-            eprintln!("{} expires at {t}", e.id);
-        }
+    if let Some(t) = w.expires {
+        eprintln!("{} expires at {t}", w.id);
     }
     Ok(())
 }

@@ -56,10 +56,26 @@ impl Target {
         })
     }
 
-    pub(crate) fn put(&mut self, c: &CollectionName, id: &DocId, body: Body) -> OpResult<Written> {
+    pub(crate) fn put(
+        &mut self,
+        c: &CollectionName,
+        id: &DocId,
+        body: Body,
+        expires: Option<SystemTime>,
+    ) -> OpResult<Written> {
         match self {
-            Target::Local { db, .. } => ops::put(db, c, id, body),
-            Target::Served(s) => s.send_json(Method::PUT, &doc_path(c, id), &body.to_json()),
+            Target::Local { db, .. } => ops::put(db, c, id, body, expires),
+            Target::Served(s) => {
+                let path = match expires {
+                    Some(at) => format!(
+                        "{}?expires={}",
+                        doc_path(c, id),
+                        segment(&ops::format_time(at))
+                    ),
+                    None => doc_path(c, id),
+                };
+                s.send_json(Method::PUT, &path, &body.to_json())
+            }
         }
     }
 
