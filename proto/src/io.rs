@@ -275,9 +275,10 @@ pub enum ReplicationError {
     },
     /// This database forgot deletions before pushing them to the remote peer: tombstones
     /// older than its retention were dropped while this peer had not synced, so the remote
-    /// peer still holds those documents and pulling would bring them back. Not retried.
+    /// peer still holds those documents and pulling would bring them back. Checked before
+    /// anything moves either way. Not retried.
     #[error(
-        "this database has forgotten deletions it had not pushed to the remote peer yet (it last pushed sequence {since}; tombstones up to sequence {through} were dropped after their retention): the remote peer still holds those documents. Pull into a new database (peerlite sync --pull --db NEW) and delete them again there; a longer retention (peerlite retention) avoids this"
+        "this database has forgotten deletions it had not pushed to the remote peer yet (it last pushed sequence {since}; tombstones up to sequence {through} were dropped after their retention): the remote peer still holds those documents, and nothing was pushed or pulled. Pull into a new database (peerlite sync --pull --db NEW) and delete them again there; a longer retention (peerlite retention) avoids this"
     )]
     ForgotDeletions {
         /// This side's push checkpoint.

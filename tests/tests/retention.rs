@@ -323,8 +323,9 @@ fn pinned_seeds() {
 }
 
 /// A replicator whose own database forgot deletions it had not pushed yet stops with
-/// the reason and pushes nothing; the listener keeps its copy, and the other documents'
-/// changes made meanwhile wait for the recovery instead of half-syncing.
+/// the reason before anything moves either way: the listener keeps its copy (edited
+/// meanwhile), the phone does not pull it back, and its other change waits for the
+/// recovery instead of half-syncing.
 #[test]
 fn a_replicator_that_forgot_deletions_it_never_pushed_stops_and_says_so() {
     let mut w = World::new(11, SimConfig::default());
@@ -341,7 +342,9 @@ fn a_replicator_that_forgot_deletions_it_never_pushed_stops_and_says_so() {
     w.run_until_quiet(Duration::from_secs(60)).unwrap();
     assert!(w.status(first).error.is_none());
 
-    // Offline, the phone deletes "a", changes "b", and forgets the tombstone at once.
+    // Offline, the phone deletes "a", changes "b", and forgets the tombstone at once;
+    // meanwhile the hub edits "a" (with the tombstone kept, the deletion would win).
+    w.save(hub, "a", r#"{"v": 2, "by": "hub"}"#).unwrap();
     w.delete(phone, "a").unwrap();
     w.save(phone, "b", r#"{"v": 2}"#).unwrap();
     w.db(phone)
@@ -374,7 +377,7 @@ fn a_replicator_that_forgot_deletions_it_never_pushed_stops_and_says_so() {
         "the hub keeps its copy"
     );
     assert!(
-        w.db(phone).get(&c, &a).unwrap().is_none(),
-        "and the phone does not get it back"
+        w.db(phone).get_including_deleted(&c, &a).unwrap().is_none(),
+        "and the phone does not pull it back: it stopped before subscribing"
     );
 }

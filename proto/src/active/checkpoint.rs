@@ -29,37 +29,56 @@ impl ActiveReplicator {
         for name in names {
             let start = self.progress_cp.get(&name);
             let pushes = self.config.replicator_type.pushes();
-            let pulls = self.config.replicator_type.pulls();
-            let continuous = self.config.continuous;
             let Some(c) = self.cols.get_mut(&name) else {
                 continue;
             };
             if pushes {
+                // Nothing moves until both feeds are known complete: this side's (a
+                // deletion it forgot before pushing it would stay alive on the peer, and
+                // come back here by pull), then the peer's (see `open_collection`).
                 c.push.cursor = crate::sender::ChangesCursor::new(start.push);
-                // Pushing waits for the peer to accept the pull: a peer that forgot
-                // deletions since this side last pulled refuses it, and nothing should
-                // have been pushed to it meanwhile (a document it deleted and forgot
-                // would come back).
-                c.push.held = pulls;
-                self.pump_push(&name);
-            }
-            if pulls {
-                let Some(c) = self.cols.get(&name) else {
-                    continue;
-                };
-                let doc_ids = c.config.doc_ids.clone();
-                self.conn.request(
-                    Request::SubChanges {
+                c.push.held = true;
+                if start.push > Seq::ZERO {
+                    let check = StorageOp::Changes {
                         collection: name.clone(),
-                        since: start.pull,
-                        continuous,
-                        doc_ids,
-                    },
-                    Sent::SubChanges(name.clone()),
-                );
+                        since: start.push,
+                        limit: 0,
+                    };
+                    self.op(check, Op::PushCheck(name));
+                    continue;
+                }
             }
+            self.open_collection(&name);
         }
         self.update_activity(now);
+    }
+
+    /// Starts moving one collection once this side's feed is known complete: subscribes
+    /// to the peer's changes, and pushes once the peer accepts that (a peer that forgot
+    /// deletions since this side last pulled refuses it, and nothing should have been
+    /// pushed to it meanwhile: a document it deleted and forgot would come back there);
+    /// or pushes at once when not pulling.
+    pub(super) fn open_collection(&mut self, name: &CollectionName) {
+        let start = self.progress_cp.get(name);
+        let continuous = self.config.continuous;
+        let Some(c) = self.cols.get_mut(name) else {
+            return;
+        };
+        if !self.config.replicator_type.pulls() {
+            c.push.held = false;
+            self.pump_push(name);
+            return;
+        }
+        let doc_ids = c.config.doc_ids.clone();
+        self.conn.request(
+            Request::SubChanges {
+                collection: name.clone(),
+                since: start.pull,
+                continuous,
+                doc_ids,
+            },
+            Sent::SubChanges(name.clone()),
+        );
     }
 
     /// Saves the progress checkpoint on both sides, unless it is unchanged.

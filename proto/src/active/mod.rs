@@ -637,7 +637,11 @@ impl ActiveReplicator {
             (Op::PushRead(name), StorageReply::Changes(changes)) => {
                 self.push_read(name, changes, now)
             }
-            (Op::PushRead(name), StorageReply::DeletionsForgotten { through }) => {
+            (Op::PushCheck(name), StorageReply::Changes(_)) => self.open_collection(&name),
+            (
+                Op::PushRead(name) | Op::PushCheck(name),
+                StorageReply::DeletionsForgotten { through },
+            ) => {
                 let since = self
                     .cols
                     .get(&name)

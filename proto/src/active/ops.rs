@@ -46,6 +46,8 @@ impl Sent {
 pub(super) enum Op {
     LoadLocalCheckpoint,
     SaveLocalCheckpoint,
+    /// Whether this side's feed still holds every deletion after where it last pushed.
+    PushCheck(CollectionName),
     PushRead(CollectionName),
     PushLeaves {
         collection: CollectionName,

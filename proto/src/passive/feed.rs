@@ -260,3 +260,126 @@ impl PassivePeer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use crate::{
+        Change, CloseCode, CloseReason, Code, CollectionName, Frame, Hello, Input, OpId, Output,
+        PROTOCOL_VERSION, PassiveConfig, PassivePeer, Principal, Request, Response, Seq, StorageOp,
+        StorageReply,
+    };
+
+    fn request(n: u64, request: Request) -> Input {
+        Input::Frame(Frame::Request(n, request).encode())
+    }
+
+    /// Everything the machine wants done now: frames sent, storage operations, closes.
+    fn drain(p: &mut PassivePeer) -> (Vec<Frame>, Vec<(OpId, StorageOp)>, Vec<CloseReason>) {
+        let (mut frames, mut ops, mut closes) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(out) = p.poll_output() {
+            match out {
+                Output::Send(bytes) => frames.push(decode(&bytes)),
+                Output::Storage(id, op) => ops.push((id, op)),
+                Output::Close(reason) => closes.push(reason),
+                _ => {}
+            }
+        }
+        (frames, ops, closes)
+    }
+
+    fn decode(bytes: &Bytes) -> Frame {
+        Frame::decode(bytes, &crate::FrameLimits::DEFAULT).expect("a frame")
+    }
+
+    fn subscribe(n: u64, since: u64, continuous: bool) -> Input {
+        request(
+            n,
+            Request::SubChanges {
+                collection: CollectionName::default(),
+                since: Seq(since),
+                continuous,
+                doc_ids: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_pull_behind_forgotten_deletions_is_refused_and_one_that_falls_behind_is_closed() {
+        #[allow(clippy::disallowed_methods)] // a test is its own runtime
+        let now = Instant::now();
+        let mut p = PassivePeer::new(PassiveConfig::default(), Principal::default(), now);
+        let hello = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            collections: vec![CollectionName::default()],
+            push: true,
+            pull: true,
+            max_frame_bytes: None,
+        };
+        p.handle_input(request(1, Request::Hello(hello)), now)
+            .unwrap();
+        drain(&mut p);
+
+        // Not answered before the first read; refused with 410 when the store says the
+        // feed after `since` lost deletions.
+        p.handle_input(subscribe(2, 5, false), now).unwrap();
+        let (frames, ops, _) = drain(&mut p);
+        assert!(frames.is_empty(), "answered before reading: {frames:?}");
+        let [(id, StorageOp::Changes { since, .. })] = &ops[..] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(*since, Seq(5));
+        let reply = StorageReply::DeletionsForgotten { through: Seq(9) };
+        p.handle_input(Input::Storage(*id, reply), now).unwrap();
+        let (frames, ops, closes) = drain(&mut p);
+        assert!(ops.is_empty() && closes.is_empty());
+        let [Frame::Error(2, error)] = &frames[..] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(error.kind(), Some(Code::Gone));
+        assert!(
+            error.message.contains("after sequence 5")
+                && error.message.contains("up to sequence 9"),
+            "{}",
+            error.message
+        );
+
+        // The peer may subscribe again from a complete position: answered after the
+        // read, then the caught-up marker. If the store forgets deletions ahead of the
+        // live feed, the connection ends (its next attempt is refused as above).
+        p.handle_input(subscribe(3, 9, true), now).unwrap();
+        let (_, ops, _) = drain(&mut p);
+        let [(id, _)] = &ops[..] else {
+            panic!("{ops:?}")
+        };
+        let empty: Vec<Change> = Vec::new();
+        p.handle_input(Input::Storage(*id, StorageReply::Changes(empty)), now)
+            .unwrap();
+        let (frames, _, _) = drain(&mut p);
+        assert!(
+            matches!(frames.first(), Some(Frame::Response(3, Response::Ok))),
+            "{frames:?}"
+        );
+        p.handle_input(Input::LocalChange(CollectionName::default(), Seq(12)), now)
+            .unwrap();
+        let (_, ops, _) = drain(&mut p);
+        let [(id, StorageOp::Changes { .. })] = &ops[..] else {
+            panic!("{ops:?}")
+        };
+        let reply = StorageReply::DeletionsForgotten { through: Seq(11) };
+        p.handle_input(Input::Storage(*id, reply), now).unwrap();
+        let (_, _, closes) = drain(&mut p);
+        let [reason] = &closes[..] else {
+            panic!("{closes:?}")
+        };
+        assert_eq!(reason.code, CloseCode::PolicyViolation);
+        assert!(
+            reason.message.contains("up to sequence 11"),
+            "{}",
+            reason.message
+        );
+    }
+}
