@@ -288,6 +288,13 @@ impl ActiveReplicator {
         leaves: Vec<Vec<Revision>>,
         now: Instant,
     ) {
+        if crate::sender::deletion_vanished(&changes, &leaves) {
+            let failure = crate::StorageFailure {
+                message: crate::sender::DELETION_VANISHED.into(),
+                transient: true,
+            };
+            return self.fail(ReplicationError::Storage(failure), now, true);
+        }
         let direct_max = self.config.push_without_proposal;
         let max_history = self.config.max_history;
         let Some(c) = self.cols.get_mut(&name) else {

@@ -152,6 +152,9 @@ impl PassivePeer {
         changes: Vec<(Change, Vec<RevId>)>,
         leaves: Vec<Vec<Revision>>,
     ) {
+        if crate::sender::deletion_vanished(changes.iter().map(|(c, _)| c), &leaves) {
+            return self.close(CloseCode::PolicyViolation, crate::sender::DELETION_VANISHED);
+        }
         let max_history = self.config.max_history;
         let mut docs = Vec::new();
         let mut unavailable = Vec::new();

@@ -32,5 +32,23 @@ pub(crate) fn summary(docs: &[RevBundle]) -> Vec<(DocId, RevId, bool)> {
         .collect()
 }
 
+/// Whether a deletion read from the changes feed was gone by the time its revisions were
+/// read (`leaves[i]` for `changes[i]`): forgotten after its retention, or purged, in
+/// between. Sending on would let the receiver's checkpoint pass a deletion it never got,
+/// so the sender starts over from the checkpoint instead, and the feed then says which it
+/// was (a forgotten one refuses the reader).
+pub(crate) fn deletion_vanished<'a>(
+    changes: impl IntoIterator<Item = &'a crate::Change>,
+    leaves: &[Vec<crate::Revision>],
+) -> bool {
+    changes
+        .into_iter()
+        .enumerate()
+        .any(|(i, c)| c.deleted && leaves.get(i).is_none_or(Vec::is_empty))
+}
+
+/// Why a sender starts over when [`deletion_vanished`].
+pub(crate) const DELETION_VANISHED: &str = "a deletion read from the changes feed was gone when its revisions were read (forgotten after its retention, or purged, meanwhile): starting over from the checkpoint";
+
 #[cfg(test)]
 mod tests;
