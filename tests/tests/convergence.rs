@@ -14,7 +14,10 @@ use std::time::Duration;
 use peerlite_proto::{FrameLimits, PassiveConfig, ReplicatorType};
 use peerlite_sim::{LinkId, PeerId, SimConfig, SimError, World};
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
+
+use common::{cases, check, rng_seed};
+
+mod common;
 
 const DOCS: u64 = 8;
 
@@ -29,25 +32,6 @@ fn dump(w: &World) {
             println!("{}", w.describe_doc(doc));
         }
     });
-}
-
-fn cases() -> u32 {
-    std::env::var("PEERLITE_SIM_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-}
-
-/// Where proptest's generator starts: fixed unless `PEERLITE_SIM_SEED_BASE` says otherwise.
-fn rng_seed() -> RngSeed {
-    match std::env::var("PEERLITE_SIM_SEED_BASE").as_deref() {
-        Ok("random") => RngSeed::Random,
-        Ok(n) => RngSeed::Fixed(
-            n.parse()
-                .expect("PEERLITE_SIM_SEED_BASE is a u64 or `random`"),
-        ),
-        Err(_) => RngSeed::Fixed(0x5EED_CAFE),
-    }
 }
 
 /// Random writes, deletes and faults for a while, on random peers.
@@ -275,19 +259,8 @@ fn resume(seed: u64) -> Result<(), SimError> {
     w.check_converged(&[hub, client])
 }
 
-fn check(name: &str, seed: u64, f: fn(u64) -> Result<(), SimError>) -> Result<(), TestCaseError> {
-    let result = std::panic::catch_unwind(|| f(seed));
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(TestCaseError::fail(format!("{name}: SIM_SEED={seed}: {e}"))),
-        Err(_) => Err(TestCaseError::fail(format!(
-            "{name}: SIM_SEED={seed}: panicked"
-        ))),
-    }
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, rng_seed: rng_seed(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(200), failure_persistence: None, rng_seed: rng_seed(0x5EED_CAFE), ..ProptestConfig::default() })]
 
     #[test]
     fn star_with_faults_converges_and_keeps_acknowledged_writes(seed in any::<u64>()) {
