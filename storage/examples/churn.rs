@@ -10,7 +10,6 @@
 //! `Durability::Buffered`: durability changes how often the journal is synced, not what
 //! it holds.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use peerlite_proto::{Body, CollectionName, DocId};
@@ -18,25 +17,9 @@ use peerlite_storage::{Database, DatabaseConfig, Durability, Expected};
 
 const BATCH: usize = 1000;
 
-/// Bytes under `path`: (journal files, everything else).
-fn du(path: &Path) -> (u64, u64) {
-    let (mut journal, mut rest) = (0, 0);
-    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            let (j, r) = du(&p);
-            journal += j;
-            rest += r;
-        } else {
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            match p.extension().is_some_and(|e| e == "jnl") {
-                true => journal += len,
-                false => rest += len,
-            }
-        }
-    }
-    (journal, rest)
-}
+#[path = "../tests/support/disk.rs"]
+mod disk;
+use disk::du;
 
 /// The process's resident set and its peak, in MB, from /proc (0 elsewhere).
 fn rss() -> (f64, f64) {

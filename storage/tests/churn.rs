@@ -11,25 +11,9 @@ use std::time::{Duration, SystemTime};
 use peerlite_proto::{Body, CollectionName, DocId, Seq};
 use peerlite_storage::{Database, DatabaseConfig, Durability, Expected};
 
-/// Bytes under `path`: (journal files, everything else).
-fn du(path: &Path) -> (u64, u64) {
-    let (mut journal, mut rest) = (0, 0);
-    for entry in std::fs::read_dir(path).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            let (j, r) = du(&p);
-            journal += j;
-            rest += r;
-        } else {
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            match p.extension().is_some_and(|e| e == "jnl") {
-                true => journal += len,
-                false => rest += len,
-            }
-        }
-    }
-    (journal, rest)
-}
+#[path = "support/disk.rs"]
+mod disk;
+use disk::du;
 
 /// A database in `dir` forgetting deletions at once, with `n` document IDs.
 fn churned(dir: &Path, n: usize) -> (Database, Vec<DocId>, u64) {
